@@ -1,0 +1,6 @@
+//! maildrill: a fault-injection harness for mail clients that depend on Microsoft Entra ID.
+#![warn(missing_docs)]
+
+pub mod seed;
+pub mod tenant;
+pub mod time;
