@@ -4,3 +4,9 @@
 pub mod seed;
 pub mod tenant;
 pub mod time;
+pub mod fault;
+pub mod journal;
+pub mod mock;
+pub mod tls;
+pub mod wiring;
+pub mod serve;

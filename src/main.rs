@@ -1,1 +1,97 @@
-fn main() {}
+//! The `maildrill` command line: argument parsing, wiring and exit codes only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use maildrill::seed::Seed;
+use maildrill::serve::{self, ServeOptions};
+
+/// Fault-injection harness for mail clients that depend on Microsoft Entra ID credentials.
+#[derive(Debug, Parser)]
+#[command(name = "maildrill", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the mock Entra token endpoint and Graph on loopback, in real time, for any client.
+    Serve {
+        /// Start the clock at this instant (RFC 3339), e.g. 2025-02-14T11:00:00Z.
+        #[arg(long, value_parser = parse_instant)]
+        at: Option<DateTime<Utc>>,
+        /// Where to write the environment file for clients.
+        #[arg(long, default_value = "maildrill.env")]
+        env_file: PathBuf,
+        /// HTTPS port (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        http_port: u16,
+        /// Serve plain HTTP instead of HTTPS (load tests against plain-HTTP peers only).
+        #[arg(long)]
+        plain_http: bool,
+        /// Journal entries kept in memory.
+        #[arg(long, default_value_t = 10_000)]
+        journal_capacity: usize,
+        /// Seed of request ids and the demo secret.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("expected an RFC 3339 instant such as 2025-02-14T11:00:00Z: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { at, env_file, http_port, plain_http, journal_capacity, seed } => {
+            let options = ServeOptions {
+                at,
+                env_file,
+                http_port,
+                plain_http,
+                journal_capacity,
+                seed: Seed(seed),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the runtime")?;
+            runtime.block_on(async {
+                let served = serve::start(&options, serve::real_time_clock)
+                    .await
+                    .context("failed to start serve")?;
+                println!("maildrill serve: mocks on {}", served.http_addr);
+                for (key, value) in &served.env {
+                    if key != "MAILDRILL_CLIENT_SECRET" {
+                        println!("  {key}={value}");
+                    }
+                }
+                println!("  environment written to {} (mode 0600)", options.env_file.display());
+                println!("  Ctrl-C stops");
+                served.run(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                }).await;
+                println!("maildrill serve: stopped");
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! thing at every mock. It does no I/O and knows nothing of HTTP or SMTP.
 
 mod app;
+pub mod demo;
 mod directory;
 mod mailbox;
 mod token;

@@ -1,0 +1,340 @@
+//! The fault vocabulary and when a fault applies.
+//!
+//! Names follow toxiproxy where the meaning matches (`latency`, `timeout`, `reset_peer`,
+//! `limit_data`); the protocol-aware faults (`respond` with a catalogue reply, `malformed_body`,
+//! `fail_but_deliver`) are what a TCP proxy cannot do. Unlike toxiproxy, every fault is active
+//! only in a window of virtual time, for the first N matching requests, or with a probability
+//! drawn from the seed, so a schedule replays to the same bytes.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::mock::wire::{EntraError, GraphError};
+use crate::seed::{Seed, SeedRng};
+
+/// Which service a fault targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    /// The Entra token endpoint (and discovery).
+    Entra,
+    /// Microsoft Graph.
+    Graph,
+    /// The SMTP submission server.
+    Smtp,
+    /// The alert sink.
+    Alerts,
+}
+
+impl Target {
+    /// The name used in scenario files and journals.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Entra => "entra",
+            Target::Graph => "graph",
+            Target::Smtp => "smtp",
+            Target::Alerts => "alerts",
+        }
+    }
+}
+
+/// A reply from the wire catalogue, to send instead of the real one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogueReply {
+    /// An Entra error envelope.
+    Entra(EntraError),
+    /// The token endpoint's plain-text `429` with `Retry-After: 60`.
+    EntraThrottled,
+    /// A Graph error envelope.
+    Graph(GraphError),
+    /// The raw IIS `503` HTML page.
+    GraphHtmlUnavailable,
+}
+
+impl CatalogueReply {
+    /// Resolves a catalogue key for a target: `throttled` and the error keys of
+    /// `fixtures/wire/entra.toml` for Entra, `html_unavailable` and the error keys of
+    /// `fixtures/wire/graph.toml` for Graph.
+    pub fn parse(target: Target, key: &str) -> Result<CatalogueReply, FaultError> {
+        let found = match target {
+            Target::Entra if key == "throttled" => Some(CatalogueReply::EntraThrottled),
+            Target::Entra => EntraError::from_key(key).map(CatalogueReply::Entra),
+            Target::Graph if key == "html_unavailable" => Some(CatalogueReply::GraphHtmlUnavailable),
+            Target::Graph => GraphError::from_key(key).map(CatalogueReply::Graph),
+            Target::Smtp | Target::Alerts => None,
+        };
+        found.ok_or_else(|| FaultError::UnknownReply { target, key: key.to_string() })
+    }
+
+    /// The catalogue key.
+    pub fn key(self) -> &'static str {
+        match self {
+            CatalogueReply::Entra(e) => e.key(),
+            CatalogueReply::EntraThrottled => "throttled",
+            CatalogueReply::Graph(e) => e.key(),
+            CatalogueReply::GraphHtmlUnavailable => "html_unavailable",
+        }
+    }
+}
+
+/// What a fault does to a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultKind {
+    /// Answer after an extra delay on the virtual clock (toxiproxy `latency`).
+    Latency {
+        /// The added delay.
+        delay: Duration,
+    },
+    /// Never answer; the client gives up on its own timeout (toxiproxy `timeout` with 0).
+    Timeout,
+    /// Close the connection without a reply (toxiproxy `reset_peer`).
+    ResetPeer,
+    /// Send only the first `bytes` bytes of the reply, then close (toxiproxy `limit_data`).
+    LimitData {
+        /// Bytes of the serialised response that get through.
+        bytes: usize,
+    },
+    /// Answer with a catalogue reply instead of the real one.
+    Respond {
+        /// The reply.
+        reply: CatalogueReply,
+        /// Overrides `Retry-After` (`Some("")` removes it), e.g. `"0.249"` or `"120"`.
+        retry_after: Option<String>,
+    },
+    /// Answer `200` with a body that is not what the client expects (cut JSON).
+    MalformedBody,
+    /// `sendMail` stores the message, then answers with a catalogue error: the duplicate-send
+    /// trap of a non-idempotent API.
+    FailButDeliver {
+        /// The reply the client sees.
+        reply: CatalogueReply,
+        /// Overrides `Retry-After`.
+        retry_after: Option<String>,
+    },
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaultKind::Latency { delay } => {
+                write!(f, "latency {}", humantime::format_duration(*delay))
+            }
+            FaultKind::Timeout => f.write_str("timeout"),
+            FaultKind::ResetPeer => f.write_str("reset_peer"),
+            FaultKind::LimitData { bytes } => write!(f, "limit_data {bytes}"),
+            FaultKind::Respond { reply, .. } => write!(f, "respond {}", reply.key()),
+            FaultKind::MalformedBody => f.write_str("malformed_body"),
+            FaultKind::FailButDeliver { reply, .. } => write!(f, "fail_but_deliver {}", reply.key()),
+        }
+    }
+}
+
+/// When a fault applies. Every condition given must hold; none given means always.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Activation {
+    /// Active from this virtual instant on.
+    pub from: Option<DateTime<Utc>>,
+    /// Active before this virtual instant.
+    pub until: Option<DateTime<Utc>>,
+    /// Only the first N matching requests (inside the window) are affected.
+    pub first: Option<u64>,
+    /// Each matching request is affected with this probability, drawn from the seed.
+    pub probability: Option<f64>,
+}
+
+/// A fault: what, where, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// The targeted service.
+    pub target: Target,
+    /// Only this operation (e.g. `token`, `send-mail`, `delta`); `None` means every one.
+    pub operation: Option<String>,
+    /// The effect.
+    pub kind: FaultKind,
+    /// When it applies.
+    pub activation: Activation,
+}
+
+/// A fault that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaultError {
+    /// The reply key is not in the target's catalogue.
+    #[error("`{key}` is not a reply in the {} catalogue", target.name())]
+    UnknownReply {
+        /// The target.
+        target: Target,
+        /// The key given.
+        key: String,
+    },
+    /// `fail_but_deliver` only makes sense for Graph `sendMail`.
+    #[error("fail_but_deliver applies to graph send-mail only")]
+    FailButDeliverTarget,
+    /// A probability outside `[0, 1]`.
+    #[error("probability {0} is not between 0 and 1")]
+    Probability(String),
+}
+
+impl Fault {
+    /// Checks that the fault makes sense for its target.
+    pub fn validate(&self) -> Result<(), FaultError> {
+        if let FaultKind::FailButDeliver { .. } = self.kind
+            && (self.target != Target::Graph
+                || self.operation.as_deref().is_some_and(|op| op != "send-mail"))
+        {
+            return Err(FaultError::FailButDeliverTarget);
+        }
+        if let Some(p) = self.activation.probability
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(FaultError::Probability(p.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Identifies an injected fault, to clear it later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FaultId(u64);
+
+#[derive(Debug)]
+struct Slot {
+    id: FaultId,
+    fault: Fault,
+    matched: u64,
+}
+
+/// The faults in force, in injection order; the first that applies wins.
+#[derive(Debug)]
+pub struct FaultSet {
+    slots: Vec<Slot>,
+    next_id: u64,
+    rng: SeedRng,
+}
+
+impl FaultSet {
+    /// An empty set drawing probabilities from `seed`.
+    pub fn new(seed: Seed) -> FaultSet {
+        FaultSet { slots: Vec::new(), next_id: 1, rng: seed.stream("faults") }
+    }
+
+    /// Adds a fault.
+    pub fn inject(&mut self, fault: Fault) -> Result<FaultId, FaultError> {
+        fault.validate()?;
+        let id = FaultId(self.next_id);
+        self.next_id += 1;
+        self.slots.push(Slot { id, fault, matched: 0 });
+        Ok(id)
+    }
+
+    /// Removes a fault; false when it was not there.
+    pub fn clear(&mut self, id: FaultId) -> bool {
+        let before = self.slots.len();
+        self.slots.retain(|s| s.id != id);
+        before != self.slots.len()
+    }
+
+    /// Removes every fault on `target`.
+    pub fn clear_target(&mut self, target: Target) {
+        self.slots.retain(|s| s.fault.target != target);
+    }
+
+    /// The fault that applies to this request, if any, counting it against `first`.
+    pub fn decide(&mut self, target: Target, operation: &str, now: DateTime<Utc>) -> Option<FaultKind> {
+        for slot in &mut self.slots {
+            let fault = &slot.fault;
+            let matches = fault.target == target
+                && fault.operation.as_deref().is_none_or(|op| op == operation)
+                && fault.activation.from.is_none_or(|from| now >= from)
+                && fault.activation.until.is_none_or(|until| now < until);
+            if !matches {
+                continue;
+            }
+            slot.matched += 1;
+            if fault.activation.first.is_some_and(|n| slot.matched > n) {
+                continue;
+            }
+            if let Some(p) = fault.activation.probability
+                && !self.rng.chance(p)
+            {
+                continue;
+            }
+            return Some(fault.kind.clone());
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn throttle(activation: Activation) -> Fault {
+        Fault {
+            target: Target::Entra,
+            operation: Some("token".into()),
+            kind: FaultKind::Respond { reply: CatalogueReply::EntraThrottled, retry_after: None },
+            activation,
+        }
+    }
+
+    #[test]
+    fn window_bounds_are_inclusive_start_exclusive_end() {
+        let mut set = FaultSet::new(Seed(1));
+        set.inject(throttle(Activation {
+            from: Some(at("2025-02-14T11:30:00Z")),
+            until: Some(at("2025-02-14T12:00:00Z")),
+            ..Activation::default()
+        }))
+        .unwrap();
+        assert!(set.decide(Target::Entra, "token", at("2025-02-14T11:29:59Z")).is_none());
+        assert!(set.decide(Target::Entra, "token", at("2025-02-14T11:30:00Z")).is_some());
+        assert!(set.decide(Target::Graph, "token", at("2025-02-14T11:30:00Z")).is_none());
+        assert!(set.decide(Target::Entra, "token", at("2025-02-14T12:00:00Z")).is_none());
+    }
+
+    #[test]
+    fn first_n_counts_matching_requests_only() {
+        let mut set = FaultSet::new(Seed(1));
+        set.inject(throttle(Activation { first: Some(2), ..Activation::default() })).unwrap();
+        let now = at("2025-01-01T00:00:00Z");
+        assert!(set.decide(Target::Entra, "discovery", now).is_none());
+        assert!(set.decide(Target::Entra, "token", now).is_some());
+        assert!(set.decide(Target::Entra, "token", now).is_some());
+        assert!(set.decide(Target::Entra, "token", now).is_none());
+    }
+
+    #[test]
+    fn probability_is_seeded() {
+        let draw = |seed| {
+            let mut set = FaultSet::new(Seed(seed));
+            set.inject(throttle(Activation { probability: Some(0.5), ..Activation::default() }))
+                .unwrap();
+            let now = at("2025-01-01T00:00:00Z");
+            (0..64).map(|_| set.decide(Target::Entra, "token", now).is_some()).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(9), draw(9));
+        let hits = draw(9).iter().filter(|h| **h).count();
+        assert!((16..48).contains(&hits), "{hits} of 64");
+    }
+
+    #[test]
+    fn unknown_reply_keys_and_misplaced_faults_are_refused() {
+        assert!(CatalogueReply::parse(Target::Entra, "expired_secret").is_ok());
+        assert!(CatalogueReply::parse(Target::Entra, "mailbox_concurrency").is_err());
+        let fault = Fault {
+            target: Target::Entra,
+            operation: None,
+            kind: FaultKind::FailButDeliver {
+                reply: CatalogueReply::Graph(GraphError::GatewayTimeout),
+                retry_after: None,
+            },
+            activation: Activation::default(),
+        };
+        assert_eq!(fault.validate(), Err(FaultError::FailButDeliverTarget));
+    }
+}

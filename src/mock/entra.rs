@@ -1,0 +1,203 @@
+//! The mock Entra ID v2.0 token endpoint (client credentials) and its discovery document.
+//!
+//! Validation runs in a fixed order (method, tenant, parameters, app, credential, scope) and
+//! each refusal is the catalogue reply Entra gives for it, so a client's classification of
+//! credential versus transient failures meets the real bytes.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::json;
+
+use super::wire::{self, EntraError, Vars};
+use super::{Ctx, HttpRequest, HttpResponse, header};
+use crate::tenant::{CredentialError, Resource};
+
+/// The operation name of a path, for faults and the journal.
+pub fn operation(path: &str) -> &'static str {
+    if path.ends_with("/oauth2/v2.0/token") {
+        "token"
+    } else if path.ends_with("/v2.0/.well-known/openid-configuration") {
+        "discovery"
+    } else {
+        "other"
+    }
+}
+
+pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
+    let path = request.uri().path();
+    let tenant = path.trim_start_matches('/').split('/').next().unwrap_or("").to_string();
+    match operation(path) {
+        "token" => token(ctx, &tenant, request),
+        "discovery" => discovery(ctx, &tenant),
+        _ => not_found(),
+    }
+}
+
+fn not_found() -> HttpResponse {
+    // Entra answers unknown paths with an HTML error page; clients never branch on it.
+    http::Response::builder()
+        .status(404)
+        .header("Content-Type", "text/html; charset=utf-8")
+        .body(bytes::Bytes::from_static(b"<html><body>404 Not Found</body></html>"))
+        .expect("static response is valid")
+}
+
+fn error(ctx: &Ctx<'_>, error: EntraError, extra: &[(&'static str, String)]) -> HttpResponse {
+    let vars = extra.iter().fold(ctx.vars.clone(), |v, (k, val)| v.set(k, val.clone()));
+    wire::entra_error(error, &vars)
+}
+
+struct Form {
+    pairs: Vec<(String, String)>,
+}
+
+impl Form {
+    fn parse(request: &HttpRequest) -> Form {
+        let is_form = header(request, "content-type").is_some_and(|ct| {
+            ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded")
+        });
+        // Entra reads no parameters from a body of another type, so every one is "missing".
+        let pairs = if is_form {
+            form_urlencoded::parse(request.body()).into_owned().collect()
+        } else {
+            Vec::new()
+        };
+        Form { pairs }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+    }
+}
+
+/// `client_secret_basic`: `Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 2.3.1).
+fn basic_credentials(request: &HttpRequest) -> Option<(String, String)> {
+    let value = header(request, "authorization")?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |s: &str| -> String {
+        form_urlencoded::parse(format!("v={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Some((unescape(id), unescape(secret)))
+}
+
+fn token(ctx: &mut Ctx<'_>, tenant_ref: &str, request: &HttpRequest) -> HttpResponse {
+    if request.method() != http::Method::POST {
+        return error(ctx, EntraError::PostOnly, &[("method", request.method().to_string())]);
+    }
+    let Some(tenant) = ctx.directory.tenant(tenant_ref) else {
+        return error(ctx, EntraError::UnknownTenant, &[("tenant", tenant_ref.to_string())]);
+    };
+    let (tenant_id, tenant_name) = (tenant.id.clone(), tenant.domain.clone());
+    let lifetime = tenant.settings.token_lifetime.as_secs();
+    let form = Form::parse(request);
+    let basic = basic_credentials(request);
+    let missing = |ctx: &Ctx<'_>, name: &str| {
+        error(ctx, EntraError::MissingParameter, &[("parameter", name.to_string())])
+    };
+    let Some(grant_type) = form.get("grant_type") else { return missing(ctx, "grant_type") };
+    if grant_type != "client_credentials" {
+        return error(ctx, EntraError::UnsupportedGrantType, &[("grant_type", grant_type.into())]);
+    }
+    let client_id = basic.as_ref().map(|(id, _)| id.as_str()).or(form.get("client_id"));
+    let Some(client_id) = client_id.filter(|id| !id.is_empty()).map(str::to_string) else {
+        return missing(ctx, "client_id");
+    };
+    let Some(scope) = form.get("scope").map(str::to_string) else { return missing(ctx, "scope") };
+    let names = [("app_id", client_id.clone()), ("tenant_name", tenant_name.clone())];
+    let secret = form.get("client_secret").or(basic.as_ref().map(|(_, s)| s.as_str()));
+    if secret.is_none()
+        && form.get("client_assertion").is_some()
+        && ctx.directory.tenant(&tenant_id).is_some_and(|t| t.app(&client_id).is_some())
+    {
+        return error(ctx, EntraError::UnsupportedAssertion, &names);
+    }
+    let app_id = match ctx.directory.authenticate(&tenant_id, &client_id, secret, ctx.now) {
+        Ok(app) => app.app_id.clone(),
+        Err(refusal) => {
+            let kind = match refusal {
+                CredentialError::UnknownTenant => EntraError::UnknownTenant,
+                CredentialError::UnknownApp => EntraError::UnknownApp,
+                CredentialError::MissingSecret => EntraError::MissingCredential,
+                CredentialError::InvalidSecret => EntraError::InvalidSecret,
+                CredentialError::ExpiredSecret => EntraError::ExpiredSecret,
+            };
+            return error(ctx, kind, &names);
+        }
+    };
+    let resource = match parse_scope(&scope) {
+        Ok(resource) => resource,
+        Err(ScopeError::NotDefault) => {
+            return error(ctx, EntraError::InvalidScope, &[("scope", scope.clone())]);
+        }
+        Err(ScopeError::UnknownResource(resource)) => {
+            let vars = [("resource", resource), ("tenant_name", tenant_name)];
+            return error(ctx, EntraError::InvalidResource, &vars);
+        }
+    };
+    let token = ctx
+        .directory
+        .issue_token(&tenant_id, &app_id, resource, ctx.now)
+        .expect("the app was authenticated under the lock just now");
+    wire::entra_token(&token.value, lifetime, &ctx.vars)
+}
+
+enum ScopeError {
+    NotDefault,
+    UnknownResource(String),
+}
+
+/// Client credentials take exactly one `{resource}/.default` scope.
+fn parse_scope(scope: &str) -> Result<Resource, ScopeError> {
+    let mut scopes = scope.split(' ').filter(|s| !s.is_empty());
+    let (Some(only), None) = (scopes.next(), scopes.next()) else {
+        return Err(ScopeError::NotDefault);
+    };
+    let Some(resource) = only.strip_suffix("/.default") else {
+        return Err(ScopeError::NotDefault);
+    };
+    Resource::from_audience(resource).ok_or_else(|| ScopeError::UnknownResource(resource.into()))
+}
+
+fn discovery(ctx: &mut Ctx<'_>, tenant_ref: &str) -> HttpResponse {
+    let Some(tenant) = ctx.directory.tenant(tenant_ref) else {
+        return error(ctx, EntraError::UnknownTenantDiscovery, &[("tenant", tenant_ref.into())]);
+    };
+    let base = &ctx.config.endpoints.login_base;
+    let authority = format!("{base}/{}", tenant.id);
+    let vars: Vars = ctx.vars.clone().set("authority", authority.clone());
+    let (issuer, region) = wire::entra_discovery(&vars);
+    let document = json!({
+        "token_endpoint": format!("{authority}/oauth2/v2.0/token"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "jwks_uri": format!("{authority}/discovery/v2.0/keys"),
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "issuer": issuer,
+        "request_uri_parameter_supported": false,
+        "userinfo_endpoint": format!("{}/oidc/userinfo", ctx.config.endpoints.graph_base),
+        "authorization_endpoint": format!("{authority}/oauth2/v2.0/authorize"),
+        "device_authorization_endpoint": format!("{authority}/oauth2/v2.0/devicecode"),
+        "http_logout_supported": true,
+        "frontchannel_logout_supported": true,
+        "end_session_endpoint": format!("{authority}/oauth2/v2.0/logout"),
+        "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
+        "kerberos_endpoint": format!("{authority}/kerberos"),
+        "tenant_region_scope": region,
+        "cloud_instance_name": "microsoftonline.com",
+        "cloud_graph_host_name": "graph.windows.net",
+        "msgraph_host": "graph.microsoft.com",
+        "rbac_url": "https://pas.windows.net",
+    });
+    wire::entra_json(&document, &vars)
+}

@@ -1,0 +1,524 @@
+//! The mock Microsoft Graph: `sendMail`, mail delta sync, and the applications API that expiry
+//! monitors and rotation jobs use.
+//!
+//! Every call checks the bearer token against the directory (signature, `exp` on the virtual
+//! clock, audience, role) before anything else, as Graph does, so an expired token is a 401 here
+//! exactly when it would be refused at SMTP.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use percent_encoding::percent_decode_str;
+use serde_json::{Value, json};
+
+use super::wire::{self, GraphError};
+use super::{Ctx, HttpRequest, HttpResponse, catalogue_reply, header};
+use crate::tenant::{App, InboxMessage, Resource, SentMessage, SentVia, TokenClaims, TokenError};
+
+/// The operation name of a path, for faults and the journal.
+pub fn operation(path: &str) -> &'static str {
+    let segments = segments(path);
+    match segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["users", _, "sendMail"] => "send-mail",
+        ["users", _, "mailFolders", _, "messages", "delta"] => "delta",
+        [app, "addPassword"] if app.starts_with("applications") => "add-password",
+        ["applications", _, "addPassword"] => "add-password",
+        [app, "removePassword"] if app.starts_with("applications") => "remove-password",
+        ["applications", _, "removePassword"] => "remove-password",
+        [app, ..] if app.starts_with("applications") => "applications",
+        _ => "other",
+    }
+}
+
+/// Path segments after `/v1.0`, percent-decoded.
+fn segments(path: &str) -> Vec<String> {
+    path.trim_start_matches("/v1.0")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect()
+}
+
+fn query(request: &HttpRequest, name: &str) -> Option<String> {
+    let query = request.uri().query()?;
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+fn err(ctx: &Ctx<'_>, error: GraphError) -> HttpResponse {
+    wire::graph_error(error, &ctx.vars, None, None)
+}
+
+fn err_with(ctx: &Ctx<'_>, error: GraphError, name: &'static str, value: &str) -> HttpResponse {
+    wire::graph_error(error, &ctx.vars.clone().set(name, value), None, None)
+}
+
+pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
+    let segments = segments(request.uri().path());
+    let op = operation(request.uri().path());
+    let method = request.method().clone();
+    let expected = match op {
+        "send-mail" | "add-password" | "remove-password" => http::Method::POST,
+        "delta" | "applications" => http::Method::GET,
+        _ => {
+            let segment = segments.first().map_or("v1.0", String::as_str);
+            return err_with(ctx, GraphError::UnknownSegment, "segment", segment);
+        }
+    };
+    if method != expected {
+        return err_with(ctx, GraphError::MethodNotAllowed, "method", method.as_str());
+    }
+    let role_error = if op == "send-mail" || op == "delta" {
+        GraphError::AccessDenied
+    } else {
+        GraphError::DirectoryDenied
+    };
+    let claims = match authorize(ctx, request) {
+        Ok(claims) => claims,
+        Err(TokenError::MissingRole(_)) => return err(ctx, role_error),
+        Err(e) => return err(ctx, token_error(&e)),
+    };
+    match op {
+        "send-mail" => send_mail(ctx, request, &claims, &segments[1]),
+        "delta" => delta(ctx, request, &claims, &segments[1], &segments[3]),
+        "applications" => get_applications(ctx, request, &claims, &segments),
+        "add-password" => add_password(ctx, request, &claims, &segments),
+        _ => remove_password(ctx, request, &claims, &segments),
+    }
+}
+
+fn token_error(error: &TokenError) -> GraphError {
+    match error {
+        TokenError::Missing => GraphError::TokenMissing,
+        TokenError::Malformed => GraphError::TokenMalformed,
+        TokenError::BadSignature => GraphError::TokenInvalid,
+        TokenError::Expired(_) => GraphError::TokenExpired,
+        TokenError::WrongAudience(_) => GraphError::TokenWrongAudience,
+        TokenError::MissingRole(_) => GraphError::AccessDenied,
+    }
+}
+
+fn authorize(ctx: &Ctx<'_>, request: &HttpRequest) -> Result<TokenClaims, TokenError> {
+    let authorization = header(request, "authorization");
+    let bearer = authorization.as_deref().and_then(|value| {
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    ctx.directory.validate_token(bearer, Resource::Graph, None, ctx.now)
+}
+
+fn has_role(claims: &TokenClaims, roles: &[&str]) -> bool {
+    claims.roles.iter().any(|r| roles.contains(&r.as_str()))
+}
+
+/// A parsed outgoing message, from JSON or MIME.
+struct Outgoing {
+    from: String,
+    to: Vec<String>,
+    subject: String,
+    message_id: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+const IDEMPOTENCY_HEADER: &str = "x-maildrill-idempotency-key";
+
+fn send_mail(ctx: &mut Ctx<'_>, request: &HttpRequest, claims: &TokenClaims, user: &str) -> HttpResponse {
+    if !has_role(claims, &["Mail.Send"]) {
+        return err(ctx, GraphError::AccessDenied);
+    }
+    let Some(mailbox) = ctx.directory.mailbox(&claims.tid, user) else {
+        return err_with(ctx, GraphError::UnknownUser, "user", user);
+    };
+    let mailbox_upn = mailbox.upn.clone();
+    let is_mime = header(request, "content-type")
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/plain"));
+    let parsed = if is_mime { parse_mime(request.body()) } else { parse_json(request.body()) };
+    let outgoing = match parsed {
+        Ok(outgoing) => outgoing,
+        Err(error) => return err(ctx, error),
+    };
+    let key = format!("{}|{}", claims.appid, mailbox_upn.to_ascii_lowercase());
+    if !ctx.config.limits_off {
+        match ctx.in_flight.try_acquire(&key, ctx.config.mailbox_concurrency) {
+            Some(slot) => ctx.held = Some(slot),
+            None => return err(ctx, GraphError::MailboxConcurrency),
+        }
+    }
+    ctx.delay = ctx.config.send_mail_latency;
+    let message = SentMessage {
+        via: SentVia::Graph,
+        at: ctx.now,
+        message_id: outgoing.message_id,
+        idempotency_key: outgoing.idempotency_key,
+        from: if outgoing.from.is_empty() { mailbox_upn.clone() } else { outgoing.from },
+        to: outgoing.to,
+        subject: outgoing.subject,
+        raw: request.body().clone(),
+    };
+    ctx.directory
+        .mailbox_mut(&claims.tid, &mailbox_upn)
+        .expect("the mailbox was found under the same lock")
+        .record_sent(message);
+    match ctx.fail_after_delivery.take() {
+        Some((reply, retry_after)) => catalogue_reply(reply, &ctx.vars, retry_after.as_deref()),
+        None => wire::graph_ok(202, None, &[], &ctx.vars),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Outgoing, GraphError> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| GraphError::UnreadableJson)?;
+    let message = value.get("message").filter(|m| m.is_object()).ok_or(GraphError::UnreadableJson)?;
+    let address = |v: &Value| v.pointer("/emailAddress/address").and_then(Value::as_str).map(str::to_string);
+    let to: Vec<String> = ["toRecipients", "ccRecipients", "bccRecipients"]
+        .iter()
+        .filter_map(|k| message.get(*k).and_then(Value::as_array))
+        .flatten()
+        .filter_map(address)
+        .collect();
+    if to.is_empty() {
+        return Err(GraphError::InvalidRecipients);
+    }
+    let headers = message.get("internetMessageHeaders").and_then(Value::as_array);
+    let idempotency_key = headers.into_iter().flatten().find_map(|h| {
+        let name = h.get("name").and_then(Value::as_str)?;
+        name.eq_ignore_ascii_case(IDEMPOTENCY_HEADER)
+            .then(|| h.get("value").and_then(Value::as_str).map(str::to_string))?
+    });
+    Ok(Outgoing {
+        from: message.get("from").and_then(address).unwrap_or_default(),
+        to,
+        subject: message.get("subject").and_then(Value::as_str).unwrap_or("").to_string(),
+        message_id: message.get("internetMessageId").and_then(Value::as_str).map(str::to_string),
+        idempotency_key,
+    })
+}
+
+fn parse_mime(body: &[u8]) -> Result<Outgoing, GraphError> {
+    let compact: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let mime = STANDARD.decode(compact).map_err(|_| GraphError::InvalidBase64Mime)?;
+    let text = String::from_utf8_lossy(&mime);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.1.push_str(line.trim_start());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            fields.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+    let field = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let to: Vec<String> = ["to", "cc", "bcc"]
+        .iter()
+        .filter_map(|n| field(n))
+        .flat_map(|v| v.split(',').map(|a| bare_address(a)).collect::<Vec<_>>())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if to.is_empty() {
+        return Err(GraphError::InvalidRecipients);
+    }
+    Ok(Outgoing {
+        from: field("from").map(|f| bare_address(&f)).unwrap_or_default(),
+        to,
+        subject: field("subject").unwrap_or_default(),
+        message_id: field("message-id"),
+        idempotency_key: field(IDEMPOTENCY_HEADER),
+    })
+}
+
+/// `Name <a@b>` or `a@b` to `a@b`.
+fn bare_address(text: &str) -> String {
+    let text = text.trim();
+    match (text.rfind('<'), text.rfind('>')) {
+        (Some(open), Some(close)) if open < close => text[open + 1..close].trim().to_string(),
+        _ => text.to_string(),
+    }
+}
+
+fn delta(
+    ctx: &mut Ctx<'_>,
+    request: &HttpRequest,
+    claims: &TokenClaims,
+    user: &str,
+    folder: &str,
+) -> HttpResponse {
+    if !has_role(claims, &["Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic.All"]) {
+        return err(ctx, GraphError::AccessDenied);
+    }
+    let Some(mailbox) = ctx.directory.mailbox(&claims.tid, user) else {
+        return err_with(ctx, GraphError::UnknownUser, "user", user);
+    };
+    let folder = folder.trim_start_matches("mailFolders('").trim_end_matches("')");
+    if !folder.eq_ignore_ascii_case("inbox") {
+        return err(ctx, GraphError::UnknownFolder);
+    }
+    let settings = wire::graph_delta_settings();
+    let prefer = header(request, "prefer").and_then(|p| {
+        p.split(',').find_map(|part| part.trim().strip_prefix("odata.maxpagesize=")?.trim().parse().ok())
+    });
+    let page_size: usize = prefer.unwrap_or(settings.default_page_size).clamp(1, settings.max_page_size);
+    let token = query(request, "$skiptoken").or_else(|| query(request, "$deltatoken"));
+    let token = token.filter(|t| !t.is_empty());
+    let max_age = ctx
+        .directory
+        .tenant(&claims.tid)
+        .map(|t| t.settings.delta_token_max_age)
+        .unwrap_or_default();
+    let base = format!(
+        "{}/v1.0/users/{}/mailFolders/{}/messages/delta",
+        ctx.config.endpoints.graph_base, user, folder
+    );
+    let page = match mailbox.delta(token.as_deref(), page_size, ctx.now, max_age) {
+        Ok(page) => page,
+        Err(crate::tenant::DeltaError::Malformed) => {
+            return err_with(ctx, GraphError::UnknownSegment, "segment", "delta");
+        }
+        Err(crate::tenant::DeltaError::SyncStateNotFound) => {
+            let vars = ctx.vars.clone().set("generation", mailbox.inbox().len().to_string());
+            let location = format!("{base}?$deltatoken=");
+            return wire::graph_error(GraphError::SyncStateNotFound, &vars, Some(&location), None);
+        }
+    };
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "@odata.context".into(),
+        json!(format!("{}/v1.0/$metadata#Collection(message)", ctx.config.endpoints.graph_base)),
+    );
+    if let Some(skip) = &page.skip_token {
+        body.insert("@odata.nextLink".into(), json!(format!("{base}?$skiptoken={skip}")));
+    }
+    if let Some(delta) = &page.delta_token {
+        body.insert("@odata.deltaLink".into(), json!(format!("{base}?$deltatoken={delta}")));
+    }
+    let value: Vec<Value> = page.messages.iter().map(|m| message_json(m, &mailbox.upn)).collect();
+    body.insert("value".into(), Value::Array(value));
+    let extra = match prefer {
+        Some(_) => vec![("Preference-Applied", format!("odata.maxpagesize={page_size}"))],
+        None => Vec::new(),
+    };
+    wire::graph_ok(200, Some(&Value::Object(body)), &extra, &ctx.vars)
+}
+
+fn message_json(message: &InboxMessage, upn: &str) -> Value {
+    let at = graph_time(message.received_at);
+    json!({
+        "@odata.type": "#microsoft.graph.message",
+        "@odata.etag": format!("W/\"CQAAABYAAAD{:08}\"", message.seq),
+        "id": message.id,
+        "createdDateTime": at,
+        "lastModifiedDateTime": at,
+        "receivedDateTime": at,
+        "sentDateTime": at,
+        "internetMessageId": message.internet_message_id,
+        "subject": message.subject,
+        "isRead": false,
+        "from": {"emailAddress": {"name": message.from, "address": message.from}},
+        "toRecipients": [{"emailAddress": {"name": upn, "address": upn}}],
+    })
+}
+
+fn graph_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Directory timestamps carry seven fractional digits (addPassword's documented sample).
+fn directory_time(at: DateTime<Utc>) -> String {
+    let ticks = at.timestamp_subsec_nanos() / 100;
+    format!("{}.{ticks:07}Z", at.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+/// `applications/{id}`, `applications(appId='{id}')`, or `None` for the collection.
+fn application_ref(segments: &[String]) -> Option<String> {
+    let first = segments.first()?;
+    if let Some(rest) = first.strip_prefix("applications(appId=") {
+        return Some(rest.trim_end_matches(')').trim_matches('\'').to_string());
+    }
+    segments.get(1).cloned()
+}
+
+fn may_read(claims: &TokenClaims, app: &App) -> bool {
+    has_role(claims, &["Application.Read.All", "Application.ReadWrite.All"])
+        || (has_role(claims, &["Application.ReadWrite.OwnedBy"]) && app.app_id == claims.appid)
+}
+
+fn may_write(claims: &TokenClaims, app: &App) -> bool {
+    has_role(claims, &["Application.ReadWrite.All"])
+        || (has_role(claims, &["Application.ReadWrite.OwnedBy"]) && app.app_id == claims.appid)
+}
+
+fn application_json(app: &App) -> Value {
+    let credentials: Vec<Value> = app
+        .credentials
+        .iter()
+        .map(|c| {
+            json!({
+                "customKeyIdentifier": null,
+                "displayName": c.display_name,
+                "endDateTime": directory_time(c.end),
+                "hint": c.hint,
+                "keyId": c.key_id,
+                "secretText": null,
+                "startDateTime": directory_time(c.start),
+            })
+        })
+        .collect();
+    json!({
+        "id": app.object_id,
+        "appId": app.app_id,
+        "displayName": app.display_name,
+        "passwordCredentials": credentials,
+    })
+}
+
+fn get_applications(
+    ctx: &mut Ctx<'_>,
+    request: &HttpRequest,
+    claims: &TokenClaims,
+    segments: &[String],
+) -> HttpResponse {
+    let base = &ctx.config.endpoints.graph_base;
+    let single = application_ref(segments);
+    let Some(id) = single else {
+        let filter = query(request, "$filter").unwrap_or_default();
+        let Some(app_id) = parse_app_id_filter(&filter) else {
+            return err(ctx, GraphError::InvalidFilter);
+        };
+        let apps: Vec<Value> = ctx
+            .directory
+            .app(&claims.tid, &app_id)
+            .filter(|a| a.app_id.eq_ignore_ascii_case(&app_id))
+            .into_iter()
+            .map(application_json)
+            .collect();
+        if !has_role(claims, &["Application.Read.All", "Application.ReadWrite.All", "Application.ReadWrite.OwnedBy"]) {
+            return err(ctx, GraphError::DirectoryDenied);
+        }
+        let body = json!({"@odata.context": format!("{base}/v1.0/$metadata#applications"), "value": apps});
+        return wire::graph_ok(200, Some(&body), &[], &ctx.vars);
+    };
+    let Some(app) = ctx.directory.app(&claims.tid, &id) else {
+        return err_with(ctx, GraphError::ApplicationNotFound, "id", &id);
+    };
+    if !may_read(claims, app) {
+        return err(ctx, GraphError::DirectoryDenied);
+    }
+    let mut body = serde_json::Map::new();
+    body.insert("@odata.context".into(), json!(format!("{base}/v1.0/$metadata#applications/$entity")));
+    if let Value::Object(fields) = application_json(app) {
+        body.extend(fields);
+    }
+    wire::graph_ok(200, Some(&Value::Object(body)), &[], &ctx.vars)
+}
+
+/// `appId eq '...'`, the one filter the mock supports.
+fn parse_app_id_filter(filter: &str) -> Option<String> {
+    let rest = filter.trim().strip_prefix("appId")?.trim_start();
+    let rest = rest.strip_prefix("eq")?.trim();
+    let value = rest.strip_prefix('\'')?.strip_suffix('\'')?;
+    (!value.is_empty() && !value.contains('\'')).then(|| value.to_string())
+}
+
+fn writable_app(ctx: &Ctx<'_>, claims: &TokenClaims, segments: &[String]) -> Result<String, HttpResponse> {
+    let id = application_ref(segments).unwrap_or_default();
+    let Some(app) = ctx.directory.app(&claims.tid, &id) else {
+        return Err(err_with(ctx, GraphError::ApplicationNotFound, "id", &id));
+    };
+    if !may_write(claims, app) {
+        return Err(err(ctx, GraphError::DirectoryDenied));
+    }
+    Ok(app.app_id.clone())
+}
+
+fn add_password(ctx: &mut Ctx<'_>, request: &HttpRequest, claims: &TokenClaims, segments: &[String]) -> HttpResponse {
+    let app_id = match writable_app(ctx, claims, segments) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let body: Value = if request.body().is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(request.body()) {
+            Ok(value) => value,
+            Err(_) => return err(ctx, GraphError::InvalidRequestBody),
+        }
+    };
+    let spec = body.get("passwordCredential").cloned().unwrap_or(json!({}));
+    let time = |key: &str| -> Result<Option<DateTime<Utc>>, ()> {
+        match spec.get(key).and_then(Value::as_str) {
+            None => Ok(None),
+            Some(text) => text.parse::<DateTime<Utc>>().map(Some).map_err(|_| ()),
+        }
+    };
+    let (Ok(start), Ok(end)) = (time("startDateTime"), time("endDateTime")) else {
+        return err(ctx, GraphError::InvalidRequestBody);
+    };
+    let start = start.unwrap_or(ctx.now);
+    // addPassword defaults endDateTime to two years after startDateTime.
+    let end = end.unwrap_or(start + chrono::TimeDelta::days(730));
+    let name = spec.get("displayName").and_then(Value::as_str).unwrap_or("").to_string();
+    let (credential, secret) = ctx
+        .directory
+        .generate_secret(&claims.tid, &app_id, &name, start, end, ctx.now)
+        .expect("the app was found under the same lock");
+    let base = &ctx.config.endpoints.graph_base;
+    let body = json!({
+        "@odata.context": format!("{base}/v1.0/$metadata#microsoft.graph.passwordCredential"),
+        "customKeyIdentifier": null,
+        "displayName": credential.display_name,
+        "endDateTime": directory_time(credential.end),
+        "hint": credential.hint,
+        "keyId": credential.key_id,
+        "secretText": secret,
+        "startDateTime": directory_time(credential.start),
+    });
+    wire::graph_ok(200, Some(&body), &[], &ctx.vars)
+}
+
+fn remove_password(ctx: &mut Ctx<'_>, request: &HttpRequest, claims: &TokenClaims, segments: &[String]) -> HttpResponse {
+    let app_id = match writable_app(ctx, claims, segments) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let key_id = serde_json::from_slice::<Value>(request.body())
+        .ok()
+        .and_then(|v| v.get("keyId").and_then(Value::as_str).map(str::to_string));
+    let Some(key_id) = key_id else { return err(ctx, GraphError::InvalidRequestBody) };
+    if ctx.directory.remove_secret(&claims.tid, &app_id, &key_id) {
+        wire::graph_ok(204, None, &[], &ctx.vars)
+    } else {
+        err_with(ctx, GraphError::KeyNotFound, "key_id", &key_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_are_named_from_paths() {
+        assert_eq!(operation("/v1.0/users/a%40b/sendMail"), "send-mail");
+        assert_eq!(operation("/v1.0/users/u/mailFolders/inbox/messages/delta"), "delta");
+        assert_eq!(operation("/v1.0/applications(appId='x')"), "applications");
+        assert_eq!(operation("/v1.0/applications/x/addPassword"), "add-password");
+        assert_eq!(operation("/v1.0/applications(appId='x')/removePassword"), "remove-password");
+        assert_eq!(operation("/v1.0/me"), "other");
+    }
+
+    #[test]
+    fn app_id_filter_parses_only_the_supported_form() {
+        assert_eq!(parse_app_id_filter("appId eq 'abc'").as_deref(), Some("abc"));
+        assert_eq!(parse_app_id_filter("displayName eq 'abc'"), None);
+        assert_eq!(parse_app_id_filter("appId eq abc"), None);
+    }
+
+    #[test]
+    fn mime_headers_give_envelope_and_keys() {
+        let mime = "From: A <a@x>\r\nTo: b@y, C <c@z>\r\nSubject: Hi\r\nMessage-ID: <1@x>\r\nX-Maildrill-Idempotency-Key: k1\r\n\r\nbody";
+        let parsed = parse_mime(STANDARD.encode(mime).as_bytes()).ok().unwrap();
+        assert_eq!(parsed.from, "a@x");
+        assert_eq!(parsed.to, ["b@y", "c@z"]);
+        assert_eq!(parsed.message_id.as_deref(), Some("<1@x>"));
+        assert_eq!(parsed.idempotency_key.as_deref(), Some("k1"));
+        assert!(matches!(parse_mime(b"!!!"), Err(GraphError::InvalidBase64Mime)));
+    }
+}

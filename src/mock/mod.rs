@@ -1,0 +1,406 @@
+//! The mocks: plain services over the tenant and the clock.
+//!
+//! [`HttpMocks`] answers an HTTP request for the Entra token endpoint or Microsoft Graph with a
+//! [`Reply`]: a response plus how to deliver it (now, after a virtual delay, cut short, not at
+//! all). It knows nothing of sockets; the wirings in [`crate::wiring`] carry the bytes and
+//! perform the delays on the clock. Every request is journaled with its virtual time.
+
+pub mod entra;
+pub mod graph;
+pub mod wire;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::fault::{CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, Target};
+use crate::journal::{Journal, JournalEntry, MockName, redact_body};
+use crate::seed::{Seed, SeedRng};
+use crate::tenant::{Directory, SharedDirectory};
+use crate::time::SharedClock;
+use wire::Vars;
+
+/// An HTTP request as the mocks see it.
+pub type HttpRequest = http::Request<Bytes>;
+/// An HTTP response as the mocks produce it.
+pub type HttpResponse = http::Response<Bytes>;
+
+/// How a reply leaves the mock.
+#[derive(Debug)]
+pub enum Action {
+    /// Send the response.
+    Respond(HttpResponse),
+    /// Send the first `n` bytes of the serialised response, then close.
+    Truncate(HttpResponse, usize),
+    /// Close the connection without a reply.
+    Reset,
+    /// Never answer.
+    Hang,
+}
+
+/// A mock's answer: an action, after a delay on the clock.
+#[derive(Debug)]
+pub struct Reply {
+    /// Wait this long on the clock before acting.
+    pub delay: Duration,
+    /// What to do then.
+    pub action: Action,
+    /// Held until the reply is delivered, so in-flight limits see the request.
+    pub in_flight: Option<InFlight>,
+}
+
+/// The public base URLs the mocks put in links and documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Scheme and authority of the token endpoint, e.g. `https://login.microsoftonline.com`.
+    pub login_base: String,
+    /// Scheme and authority of Graph, e.g. `https://graph.microsoft.com`.
+    pub graph_base: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Endpoints {
+            login_base: "https://login.microsoftonline.com".into(),
+            graph_base: "https://graph.microsoft.com".into(),
+        }
+    }
+}
+
+/// Settings of the HTTP mocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpMocksConfig {
+    /// Seed for request ids and fault probabilities.
+    pub seed: Seed,
+    /// Base URLs in links.
+    pub endpoints: Endpoints,
+    /// How long Graph takes to accept a `sendMail` (real sends take a fraction of a second;
+    /// the 4-concurrent limit only bites when it is above zero or faults add latency).
+    pub send_mail_latency: Duration,
+    /// Concurrent `sendMail` requests allowed per app and mailbox (Outlook: 4).
+    pub mailbox_concurrency: usize,
+    /// Disables the per-mailbox limits (load tests).
+    pub limits_off: bool,
+}
+
+impl Default for HttpMocksConfig {
+    fn default() -> Self {
+        HttpMocksConfig {
+            seed: Seed(0),
+            endpoints: Endpoints::default(),
+            send_mail_latency: Duration::ZERO,
+            mailbox_concurrency: 4,
+            limits_off: false,
+        }
+    }
+}
+
+/// Counts requests in flight per key; the guard releases its slot when dropped.
+#[derive(Debug, Clone, Default)]
+pub struct InFlightCounter(Arc<Mutex<BTreeMap<String, usize>>>);
+
+/// A held in-flight slot.
+#[derive(Debug)]
+pub struct InFlight {
+    counter: InFlightCounter,
+    key: String,
+}
+
+impl InFlightCounter {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a slot unless `limit` are taken.
+    pub fn try_acquire(&self, key: &str, limit: usize) -> Option<InFlight> {
+        let mut map = self.lock();
+        let count = map.entry(key.to_string()).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(InFlight { counter: self.clone(), key: key.to_string() })
+    }
+
+    /// Slots taken for `key`.
+    pub fn current(&self, key: &str) -> usize {
+        self.lock().get(key).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = self.counter.lock();
+        if let Some(count) = map.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The Entra and Graph mocks over one directory, clock, journal and fault set.
+#[derive(Debug, Clone)]
+pub struct HttpMocks {
+    directory: SharedDirectory,
+    clock: SharedClock,
+    journal: Journal,
+    faults: Arc<Mutex<FaultSet>>,
+    ids: Arc<Mutex<SeedRng>>,
+    in_flight: InFlightCounter,
+    config: Arc<HttpMocksConfig>,
+}
+
+/// What a handler gets: the locked directory, the instant, and reply variables.
+pub(crate) struct Ctx<'a> {
+    pub directory: &'a mut Directory,
+    pub now: DateTime<Utc>,
+    pub vars: Vars,
+    pub config: &'a HttpMocksConfig,
+    pub in_flight: &'a InFlightCounter,
+    /// Set by `fail_but_deliver`: deliver, then answer with this instead of 202.
+    pub fail_after_delivery: Option<(CatalogueReply, Option<String>)>,
+    /// A slot the handler took, released when the reply is delivered.
+    pub held: Option<InFlight>,
+    /// A delay the handler asks for (sendMail's processing time).
+    pub delay: Duration,
+}
+
+impl HttpMocks {
+    /// Mocks over a directory and a clock, journaling into `journal`.
+    pub fn new(
+        directory: SharedDirectory,
+        clock: SharedClock,
+        journal: Journal,
+        config: HttpMocksConfig,
+    ) -> HttpMocks {
+        HttpMocks {
+            directory,
+            clock,
+            journal,
+            faults: Arc::new(Mutex::new(FaultSet::new(config.seed))),
+            ids: Arc::new(Mutex::new(config.seed.stream("http.request-ids"))),
+            in_flight: InFlightCounter::default(),
+            config: Arc::new(config),
+        }
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> &SharedDirectory {
+        &self.directory
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// In-flight counters (Graph `sendMail` per app and mailbox).
+    pub fn in_flight(&self) -> &InFlightCounter {
+        &self.in_flight
+    }
+
+    fn faults(&self) -> MutexGuard<'_, FaultSet> {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a fault.
+    pub fn inject(&self, fault: Fault) -> Result<FaultId, FaultError> {
+        self.faults().inject(fault)
+    }
+
+    /// Removes a fault.
+    pub fn clear(&self, id: FaultId) -> bool {
+        self.faults().clear(id)
+    }
+
+    /// Removes every fault on a target.
+    pub fn clear_target(&self, target: Target) {
+        self.faults().clear_target(target)
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, request: HttpRequest) -> Reply {
+        let now = self.clock.now_utc();
+        let (mock, operation) = route(request.uri().path());
+        let target = match mock {
+            MockName::Graph => Target::Graph,
+            _ => Target::Entra,
+        };
+        let fault = self.faults().decide(target, operation, now);
+        let vars = self.vars(mock, &request, now);
+        let mut directory = Directory::lock(&self.directory);
+        let mut ctx = Ctx {
+            directory: &mut directory,
+            now,
+            vars,
+            config: &self.config,
+            in_flight: &self.in_flight,
+            fail_after_delivery: None,
+            held: None,
+            delay: Duration::ZERO,
+        };
+        let mut delay = Duration::ZERO;
+        let action = match &fault {
+            None => Action::Respond(serve(mock, &mut ctx, &request)),
+            Some(FaultKind::Latency { delay: extra }) => {
+                delay = *extra;
+                Action::Respond(serve(mock, &mut ctx, &request))
+            }
+            Some(FaultKind::Timeout) => Action::Hang,
+            Some(FaultKind::ResetPeer) => Action::Reset,
+            Some(FaultKind::LimitData { bytes }) => {
+                Action::Truncate(serve(mock, &mut ctx, &request), *bytes)
+            }
+            Some(FaultKind::Respond { reply, retry_after }) => {
+                Action::Respond(catalogue_reply(*reply, &ctx.vars, retry_after.as_deref()))
+            }
+            Some(FaultKind::MalformedBody) => {
+                Action::Respond(malformed(serve(mock, &mut ctx, &request)))
+            }
+            Some(FaultKind::FailButDeliver { reply, retry_after }) => {
+                ctx.fail_after_delivery = Some((*reply, retry_after.clone()));
+                Action::Respond(serve(mock, &mut ctx, &request))
+            }
+        };
+        delay += ctx.delay;
+        let in_flight = ctx.held.take();
+        drop(directory);
+        self.record(now, mock, operation, &request, &action, delay, fault.as_ref());
+        Reply { delay, action, in_flight }
+    }
+
+    fn vars(&self, mock: MockName, request: &HttpRequest, now: DateTime<Utc>) -> Vars {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        let request_id = ids.guid();
+        let client_request_id = request
+            .headers()
+            .get("client-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let vars = Vars::default()
+            .set("date", now.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+            .set("timestamp", now.format("%Y-%m-%d %H:%M:%SZ").to_string())
+            .set("inner_date", now.format("%Y-%m-%dT%H:%M:%S").to_string());
+        match mock {
+            MockName::Graph => vars
+                .set("client_request_id", client_request_id.unwrap_or_else(|| request_id.clone()))
+                .set("request_id", request_id),
+            _ => vars
+                .set("correlation_id", client_request_id.unwrap_or_else(|| ids.guid()))
+                .set("trace_id", request_id),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        at: DateTime<Utc>,
+        mock: MockName,
+        operation: &str,
+        request: &HttpRequest,
+        action: &Action,
+        delay: Duration,
+        fault: Option<&FaultKind>,
+    ) {
+        let request_type = header(request, "content-type");
+        let (status, response_body, delivery) = match action {
+            Action::Respond(r) => (Some(r.status().as_u16()), body_of(r), "respond".to_string()),
+            Action::Truncate(r, n) => (Some(r.status().as_u16()), body_of(r), format!("truncate {n}")),
+            Action::Reset => (None, String::new(), "reset".into()),
+            Action::Hang => (None, String::new(), "hang".into()),
+        };
+        let delivery = if delay.is_zero() {
+            delivery
+        } else {
+            format!("{delivery} after {}", humantime::format_duration(delay))
+        };
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        self.journal.record(JournalEntry {
+            seq: 0,
+            at,
+            mock,
+            operation: operation.to_string(),
+            request: format!("{} {}", request.method(), target),
+            request_body: redact_body(request_type.as_deref(), request.body()),
+            delivery,
+            status,
+            response_body,
+            fault: fault.map(|f| f.to_string()),
+        });
+    }
+}
+
+fn body_of(response: &HttpResponse) -> String {
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok());
+    redact_body(content_type, response.body())
+}
+
+/// A request header as text, if present and valid.
+pub(crate) fn header(request: &HttpRequest, name: &str) -> Option<String> {
+    request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// Which mock and operation a path belongs to.
+pub fn route(path: &str) -> (MockName, &'static str) {
+    if path == "/v1.0" || path.starts_with("/v1.0/") {
+        (MockName::Graph, graph::operation(path))
+    } else {
+        (MockName::Entra, entra::operation(path))
+    }
+}
+
+fn serve(mock: MockName, ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
+    match mock {
+        MockName::Graph => graph::handle(ctx, request),
+        _ => entra::handle(ctx, request),
+    }
+}
+
+/// Renders a catalogue reply with this request's variables.
+pub(crate) fn catalogue_reply(
+    reply: CatalogueReply,
+    vars: &Vars,
+    retry_after: Option<&str>,
+) -> HttpResponse {
+    match reply {
+        CatalogueReply::Entra(error) => wire::entra_error(error, vars),
+        CatalogueReply::EntraThrottled => {
+            let mut response = wire::entra_throttled(vars);
+            if let Some(value) = retry_after {
+                set_retry_after(&mut response, value);
+            }
+            response
+        }
+        CatalogueReply::Graph(error) => wire::graph_error(error, vars, None, retry_after),
+        CatalogueReply::GraphHtmlUnavailable => wire::graph_html_unavailable(),
+    }
+}
+
+fn set_retry_after(response: &mut HttpResponse, value: &str) {
+    let headers = response.headers_mut();
+    headers.remove("retry-after");
+    if let Ok(value) = http::HeaderValue::from_str(value)
+        && !value.is_empty()
+    {
+        headers.insert("retry-after", value);
+    }
+}
+
+/// A `200` whose body stops halfway: parseable by nothing.
+fn malformed(response: HttpResponse) -> HttpResponse {
+    let (mut parts, body) = response.into_parts();
+    parts.status = http::StatusCode::OK;
+    let cut = if body.len() > 1 { body.slice(..body.len() / 2) } else { Bytes::from_static(b"{\"") };
+    parts.headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=utf-8"));
+    http::Response::from_parts(parts, cut)
+}

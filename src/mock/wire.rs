@@ -1,0 +1,546 @@
+//! The wire catalogue: every status, header and body text the HTTP mocks send, loaded from
+//! `fixtures/wire/*.toml` so fidelity facts live in one reviewed place, not in code.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::HttpResponse;
+
+/// Values that fill `${name}` placeholders in the catalogue.
+#[derive(Debug, Clone, Default)]
+pub struct Vars(Vec<(&'static str, String)>);
+
+impl Vars {
+    /// Adds or replaces a value.
+    pub fn set(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        let value = value.into();
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+        self
+    }
+
+    /// Fills every known `${name}` in `template`; unknown placeholders stay as written.
+    pub fn fill(&self, template: &str) -> String {
+        let mut out = template.to_string();
+        for (name, value) in &self.0 {
+            out = out.replace(&format!("${{{name}}}"), value);
+        }
+        out
+    }
+}
+
+/// An Entra error from the catalogue, named as in `fixtures/wire/entra.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[allow(missing_docs)]
+pub enum EntraError {
+    ExpiredSecret,
+    InvalidSecret,
+    MissingCredential,
+    UnsupportedAssertion,
+    UnknownApp,
+    UnknownTenant,
+    UnknownTenantDiscovery,
+    MissingParameter,
+    PostOnly,
+    UnsupportedGrantType,
+    InvalidScope,
+    InvalidResource,
+    Unavailable,
+}
+
+impl EntraError {
+    /// Every variant, for coverage tests and the fault vocabulary.
+    pub const ALL: [EntraError; 13] = [
+        EntraError::ExpiredSecret,
+        EntraError::InvalidSecret,
+        EntraError::MissingCredential,
+        EntraError::UnsupportedAssertion,
+        EntraError::UnknownApp,
+        EntraError::UnknownTenant,
+        EntraError::UnknownTenantDiscovery,
+        EntraError::MissingParameter,
+        EntraError::PostOnly,
+        EntraError::UnsupportedGrantType,
+        EntraError::InvalidScope,
+        EntraError::InvalidResource,
+        EntraError::Unavailable,
+    ];
+
+    /// The catalogue key.
+    pub fn key(self) -> &'static str {
+        match self {
+            EntraError::ExpiredSecret => "expired_secret",
+            EntraError::InvalidSecret => "invalid_secret",
+            EntraError::MissingCredential => "missing_credential",
+            EntraError::UnsupportedAssertion => "unsupported_assertion",
+            EntraError::UnknownApp => "unknown_app",
+            EntraError::UnknownTenant => "unknown_tenant",
+            EntraError::UnknownTenantDiscovery => "unknown_tenant_discovery",
+            EntraError::MissingParameter => "missing_parameter",
+            EntraError::PostOnly => "post_only",
+            EntraError::UnsupportedGrantType => "unsupported_grant_type",
+            EntraError::InvalidScope => "invalid_scope",
+            EntraError::InvalidResource => "invalid_resource",
+            EntraError::Unavailable => "unavailable",
+        }
+    }
+
+    /// The variant for a catalogue key.
+    pub fn from_key(key: &str) -> Option<EntraError> {
+        EntraError::ALL.into_iter().find(|e| e.key() == key)
+    }
+}
+
+/// A Graph error from the catalogue, named as in `fixtures/wire/graph.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[allow(missing_docs)]
+pub enum GraphError {
+    TokenMissing,
+    TokenMalformed,
+    TokenInvalid,
+    TokenWrongAudience,
+    TokenExpired,
+    AccessDenied,
+    DirectoryDenied,
+    MailboxConcurrency,
+    TooManyRequests,
+    InvalidBase64Mime,
+    UnreadableJson,
+    InvalidRecipients,
+    UnknownUser,
+    UnknownFolder,
+    UnknownSegment,
+    MethodNotAllowed,
+    SyncStateNotFound,
+    ApplicationNotFound,
+    KeyNotFound,
+    InvalidFilter,
+    InvalidRequestBody,
+    Unavailable,
+    GatewayTimeout,
+}
+
+impl GraphError {
+    /// Every variant, for coverage tests and the fault vocabulary.
+    pub const ALL: [GraphError; 23] = [
+        GraphError::TokenMissing,
+        GraphError::TokenMalformed,
+        GraphError::TokenInvalid,
+        GraphError::TokenWrongAudience,
+        GraphError::TokenExpired,
+        GraphError::AccessDenied,
+        GraphError::DirectoryDenied,
+        GraphError::MailboxConcurrency,
+        GraphError::TooManyRequests,
+        GraphError::InvalidBase64Mime,
+        GraphError::UnreadableJson,
+        GraphError::InvalidRecipients,
+        GraphError::UnknownUser,
+        GraphError::UnknownFolder,
+        GraphError::UnknownSegment,
+        GraphError::MethodNotAllowed,
+        GraphError::SyncStateNotFound,
+        GraphError::ApplicationNotFound,
+        GraphError::KeyNotFound,
+        GraphError::InvalidFilter,
+        GraphError::InvalidRequestBody,
+        GraphError::Unavailable,
+        GraphError::GatewayTimeout,
+    ];
+
+    /// The catalogue key.
+    pub fn key(self) -> &'static str {
+        match self {
+            GraphError::TokenMissing => "token_missing",
+            GraphError::TokenMalformed => "token_malformed",
+            GraphError::TokenInvalid => "token_invalid",
+            GraphError::TokenWrongAudience => "token_wrong_audience",
+            GraphError::TokenExpired => "token_expired",
+            GraphError::AccessDenied => "access_denied",
+            GraphError::DirectoryDenied => "directory_denied",
+            GraphError::MailboxConcurrency => "mailbox_concurrency",
+            GraphError::TooManyRequests => "too_many_requests",
+            GraphError::InvalidBase64Mime => "invalid_base64_mime",
+            GraphError::UnreadableJson => "unreadable_json",
+            GraphError::InvalidRecipients => "invalid_recipients",
+            GraphError::UnknownUser => "unknown_user",
+            GraphError::UnknownFolder => "unknown_folder",
+            GraphError::UnknownSegment => "unknown_segment",
+            GraphError::MethodNotAllowed => "method_not_allowed",
+            GraphError::SyncStateNotFound => "sync_state_not_found",
+            GraphError::ApplicationNotFound => "application_not_found",
+            GraphError::KeyNotFound => "key_not_found",
+            GraphError::InvalidFilter => "invalid_filter",
+            GraphError::InvalidRequestBody => "invalid_request_body",
+            GraphError::Unavailable => "unavailable",
+            GraphError::GatewayTimeout => "gateway_timeout",
+        }
+    }
+
+    /// The variant for a catalogue key.
+    pub fn from_key(key: &str) -> Option<GraphError> {
+        GraphError::ALL.into_iter().find(|e| e.key() == key)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntraFile {
+    headers: Vec<(String, String)>,
+    success: EntraSuccess,
+    envelope: EntraEnvelope,
+    errors: BTreeMap<String, EntraEntry>,
+    throttled: PlainReply,
+    discovery: EntraDiscovery,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntraSuccess {
+    token_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntraEnvelope {
+    error_uri: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntraDiscovery {
+    issuer: String,
+    tenant_region_scope: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntraEntry {
+    status: u16,
+    error: String,
+    code: u32,
+    description: String,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    choice: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainReply {
+    status: u16,
+    body: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    choice: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraphFile {
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    choice: Option<String>,
+    errors: BTreeMap<String, GraphEntry>,
+    html_unavailable: PlainReply,
+    www_authenticate: WwwAuthenticate,
+    delta: DeltaSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraphEntry {
+    status: u16,
+    code: String,
+    message: String,
+    inner: bool,
+    #[serde(default)]
+    www_authenticate: bool,
+    #[serde(default)]
+    retry_after: Option<String>,
+    #[serde(default)]
+    location: bool,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    choice: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WwwAuthenticate {
+    value: String,
+}
+
+/// Delta paging defaults from the catalogue.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaSettings {
+    /// Page size without a `Prefer: odata.maxpagesize` header.
+    pub default_page_size: usize,
+    /// The largest page the mock serves.
+    pub max_page_size: usize,
+}
+
+fn entra_file() -> &'static EntraFile {
+    static FILE: OnceLock<EntraFile> = OnceLock::new();
+    FILE.get_or_init(|| {
+        toml::from_str(include_str!("../../fixtures/wire/entra.toml"))
+            .expect("fixtures/wire/entra.toml is valid; wire::tests load it")
+    })
+}
+
+fn graph_file() -> &'static GraphFile {
+    static FILE: OnceLock<GraphFile> = OnceLock::new();
+    FILE.get_or_init(|| {
+        toml::from_str(include_str!("../../fixtures/wire/graph.toml"))
+            .expect("fixtures/wire/graph.toml is valid; wire::tests load it")
+    })
+}
+
+fn response(
+    status: u16,
+    headers: &[(String, String)],
+    extra: &[(&str, String)],
+    vars: &Vars,
+    body: Bytes,
+) -> HttpResponse {
+    let mut builder = http::Response::builder()
+        .status(StatusCode::from_u16(status).expect("catalogue statuses are valid"));
+    let map = builder.headers_mut().expect("builder has no error yet");
+    for (name, value) in headers.iter().map(|(n, v)| (n.as_str(), vars.fill(v))).chain(
+        extra.iter().map(|(n, v)| (*n, v.clone())),
+    ) {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("catalogue header names are valid");
+        let value = HeaderValue::from_str(&value).expect("catalogue header values are valid");
+        map.append(name, value);
+    }
+    builder.body(body).expect("status and headers were validated above")
+}
+
+/// The status code of an Entra error.
+pub fn entra_status(error: EntraError) -> u16 {
+    entra_entry(error).status
+}
+
+fn entra_entry(error: EntraError) -> &'static EntraEntry {
+    entra_file().errors.get(error.key()).expect("every EntraError has a catalogue entry")
+}
+
+/// An Entra error reply. `vars` must hold trace_id, correlation_id, timestamp and date.
+pub fn entra_error(error: EntraError, vars: &Vars) -> HttpResponse {
+    let file = entra_file();
+    let entry = entra_entry(error);
+    let vars = vars.clone().set("code", entry.code.to_string());
+    let description = format!(
+        "{} Trace ID: {} Correlation ID: {} Timestamp: {}",
+        vars.fill(&entry.description),
+        vars.fill("${trace_id}"),
+        vars.fill("${correlation_id}"),
+        vars.fill("${timestamp}"),
+    );
+    let body = json!({
+        "error": entry.error,
+        "error_description": description,
+        "error_codes": [entry.code],
+        "timestamp": vars.fill("${timestamp}"),
+        "trace_id": vars.fill("${trace_id}"),
+        "correlation_id": vars.fill("${correlation_id}"),
+        "error_uri": vars.fill(&file.envelope.error_uri),
+    });
+    let body = Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise"));
+    response(entry.status, &file.headers, &[], &vars, body)
+}
+
+/// The token endpoint's success reply.
+pub fn entra_token(access_token: &str, expires_in: u64, vars: &Vars) -> HttpResponse {
+    let file = entra_file();
+    let body = json!({
+        "token_type": file.success.token_type,
+        "expires_in": expires_in,
+        "ext_expires_in": expires_in,
+        "access_token": access_token,
+    });
+    let body = Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise"));
+    response(200, &file.headers, &[], vars, body)
+}
+
+/// The token endpoint's plain-text 429.
+pub fn entra_throttled(vars: &Vars) -> HttpResponse {
+    let reply = &entra_file().throttled;
+    response(reply.status, &reply.headers, &[], vars, Bytes::from(reply.body.clone()))
+}
+
+/// A JSON reply with the token endpoint's headers (the discovery document).
+pub fn entra_json(value: &serde_json::Value, vars: &Vars) -> HttpResponse {
+    let body = Bytes::from(serde_json::to_vec(value).expect("JSON values serialise"));
+    response(200, &entra_file().headers, &[], vars, body)
+}
+
+/// The discovery document's `issuer` and `tenant_region_scope`.
+pub fn entra_discovery(vars: &Vars) -> (String, String) {
+    let discovery = &entra_file().discovery;
+    (vars.fill(&discovery.issuer), discovery.tenant_region_scope.clone())
+}
+
+/// The status code of a Graph error.
+pub fn graph_status(error: GraphError) -> u16 {
+    graph_entry(error).status
+}
+
+fn graph_entry(error: GraphError) -> &'static GraphEntry {
+    graph_file().errors.get(error.key()).expect("every GraphError has a catalogue entry")
+}
+
+/// A Graph error reply. `vars` must hold request_id, client_request_id, date and inner_date;
+/// `location` is the resync URL for `SyncStateNotFound`; `retry_after` overrides the
+/// catalogue's value (`Some("")` removes the header, as Graph sometimes does).
+pub fn graph_error(
+    error: GraphError,
+    vars: &Vars,
+    location: Option<&str>,
+    retry_after: Option<&str>,
+) -> HttpResponse {
+    let file = graph_file();
+    let entry = graph_entry(error);
+    let mut inner = serde_json::Map::new();
+    let mut object = serde_json::Map::new();
+    object.insert("code".into(), json!(entry.code));
+    object.insert("message".into(), json!(vars.fill(&entry.message)));
+    if entry.inner {
+        inner.insert("date".into(), json!(vars.fill("${inner_date}")));
+        inner.insert("request-id".into(), json!(vars.fill("${request_id}")));
+        inner.insert("client-request-id".into(), json!(vars.fill("${client_request_id}")));
+        object.insert("innerError".into(), serde_json::Value::Object(inner));
+    }
+    let body = json!({ "error": object });
+    let mut extra = Vec::new();
+    if entry.www_authenticate {
+        extra.push(("WWW-Authenticate", file.www_authenticate.value.clone()));
+    }
+    match retry_after.or(entry.retry_after.as_deref()) {
+        Some("") | None => {}
+        Some(value) => extra.push(("Retry-After", value.to_string())),
+    }
+    if entry.location
+        && let Some(location) = location
+    {
+        extra.push(("Location", location.to_string()));
+    }
+    let body = Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise"));
+    response(entry.status, &file.headers, &extra, vars, body)
+}
+
+/// A Graph success reply with a JSON body (`status` 200) or none (202, 204).
+pub fn graph_ok(
+    status: u16,
+    body: Option<&serde_json::Value>,
+    extra: &[(&str, String)],
+    vars: &Vars,
+) -> HttpResponse {
+    let file = graph_file();
+    let bytes = body.map_or_else(Bytes::new, |b| {
+        Bytes::from(serde_json::to_vec(b).expect("JSON values serialise"))
+    });
+    let headers: Vec<(String, String)> = if body.is_some() {
+        file.headers.clone()
+    } else {
+        // An empty 202/204 carries no Content-Type.
+        file.headers.iter().filter(|(n, _)| n != "Content-Type").cloned().collect()
+    };
+    response(status, &headers, extra, vars, bytes)
+}
+
+/// The raw IIS 503 page some Graph front ends return.
+pub fn graph_html_unavailable() -> HttpResponse {
+    let reply = &graph_file().html_unavailable;
+    let content_type = reply.content_type.clone().unwrap_or_else(|| "text/html".into());
+    response(
+        reply.status,
+        &[],
+        &[("Content-Type", content_type)],
+        &Vars::default(),
+        Bytes::from(reply.body.clone()),
+    )
+}
+
+/// Delta paging defaults.
+pub fn graph_delta_settings() -> DeltaSettings {
+    graph_file().delta
+}
+
+/// Every catalogue note marked as a choice, for the docs and for review.
+pub fn choices() -> Vec<(String, String)> {
+    let entra = entra_file();
+    let graph = graph_file();
+    let mut out: Vec<(String, String)> = entra
+        .errors
+        .iter()
+        .filter_map(|(k, e)| e.choice.clone().map(|c| (format!("entra.{k}"), c)))
+        .collect();
+    out.extend(entra.throttled.choice.clone().map(|c| ("entra.throttled".into(), c)));
+    out.extend(graph.choice.clone().map(|c| ("graph.headers".into(), c)));
+    out.extend(
+        graph.errors.iter().filter_map(|(k, e)| e.choice.clone().map(|c| (format!("graph.{k}"), c))),
+    );
+    out
+}
+
+/// Where each catalogue entry's facts come from (`source`), for the docs.
+pub fn sources() -> Vec<(String, String)> {
+    let entra = entra_file();
+    let graph = graph_file();
+    let mut out: Vec<(String, String)> = entra
+        .errors
+        .iter()
+        .filter_map(|(k, e)| e.source.clone().map(|s| (format!("entra.{k}"), s)))
+        .collect();
+    out.extend(
+        graph.errors.iter().filter_map(|(k, e)| e.source.clone().map(|s| (format!("graph.{k}"), s))),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entra_error_has_exactly_one_catalogue_entry() {
+        let file = entra_file();
+        for error in EntraError::ALL {
+            assert!(file.errors.contains_key(error.key()), "missing {}", error.key());
+        }
+        for key in file.errors.keys() {
+            assert!(EntraError::from_key(key).is_some(), "catalogue entry {key} has no variant");
+        }
+    }
+
+    #[test]
+    fn every_graph_error_has_exactly_one_catalogue_entry() {
+        let file = graph_file();
+        for error in GraphError::ALL {
+            assert!(file.errors.contains_key(error.key()), "missing {}", error.key());
+        }
+        for key in file.errors.keys() {
+            assert!(GraphError::from_key(key).is_some(), "catalogue entry {key} has no variant");
+        }
+    }
+
+    #[test]
+    fn catalogue_notes_every_choice() {
+        assert!(choices().iter().any(|(k, _)| k == "entra.missing_credential"));
+        assert!(sources().iter().any(|(k, _)| k == "entra.expired_secret"));
+    }
+}

@@ -1,0 +1,175 @@
+//! `maildrill serve`: the mocks on loopback in real time, for clients in any language.
+//!
+//! It writes the environment file of CONTRACTS section 2 (mode 0600) and the CA certificate
+//! next to it, prints where everything is (never the secret), and runs until Ctrl-C.
+
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::journal::Journal;
+use crate::mock::{Endpoints, HttpMocks, HttpMocksConfig};
+use crate::seed::Seed;
+use crate::tenant::{Directory, DirectoryConfig, demo};
+use crate::time::{SharedClock, VirtualClock};
+use crate::tls::{Pki, TlsError};
+use crate::wiring::socket::HttpListener;
+
+/// Options of `maildrill serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The calendar instant the clock starts at (default: now).
+    pub at: Option<DateTime<Utc>>,
+    /// Where to write the environment file.
+    pub env_file: PathBuf,
+    /// Port of the HTTPS endpoint (0 picks a free one).
+    pub http_port: u16,
+    /// Serve plain HTTP instead of HTTPS (load tests against plain-HTTP peers only).
+    pub plain_http: bool,
+    /// How many journal entries to keep.
+    pub journal_capacity: usize,
+    /// Seed of request ids and the demo secret.
+    pub seed: Seed,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            at: None,
+            env_file: PathBuf::from("maildrill.env"),
+            http_port: 0,
+            plain_http: false,
+            journal_capacity: 10_000,
+            seed: Seed(0),
+        }
+    }
+}
+
+/// `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Binding or writing files failed.
+    #[error("failed to {what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS set-up failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.into();
+    move |source| ServeError::Io { what, source }
+}
+
+/// A running `serve`: its address, files and mocks.
+#[derive(Debug)]
+pub struct Served {
+    /// The HTTP(S) address.
+    pub http_addr: SocketAddr,
+    /// The environment written for clients, as `(key, value)` in file order.
+    pub env: Vec<(String, String)>,
+    /// The mocks (for tests that inspect the journal).
+    pub mocks: HttpMocks,
+    listener: HttpListener,
+}
+
+impl Served {
+    /// Serves until `shutdown` completes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        self.listener.run(shutdown).await;
+    }
+}
+
+/// Binds the mocks, writes the env file and the CA, and returns the server ready to run.
+pub async fn start(options: &ServeOptions, clock_now: SharedClockFactory) -> Result<Served, ServeError> {
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let pki = if options.plain_http { None } else { Some(Pki::generate()?) };
+    let tls = pki.as_ref().map(|p| p.server_config(true)).transpose()?;
+    // Bind first: the URLs in links and the env file need the port.
+    let tcp = tokio::net::TcpListener::bind(SocketAddr::new(loopback, options.http_port))
+        .await
+        .map_err(io(format!("bind 127.0.0.1:{}", options.http_port)))?;
+    let http_addr = tcp.local_addr().map_err(io("read the bound address"))?;
+
+    let scheme = if options.plain_http { "http" } else { "https" };
+    let base = format!("{scheme}://{http_addr}");
+    let clock = clock_now(options.at);
+    let start = clock.now_utc();
+    let secret = options.seed.stream("serve.secret").string_from(SECRET_CHARS, 40);
+    let directory = Directory::new(&DirectoryConfig {
+        seed: options.seed,
+        tenants: vec![demo::tenant(start - TimeDelta::days(1), &secret, TimeDelta::days(365))],
+    });
+    let config = HttpMocksConfig {
+        seed: options.seed,
+        endpoints: Endpoints { login_base: base.clone(), graph_base: base.clone() },
+        ..HttpMocksConfig::default()
+    };
+    let journal = Journal::bounded(options.journal_capacity);
+    let mocks = HttpMocks::new(directory.shared(), clock, journal, config);
+    let listener = HttpListener::new(tcp, mocks.clone(), tls);
+
+    let ca_path = match &pki {
+        Some(pki) => {
+            let path = sibling(&options.env_file, "maildrill-ca.pem");
+            write_private(&path, pki.ca_pem().as_bytes())?;
+            path.display().to_string()
+        }
+        None => String::new(),
+    };
+    let authority = format!("{base}/{}", demo::TENANT_ID);
+    let env = vec![
+        ("MAILDRILL_TENANT_ID".to_string(), demo::TENANT_ID.to_string()),
+        ("MAILDRILL_CLIENT_ID".to_string(), demo::APP_ID.to_string()),
+        ("MAILDRILL_CLIENT_SECRET".to_string(), secret),
+        ("MAILDRILL_MAILBOX".to_string(), demo::MAILBOX.to_string()),
+        ("MAILDRILL_CA_CERT".to_string(), ca_path),
+        ("MAILDRILL_AUTHORITY".to_string(), authority.clone()),
+        ("MAILDRILL_TOKEN_URL".to_string(), format!("{authority}/oauth2/v2.0/token")),
+        ("MAILDRILL_GRAPH_URL".to_string(), format!("{base}/v1.0")),
+    ];
+    let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    write_private(&options.env_file, text.as_bytes())?;
+    Ok(Served { http_addr, env, mocks, listener })
+}
+
+/// Makes the clock `serve` runs on, from the `--at` instant.
+pub type SharedClockFactory = fn(Option<DateTime<Utc>>) -> SharedClock;
+
+/// The real-time clock for `serve`: anchored at `--at`, or at the system calendar.
+pub fn real_time_clock(at: Option<DateTime<Utc>>) -> SharedClock {
+    use crate::time::Clock as _;
+    let start = at.unwrap_or_else(|| crate::time::SystemClock.now_utc());
+    VirtualClock::starting_at(start).shared()
+}
+
+const SECRET_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789~._-";
+
+fn sibling(path: &Path, name: &str) -> PathBuf {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from(name), |p| p.join(name))
+}
+
+/// Writes a file only its owner can read: it holds a client secret.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServeError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let what = || format!("write {}", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(what()))?;
+    // `mode` applies only when the file is created; tighten an existing file too.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(what()))?;
+    file.write_all(bytes).map_err(io(what()))
+}

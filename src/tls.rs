@@ -1,0 +1,113 @@
+//! Certificates for the socket wiring: a CA and a loopback server certificate made with rcgen.
+//!
+//! Microsoft's client libraries refuse plain-HTTP authorities and lettre needs STARTTLS, so
+//! `serve` speaks TLS with a CA generated at start-up and exported as PEM for clients to trust.
+//! Keys come from the operating system's randomness: certificates never reach a journal or a
+//! report, so they do not need to be seeded.
+
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// The names every server certificate carries (CONTRACTS section 2).
+pub const SERVER_NAMES: [&str; 3] = ["127.0.0.1", "::1", "localhost"];
+
+/// A generated CA and a server certificate it signed.
+pub struct Pki {
+    ca_pem: String,
+    ca_der: CertificateDer<'static>,
+    server_chain: Vec<CertificateDer<'static>>,
+    server_key: PrivatePkcs8KeyDer<'static>,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki").field("ca_pem", &self.ca_pem).finish_non_exhaustive()
+    }
+}
+
+/// Certificate generation or TLS set-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// rcgen refused the parameters.
+    #[error("failed to generate a certificate")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused the certificate or key.
+    #[error("failed to configure TLS")]
+    Rustls(#[from] rustls::Error),
+}
+
+impl Pki {
+    /// Generates a CA ("maildrill test CA") and a server certificate for loopback names.
+    pub fn generate() -> Result<Pki, TlsError> {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca_params.distinguished_name = name("maildrill test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+
+        let names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
+        let mut server_params = CertificateParams::new(names)?;
+        server_params.distinguished_name = name("maildrill mock server");
+        server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_key = KeyPair::generate()?;
+        let server = server_params.signed_by(&server_key, &ca)?;
+
+        Ok(Pki {
+            ca_pem: ca.pem(),
+            ca_der: ca.der().clone(),
+            server_chain: vec![server.der().clone(), ca.der().clone()],
+            server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()),
+        })
+    }
+
+    /// The CA certificate as PEM, for `MAILDRILL_CA_CERT`.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The CA certificate as DER, for Rust clients' root stores.
+    pub fn ca_der(&self) -> &CertificateDer<'static> {
+        &self.ca_der
+    }
+
+    /// A rustls server configuration (ring provider; HTTP/1.1 in ALPN when `alpn_http1`).
+    pub fn server_config(&self, alpn_http1: bool) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(
+                self.server_chain.clone(),
+                PrivateKeyDer::Pkcs8(self.server_key.clone_key()),
+            )?;
+        if alpn_http1 {
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
+        Ok(Arc::new(config))
+    }
+}
+
+fn name(common_name: &str) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    name.push(DnType::OrganizationName, "maildrill");
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_pki_builds_a_server_config() {
+        let pki = Pki::generate().unwrap();
+        assert!(pki.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(pki.server_config(true).is_ok());
+    }
+}

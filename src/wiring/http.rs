@@ -1,0 +1,112 @@
+//! Serving the HTTP mocks over any byte stream with hyper, and carrying out each [`Reply`]:
+//! waiting its delay on the clock, then responding, cutting the body short, resetting, or
+//! hanging.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::mock::{Action, HttpMocks};
+use crate::time::ClockExt as _;
+
+/// Why a connection ended without a clean response; hyper closes the connection on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A `reset_peer` fault.
+    #[error("connection reset by fault")]
+    Reset,
+    /// The request body could not be read.
+    #[error("failed to read the request body")]
+    Body(#[from] hyper::Error),
+}
+
+/// Serves HTTP/1.1 on one connection until the peer closes it.
+pub async fn serve_connection<IO>(io: IO, mocks: HttpMocks)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let mocks = mocks.clone();
+        async move { answer(&mocks, request).await }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // Our replies carry a Date from the virtual clock; hyper's would read the wall clock.
+    builder.auto_date_header(false);
+    // A connection error (reset fault, client gone) only ends this connection.
+    let _ = builder.serve_connection(TokioIo::new(io), service).await;
+}
+
+async fn answer(
+    mocks: &HttpMocks,
+    request: hyper::Request<Incoming>,
+) -> Result<hyper::Response<ReplyBody>, ServeError> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let reply = mocks.handle(hyper::Request::from_parts(parts, body));
+    if !reply.delay.is_zero() {
+        mocks.clock().sleep(reply.delay).await;
+    }
+    let response = match reply.action {
+        Action::Respond(response) => response.map(ReplyBody::full),
+        Action::Truncate(response, keep) => response.map(|body| ReplyBody::truncated(body, keep)),
+        Action::Reset => return Err(ServeError::Reset),
+        Action::Hang => std::future::pending().await,
+    };
+    drop(reply.in_flight);
+    Ok(response)
+}
+
+/// A response body that may stop short with an error, which makes hyper close the connection
+/// before the promised `Content-Length` arrives (toxiproxy's `limit_data`).
+pub struct ReplyBody {
+    data: Option<Bytes>,
+    cut: bool,
+    size: u64,
+}
+
+impl ReplyBody {
+    fn full(body: Bytes) -> ReplyBody {
+        ReplyBody { size: body.len() as u64, data: Some(body), cut: false }
+    }
+
+    fn truncated(body: Bytes, keep: usize) -> ReplyBody {
+        let size = body.len() as u64;
+        let kept = body.slice(..keep.min(body.len()));
+        ReplyBody { data: Some(kept), cut: true, size }
+    }
+}
+
+impl Body for ReplyBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.data.take()
+            && !data.is_empty()
+        {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if self.cut {
+            self.cut = false;
+            let error = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "limit_data");
+            return Poll::Ready(Some(Err(error)));
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.as_ref().is_none_or(Bytes::is_empty) && !self.cut
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.size)
+    }
+}

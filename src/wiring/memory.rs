@@ -1,0 +1,86 @@
+//! The in-memory wiring: clients reach the HTTP mocks through `tokio::io::duplex` streams on
+//! the same runtime.
+//!
+//! On the replay runtime (paused, current-thread, no I/O driver) nothing here can wait on
+//! anything but other tasks and the clock, so tokio advances time only when every task waits
+//! on a timer: the replay is deterministic by construction.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::DuplexStream;
+
+use super::http::serve_connection;
+use crate::mock::HttpMocks;
+
+/// Bytes a duplex stream buffers in each direction.
+const DUPLEX_BUFFER: usize = 64 * 1024;
+
+/// HTTP mocks reachable through in-memory connections.
+#[derive(Debug, Clone)]
+pub struct MemoryNet {
+    mocks: HttpMocks,
+}
+
+/// An in-memory HTTP exchange failed, as a socket exchange would: reset, cut short, or
+/// malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryHttpError {
+    /// hyper reported a protocol or connection error.
+    #[error("failed to exchange HTTP over the in-memory connection")]
+    Hyper(#[from] hyper::Error),
+    /// The request could not be rebuilt in origin form.
+    #[error("failed to build the request")]
+    Http(#[from] http::Error),
+}
+
+impl MemoryNet {
+    /// Wires `mocks` for in-memory clients.
+    pub fn new(mocks: HttpMocks) -> MemoryNet {
+        MemoryNet { mocks }
+    }
+
+    /// The mocks behind this wiring.
+    pub fn mocks(&self) -> &HttpMocks {
+        &self.mocks
+    }
+
+    /// Opens a connection: the server half is served by a task on the current runtime.
+    pub fn connect(&self) -> DuplexStream {
+        let (client, server) = tokio::io::duplex(DUPLEX_BUFFER);
+        tokio::spawn(serve_connection(server, self.mocks.clone()));
+        client
+    }
+
+    /// Sends one request on a fresh connection and reads the whole response. Its signature
+    /// fits oauth2's `AsyncHttpClient` and any client's HTTP transport trait.
+    pub async fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, MemoryHttpError> {
+        let stream = self.connect();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = origin_form(request)?;
+        let response = sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(http::Response::from_parts(parts, body.to_vec()))
+    }
+}
+
+/// HTTP/1.1 requests carry the path in the request line and the authority in `Host`.
+fn origin_form(request: http::Request<Vec<u8>>) -> Result<http::Request<Full<Bytes>>, http::Error> {
+    let (mut parts, body) = request.into_parts();
+    if let Some(authority) = parts.uri.authority().cloned()
+        && !parts.headers.contains_key(http::header::HOST)
+    {
+        let host = http::HeaderValue::from_str(authority.as_str())
+            .expect("a parsed authority is a valid header value");
+        parts.headers.insert(http::header::HOST, host);
+    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    parts.uri = path.parse()?;
+    Ok(http::Request::from_parts(parts, Full::new(Bytes::from(body))))
+}

@@ -1,0 +1,107 @@
+//! The socket wiring: the same HTTP mocks on loopback TCP, with TLS when configured.
+//!
+//! Used by `maildrill serve` (real time from the chosen instant) and by contract tests that
+//! drive the mocks with reqwest and oauth2's own transport.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::http::serve_connection;
+use crate::mock::HttpMocks;
+
+/// A bound HTTP(S) listener for the mocks.
+pub struct HttpListener {
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    mocks: HttpMocks,
+}
+
+impl std::fmt::Debug for HttpListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpListener")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpListener {
+    /// Binds `addr` (port 0 picks a free port); TLS when `tls` is given.
+    pub async fn bind(
+        addr: SocketAddr,
+        mocks: HttpMocks,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<HttpListener> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(HttpListener::new(listener, mocks, tls))
+    }
+
+    /// Serves the mocks on an already bound listener.
+    pub fn new(
+        listener: TcpListener,
+        mocks: HttpMocks,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> HttpListener {
+        HttpListener { listener, tls: tls.map(TlsAcceptor::from), mocks }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until `shutdown` completes; each connection runs on its own task.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut shutdown => return,
+                accepted = self.listener.accept() => accepted,
+            };
+            // Accept errors (e.g. too many open files) affect one connection, not the server.
+            let Ok((stream, _peer)) = accepted else { continue };
+            let _ = stream.set_nodelay(true);
+            let mocks = self.mocks.clone();
+            match self.tls.clone() {
+                Some(acceptor) => {
+                    tokio::spawn(async move {
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            serve_connection(tls, mocks).await;
+                        }
+                    });
+                }
+                None => {
+                    tokio::spawn(serve_connection(stream, mocks));
+                }
+            }
+        }
+    }
+
+    /// Runs the listener on a spawned task; the server stops when the returned handle drops.
+    pub fn spawn(self) -> ServerHandle {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(async move {
+            let _ = stopped.await;
+        }));
+        ServerHandle { stop, task }
+    }
+}
+
+/// Keeps a spawned listener running; dropping it stops accepting.
+#[derive(Debug)]
+pub struct ServerHandle {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Stops accepting and waits for the accept loop to end.
+    pub async fn shutdown(self) {
+        drop(self.stop);
+        let _ = self.task.await;
+    }
+}
