@@ -60,11 +60,16 @@ impl CatalogueReply {
         let found = match target {
             Target::Entra if key == "throttled" => Some(CatalogueReply::EntraThrottled),
             Target::Entra => EntraError::from_key(key).map(CatalogueReply::Entra),
-            Target::Graph if key == "html_unavailable" => Some(CatalogueReply::GraphHtmlUnavailable),
+            Target::Graph if key == "html_unavailable" => {
+                Some(CatalogueReply::GraphHtmlUnavailable)
+            }
             Target::Graph => GraphError::from_key(key).map(CatalogueReply::Graph),
             Target::Smtp | Target::Alerts => None,
         };
-        found.ok_or_else(|| FaultError::UnknownReply { target, key: key.to_string() })
+        found.ok_or_else(|| FaultError::UnknownReply {
+            target,
+            key: key.to_string(),
+        })
     }
 
     /// The catalogue key.
@@ -125,7 +130,9 @@ impl fmt::Display for FaultKind {
             FaultKind::LimitData { bytes } => write!(f, "limit_data {bytes}"),
             FaultKind::Respond { reply, .. } => write!(f, "respond {}", reply.key()),
             FaultKind::MalformedBody => f.write_str("malformed_body"),
-            FaultKind::FailButDeliver { reply, .. } => write!(f, "fail_but_deliver {}", reply.key()),
+            FaultKind::FailButDeliver { reply, .. } => {
+                write!(f, "fail_but_deliver {}", reply.key())
+            }
         }
     }
 }
@@ -180,7 +187,10 @@ impl Fault {
     pub fn validate(&self) -> Result<(), FaultError> {
         if let FaultKind::FailButDeliver { .. } = self.kind
             && (self.target != Target::Graph
-                || self.operation.as_deref().is_some_and(|op| op != "send-mail"))
+                || self
+                    .operation
+                    .as_deref()
+                    .is_some_and(|op| op != "send-mail"))
         {
             return Err(FaultError::FailButDeliverTarget);
         }
@@ -215,7 +225,11 @@ pub struct FaultSet {
 impl FaultSet {
     /// An empty set drawing probabilities from `seed`.
     pub fn new(seed: Seed) -> FaultSet {
-        FaultSet { slots: Vec::new(), next_id: 1, rng: seed.stream("faults") }
+        FaultSet {
+            slots: Vec::new(),
+            next_id: 1,
+            rng: seed.stream("faults"),
+        }
     }
 
     /// Adds a fault.
@@ -223,7 +237,11 @@ impl FaultSet {
         fault.validate()?;
         let id = FaultId(self.next_id);
         self.next_id += 1;
-        self.slots.push(Slot { id, fault, matched: 0 });
+        self.slots.push(Slot {
+            id,
+            fault,
+            matched: 0,
+        });
         Ok(id)
     }
 
@@ -240,7 +258,12 @@ impl FaultSet {
     }
 
     /// The fault that applies to this request, if any, counting it against `first`.
-    pub fn decide(&mut self, target: Target, operation: &str, now: DateTime<Utc>) -> Option<FaultKind> {
+    pub fn decide(
+        &mut self,
+        target: Target,
+        operation: &str,
+        now: DateTime<Utc>,
+    ) -> Option<FaultKind> {
         for slot in &mut self.slots {
             let fault = &slot.fault;
             let matches = fault.target == target
@@ -277,7 +300,10 @@ mod tests {
         Fault {
             target: Target::Entra,
             operation: Some("token".into()),
-            kind: FaultKind::Respond { reply: CatalogueReply::EntraThrottled, retry_after: None },
+            kind: FaultKind::Respond {
+                reply: CatalogueReply::EntraThrottled,
+                retry_after: None,
+            },
             activation,
         }
     }
@@ -291,16 +317,32 @@ mod tests {
             ..Activation::default()
         }))
         .unwrap();
-        assert!(set.decide(Target::Entra, "token", at("2025-02-14T11:29:59Z")).is_none());
-        assert!(set.decide(Target::Entra, "token", at("2025-02-14T11:30:00Z")).is_some());
-        assert!(set.decide(Target::Graph, "token", at("2025-02-14T11:30:00Z")).is_none());
-        assert!(set.decide(Target::Entra, "token", at("2025-02-14T12:00:00Z")).is_none());
+        assert!(
+            set.decide(Target::Entra, "token", at("2025-02-14T11:29:59Z"))
+                .is_none()
+        );
+        assert!(
+            set.decide(Target::Entra, "token", at("2025-02-14T11:30:00Z"))
+                .is_some()
+        );
+        assert!(
+            set.decide(Target::Graph, "token", at("2025-02-14T11:30:00Z"))
+                .is_none()
+        );
+        assert!(
+            set.decide(Target::Entra, "token", at("2025-02-14T12:00:00Z"))
+                .is_none()
+        );
     }
 
     #[test]
     fn first_n_counts_matching_requests_only() {
         let mut set = FaultSet::new(Seed(1));
-        set.inject(throttle(Activation { first: Some(2), ..Activation::default() })).unwrap();
+        set.inject(throttle(Activation {
+            first: Some(2),
+            ..Activation::default()
+        }))
+        .unwrap();
         let now = at("2025-01-01T00:00:00Z");
         assert!(set.decide(Target::Entra, "discovery", now).is_none());
         assert!(set.decide(Target::Entra, "token", now).is_some());
@@ -312,10 +354,15 @@ mod tests {
     fn probability_is_seeded() {
         let draw = |seed| {
             let mut set = FaultSet::new(Seed(seed));
-            set.inject(throttle(Activation { probability: Some(0.5), ..Activation::default() }))
-                .unwrap();
+            set.inject(throttle(Activation {
+                probability: Some(0.5),
+                ..Activation::default()
+            }))
+            .unwrap();
             let now = at("2025-01-01T00:00:00Z");
-            (0..64).map(|_| set.decide(Target::Entra, "token", now).is_some()).collect::<Vec<_>>()
+            (0..64)
+                .map(|_| set.decide(Target::Entra, "token", now).is_some())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(9), draw(9));
         let hits = draw(9).iter().filter(|h| **h).count();

@@ -69,7 +69,14 @@ fn serialize_rfc3339<S: serde::Serializer>(at: &DateTime<Utc>, s: S) -> Result<S
 
 impl fmt::Display for JournalEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {} {}", crate::time::rfc3339(self.at), self.mock, self.operation, self.request)?;
+        write!(
+            f,
+            "{} {} {} {}",
+            crate::time::rfc3339(self.at),
+            self.mock,
+            self.operation,
+            self.request
+        )?;
         if !self.request_body.is_empty() {
             write!(f, " {}", self.request_body)?;
         }
@@ -111,12 +118,19 @@ impl Journal {
 
     /// A journal that keeps only the last `capacity` entries.
     pub fn bounded(capacity: usize) -> Journal {
-        let inner = Inner { capacity: Some(capacity.max(1)), ..Inner::default() };
-        Journal { inner: Arc::new(Mutex::new(inner)) }
+        let inner = Inner {
+            capacity: Some(capacity.max(1)),
+            ..Inner::default()
+        };
+        Journal {
+            inner: Arc::new(Mutex::new(inner)),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Appends an entry; its `seq` is assigned here.
@@ -201,7 +215,11 @@ fn redact_form(text: &str) -> String {
     let pairs: Vec<(String, String)> = pairs
         .into_iter()
         .map(|(k, v)| {
-            let v = if SECRET_KEYS.contains(&k.as_str()) { "[redacted]".to_string() } else { v };
+            let v = if SECRET_KEYS.contains(&k.as_str()) {
+                "[redacted]".to_string()
+            } else {
+                v
+            };
             (k, v)
         })
         .collect();
@@ -228,7 +246,13 @@ pub fn redact_json(value: &mut serde_json::Value) {
 /// Redacts anything shaped like a JWT (three dot-separated base64url parts starting `eyJ`).
 fn redact_bearer_like(text: &str) -> String {
     text.split(' ')
-        .map(|word| if word.starts_with("eyJ") && word.matches('.').count() >= 2 { "[redacted]" } else { word })
+        .map(|word| {
+            if word.starts_with("eyJ") && word.matches('.').count() >= 2 {
+                "[redacted]"
+            } else {
+                word
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -261,7 +285,10 @@ mod tests {
             Some("application/json"),
             br#"{"token_type":"Bearer","access_token":"eyJ.a.b"}"#,
         );
-        assert_eq!(json, r#"{"token_type":"Bearer","access_token":"[redacted]"}"#);
+        assert_eq!(
+            json,
+            r#"{"token_type":"Bearer","access_token":"[redacted]"}"#
+        );
         assert_eq!(redact_body(None, b"user eyJhbGc.x.y"), "user [redacted]");
     }
 

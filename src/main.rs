@@ -61,7 +61,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { at, env_file, http_port, plain_http, journal_capacity, seed } => {
+        Command::Serve {
+            at,
+            env_file,
+            http_port,
+            plain_http,
+            journal_capacity,
+            seed,
+        } => {
             let options = ServeOptions {
                 at,
                 env_file,
@@ -84,11 +91,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!("  {key}={value}");
                     }
                 }
-                println!("  environment written to {} (mode 0600)", options.env_file.display());
+                println!(
+                    "  environment written to {} (mode 0600)",
+                    options.env_file.display()
+                );
                 println!("  Ctrl-C stops");
-                served.run(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                }).await;
+                served
+                    .run(async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    })
+                    .await;
                 println!("maildrill serve: stopped");
                 Ok(ExitCode::SUCCESS)
             })

@@ -11,8 +11,19 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 /// The seed of a run, as written in scenario files and printed by the CLI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct Seed(pub u64);
 
@@ -47,12 +58,16 @@ impl SeedRng {
 
     /// `len` upper-case hexadecimal digits, as in Exchange's banner and reply trailers.
     pub fn hex_upper(&mut self, len: usize) -> String {
-        (0..len).map(|_| char::from(b"0123456789ABCDEF"[self.0.random_range(0..16)])).collect()
+        (0..len)
+            .map(|_| char::from(b"0123456789ABCDEF"[self.0.random_range(0..16)]))
+            .collect()
     }
 
     /// `len` characters from `alphabet`.
     pub fn string_from(&mut self, alphabet: &[u8], len: usize) -> String {
-        (0..len).map(|_| char::from(alphabet[self.0.random_range(0..alphabet.len())])).collect()
+        (0..len)
+            .map(|_| char::from(alphabet[self.0.random_range(0..alphabet.len())]))
+            .collect()
     }
 
     /// Raw random bytes.
@@ -78,7 +93,14 @@ fn uuid_v4(mut bytes: [u8; 16]) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 #[cfg(test)]

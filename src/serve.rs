@@ -89,9 +89,16 @@ impl Served {
 }
 
 /// Binds the mocks, writes the env file and the CA, and returns the server ready to run.
-pub async fn start(options: &ServeOptions, clock_now: SharedClockFactory) -> Result<Served, ServeError> {
+pub async fn start(
+    options: &ServeOptions,
+    clock_now: SharedClockFactory,
+) -> Result<Served, ServeError> {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let pki = if options.plain_http { None } else { Some(Pki::generate()?) };
+    let pki = if options.plain_http {
+        None
+    } else {
+        Some(Pki::generate()?)
+    };
     let tls = pki.as_ref().map(|p| p.server_config(true)).transpose()?;
     // Bind first: the URLs in links and the env file need the port.
     let tcp = tokio::net::TcpListener::bind(SocketAddr::new(loopback, options.http_port))
@@ -103,14 +110,24 @@ pub async fn start(options: &ServeOptions, clock_now: SharedClockFactory) -> Res
     let base = format!("{scheme}://{http_addr}");
     let clock = clock_now(options.at);
     let start = clock.now_utc();
-    let secret = options.seed.stream("serve.secret").string_from(SECRET_CHARS, 40);
+    let secret = options
+        .seed
+        .stream("serve.secret")
+        .string_from(SECRET_CHARS, 40);
     let directory = Directory::new(&DirectoryConfig {
         seed: options.seed,
-        tenants: vec![demo::tenant(start - TimeDelta::days(1), &secret, TimeDelta::days(365))],
+        tenants: vec![demo::tenant(
+            start - TimeDelta::days(1),
+            &secret,
+            TimeDelta::days(365),
+        )],
     });
     let config = HttpMocksConfig {
         seed: options.seed,
-        endpoints: Endpoints { login_base: base.clone(), graph_base: base.clone() },
+        endpoints: Endpoints {
+            login_base: base.clone(),
+            graph_base: base.clone(),
+        },
         ..HttpMocksConfig::default()
     };
     let journal = Journal::bounded(options.journal_capacity);
@@ -127,18 +144,29 @@ pub async fn start(options: &ServeOptions, clock_now: SharedClockFactory) -> Res
     };
     let authority = format!("{base}/{}", demo::TENANT_ID);
     let env = vec![
-        ("MAILDRILL_TENANT_ID".to_string(), demo::TENANT_ID.to_string()),
+        (
+            "MAILDRILL_TENANT_ID".to_string(),
+            demo::TENANT_ID.to_string(),
+        ),
         ("MAILDRILL_CLIENT_ID".to_string(), demo::APP_ID.to_string()),
         ("MAILDRILL_CLIENT_SECRET".to_string(), secret),
         ("MAILDRILL_MAILBOX".to_string(), demo::MAILBOX.to_string()),
         ("MAILDRILL_CA_CERT".to_string(), ca_path),
         ("MAILDRILL_AUTHORITY".to_string(), authority.clone()),
-        ("MAILDRILL_TOKEN_URL".to_string(), format!("{authority}/oauth2/v2.0/token")),
+        (
+            "MAILDRILL_TOKEN_URL".to_string(),
+            format!("{authority}/oauth2/v2.0/token"),
+        ),
         ("MAILDRILL_GRAPH_URL".to_string(), format!("{base}/v1.0")),
     ];
     let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     write_private(&options.env_file, text.as_bytes())?;
-    Ok(Served { http_addr, env, mocks, listener })
+    Ok(Served {
+        http_addr,
+        env,
+        mocks,
+        listener,
+    })
 }
 
 /// Makes the clock `serve` runs on, from the `--at` instant.
@@ -154,7 +182,9 @@ pub fn real_time_clock(at: Option<DateTime<Utc>>) -> SharedClock {
 const SECRET_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789~._-";
 
 fn sibling(path: &Path, name: &str) -> PathBuf {
-    path.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from(name), |p| p.join(name))
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from(name), |p| p.join(name))
 }
 
 /// Writes a file only its owner can read: it holds a client secret.

@@ -112,7 +112,10 @@ impl VirtualClock {
         reason = "the clock module is where tokio's clock is read"
     )]
     pub fn starting_at(start: DateTime<Utc>) -> Self {
-        Self { anchor: Instant::now(), anchor_utc: start }
+        Self {
+            anchor: Instant::now(),
+            anchor_utc: start,
+        }
     }
 
     /// The calendar instant the clock was anchored at.
@@ -237,7 +240,10 @@ mod tests {
             let clock = VirtualClock::starting_at(at("2025-01-01T00:00:00Z"));
             let ready = clock.timeout(Duration::ZERO, async { 7 }).await;
             assert_eq!(ready, Ok(7));
-            let slow = clock.timeout(Duration::from_secs(30), clock.sleep(Duration::from_secs(31)));
+            let slow = clock.timeout(
+                Duration::from_secs(30),
+                clock.sleep(Duration::from_secs(31)),
+            );
             assert_eq!(slow.await, Err(Elapsed(Duration::from_secs(30))));
             assert_eq!(rfc3339(clock.now_utc()), "2025-01-01T00:00:30Z");
         });

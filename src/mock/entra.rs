@@ -25,7 +25,12 @@ pub fn operation(path: &str) -> &'static str {
 
 pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
     let path = request.uri().path();
-    let tenant = path.trim_start_matches('/').split('/').next().unwrap_or("").to_string();
+    let tenant = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
     match operation(path) {
         "token" => token(ctx, &tenant, request),
         "discovery" => discovery(ctx, &tenant),
@@ -38,12 +43,16 @@ fn not_found() -> HttpResponse {
     http::Response::builder()
         .status(404)
         .header("Content-Type", "text/html; charset=utf-8")
-        .body(bytes::Bytes::from_static(b"<html><body>404 Not Found</body></html>"))
+        .body(bytes::Bytes::from_static(
+            b"<html><body>404 Not Found</body></html>",
+        ))
         .expect("static response is valid")
 }
 
 fn error(ctx: &Ctx<'_>, error: EntraError, extra: &[(&'static str, String)]) -> HttpResponse {
-    let vars = extra.iter().fold(ctx.vars.clone(), |v, (k, val)| v.set(k, val.clone()));
+    let vars = extra
+        .iter()
+        .fold(ctx.vars.clone(), |v, (k, val)| v.set(k, val.clone()));
     wire::entra_error(error, &vars)
 }
 
@@ -54,11 +63,14 @@ struct Form {
 impl Form {
     fn parse(request: &HttpRequest) -> Form {
         let is_form = header(request, "content-type").is_some_and(|ct| {
-            ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded")
+            ct.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
         });
         // Entra reads no parameters from a body of another type, so every one is "missing".
         let pairs = if is_form {
-            form_urlencoded::parse(request.body()).into_owned().collect()
+            form_urlencoded::parse(request.body())
+                .into_owned()
+                .collect()
         } else {
             Vec::new()
         };
@@ -66,7 +78,11 @@ impl Form {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
     }
 }
 
@@ -90,36 +106,70 @@ fn basic_credentials(request: &HttpRequest) -> Option<(String, String)> {
 
 fn token(ctx: &mut Ctx<'_>, tenant_ref: &str, request: &HttpRequest) -> HttpResponse {
     if request.method() != http::Method::POST {
-        return error(ctx, EntraError::PostOnly, &[("method", request.method().to_string())]);
+        return error(
+            ctx,
+            EntraError::PostOnly,
+            &[("method", request.method().to_string())],
+        );
     }
     let Some(tenant) = ctx.directory.tenant(tenant_ref) else {
-        return error(ctx, EntraError::UnknownTenant, &[("tenant", tenant_ref.to_string())]);
+        return error(
+            ctx,
+            EntraError::UnknownTenant,
+            &[("tenant", tenant_ref.to_string())],
+        );
     };
     let (tenant_id, tenant_name) = (tenant.id.clone(), tenant.domain.clone());
     let lifetime = tenant.settings.token_lifetime.as_secs();
     let form = Form::parse(request);
     let basic = basic_credentials(request);
     let missing = |ctx: &Ctx<'_>, name: &str| {
-        error(ctx, EntraError::MissingParameter, &[("parameter", name.to_string())])
+        error(
+            ctx,
+            EntraError::MissingParameter,
+            &[("parameter", name.to_string())],
+        )
     };
-    let Some(grant_type) = form.get("grant_type") else { return missing(ctx, "grant_type") };
+    let Some(grant_type) = form.get("grant_type") else {
+        return missing(ctx, "grant_type");
+    };
     if grant_type != "client_credentials" {
-        return error(ctx, EntraError::UnsupportedGrantType, &[("grant_type", grant_type.into())]);
+        return error(
+            ctx,
+            EntraError::UnsupportedGrantType,
+            &[("grant_type", grant_type.into())],
+        );
     }
-    let client_id = basic.as_ref().map(|(id, _)| id.as_str()).or(form.get("client_id"));
+    let client_id = basic
+        .as_ref()
+        .map(|(id, _)| id.as_str())
+        .or(form.get("client_id"));
     let Some(client_id) = client_id.filter(|id| !id.is_empty()).map(str::to_string) else {
         return missing(ctx, "client_id");
     };
-    let Some(scope) = form.get("scope").map(str::to_string) else { return missing(ctx, "scope") };
-    let names = [("app_id", client_id.clone()), ("tenant_name", tenant_name.clone())];
-    let secret = form.get("client_secret").or(basic.as_ref().map(|(_, s)| s.as_str()));
+    let Some(scope) = form.get("scope").map(str::to_string) else {
+        return missing(ctx, "scope");
+    };
+    let names = [
+        ("app_id", client_id.clone()),
+        ("tenant_name", tenant_name.clone()),
+    ];
+    let secret = form
+        .get("client_secret")
+        .or(basic.as_ref().map(|(_, s)| s.as_str()));
     if secret.is_none()
         && form.get("client_assertion").is_some()
-        && ctx.directory.tenant(&tenant_id).is_some_and(|t| t.app(&client_id).is_some())
+        && ctx
+            .directory
+            .tenant(&tenant_id)
+            .is_some_and(|t| t.app(&client_id).is_some())
     {
         return error(ctx, EntraError::UnsupportedAssertion, &names);
     }
-    let app_id = match ctx.directory.authenticate(&tenant_id, &client_id, secret, ctx.now) {
+    let app_id = match ctx
+        .directory
+        .authenticate(&tenant_id, &client_id, secret, ctx.now)
+    {
         Ok(app) => app.app_id.clone(),
         Err(refusal) => {
             let kind = match refusal {
@@ -168,7 +218,11 @@ fn parse_scope(scope: &str) -> Result<Resource, ScopeError> {
 
 fn discovery(ctx: &mut Ctx<'_>, tenant_ref: &str) -> HttpResponse {
     let Some(tenant) = ctx.directory.tenant(tenant_ref) else {
-        return error(ctx, EntraError::UnknownTenantDiscovery, &[("tenant", tenant_ref.into())]);
+        return error(
+            ctx,
+            EntraError::UnknownTenantDiscovery,
+            &[("tenant", tenant_ref.into())],
+        );
     };
     let base = &ctx.config.endpoints.login_base;
     let authority = format!("{base}/{}", tenant.id);

@@ -18,7 +18,12 @@ use crate::tenant::{App, InboxMessage, Resource, SentMessage, SentVia, TokenClai
 /// The operation name of a path, for faults and the journal.
 pub fn operation(path: &str) -> &'static str {
     let segments = segments(path);
-    match segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match segments
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["users", _, "sendMail"] => "send-mail",
         ["users", _, "mailFolders", _, "messages", "delta"] => "delta",
         [app, "addPassword"] if app.starts_with("applications") => "add-password",
@@ -41,7 +46,9 @@ fn segments(path: &str) -> Vec<String> {
 
 fn query(request: &HttpRequest, name: &str) -> Option<String> {
     let query = request.uri().query()?;
-    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 fn err(ctx: &Ctx<'_>, error: GraphError) -> HttpResponse {
@@ -103,7 +110,8 @@ fn authorize(ctx: &Ctx<'_>, request: &HttpRequest) -> Result<TokenClaims, TokenE
         let (scheme, token) = value.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
-    ctx.directory.validate_token(bearer, Resource::Graph, None, ctx.now)
+    ctx.directory
+        .validate_token(bearer, Resource::Graph, None, ctx.now)
 }
 
 fn has_role(claims: &TokenClaims, roles: &[&str]) -> bool {
@@ -121,7 +129,12 @@ struct Outgoing {
 
 const IDEMPOTENCY_HEADER: &str = "x-maildrill-idempotency-key";
 
-fn send_mail(ctx: &mut Ctx<'_>, request: &HttpRequest, claims: &TokenClaims, user: &str) -> HttpResponse {
+fn send_mail(
+    ctx: &mut Ctx<'_>,
+    request: &HttpRequest,
+    claims: &TokenClaims,
+    user: &str,
+) -> HttpResponse {
     if !has_role(claims, &["Mail.Send"]) {
         return err(ctx, GraphError::AccessDenied);
     }
@@ -131,14 +144,21 @@ fn send_mail(ctx: &mut Ctx<'_>, request: &HttpRequest, claims: &TokenClaims, use
     let mailbox_upn = mailbox.upn.clone();
     let is_mime = header(request, "content-type")
         .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/plain"));
-    let parsed = if is_mime { parse_mime(request.body()) } else { parse_json(request.body()) };
+    let parsed = if is_mime {
+        parse_mime(request.body())
+    } else {
+        parse_json(request.body())
+    };
     let outgoing = match parsed {
         Ok(outgoing) => outgoing,
         Err(error) => return err(ctx, error),
     };
     let key = format!("{}|{}", claims.appid, mailbox_upn.to_ascii_lowercase());
     if !ctx.config.limits_off {
-        match ctx.in_flight.try_acquire(&key, ctx.config.mailbox_concurrency) {
+        match ctx
+            .in_flight
+            .try_acquire(&key, ctx.config.mailbox_concurrency)
+        {
             Some(slot) => ctx.held = Some(slot),
             None => return err(ctx, GraphError::MailboxConcurrency),
         }
@@ -149,7 +169,11 @@ fn send_mail(ctx: &mut Ctx<'_>, request: &HttpRequest, claims: &TokenClaims, use
         at: ctx.now,
         message_id: outgoing.message_id,
         idempotency_key: outgoing.idempotency_key,
-        from: if outgoing.from.is_empty() { mailbox_upn.clone() } else { outgoing.from },
+        from: if outgoing.from.is_empty() {
+            mailbox_upn.clone()
+        } else {
+            outgoing.from
+        },
         to: outgoing.to,
         subject: outgoing.subject,
         raw: request.body().clone(),
@@ -166,8 +190,15 @@ fn send_mail(ctx: &mut Ctx<'_>, request: &HttpRequest, claims: &TokenClaims, use
 
 fn parse_json(body: &[u8]) -> Result<Outgoing, GraphError> {
     let value: Value = serde_json::from_slice(body).map_err(|_| GraphError::UnreadableJson)?;
-    let message = value.get("message").filter(|m| m.is_object()).ok_or(GraphError::UnreadableJson)?;
-    let address = |v: &Value| v.pointer("/emailAddress/address").and_then(Value::as_str).map(str::to_string);
+    let message = value
+        .get("message")
+        .filter(|m| m.is_object())
+        .ok_or(GraphError::UnreadableJson)?;
+    let address = |v: &Value| {
+        v.pointer("/emailAddress/address")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     let to: Vec<String> = ["toRecipients", "ccRecipients", "bccRecipients"]
         .iter()
         .filter_map(|k| message.get(*k).and_then(Value::as_array))
@@ -177,7 +208,9 @@ fn parse_json(body: &[u8]) -> Result<Outgoing, GraphError> {
     if to.is_empty() {
         return Err(GraphError::InvalidRecipients);
     }
-    let headers = message.get("internetMessageHeaders").and_then(Value::as_array);
+    let headers = message
+        .get("internetMessageHeaders")
+        .and_then(Value::as_array);
     let idempotency_key = headers.into_iter().flatten().find_map(|h| {
         let name = h.get("name").and_then(Value::as_str)?;
         name.eq_ignore_ascii_case(IDEMPOTENCY_HEADER)
@@ -186,15 +219,28 @@ fn parse_json(body: &[u8]) -> Result<Outgoing, GraphError> {
     Ok(Outgoing {
         from: message.get("from").and_then(address).unwrap_or_default(),
         to,
-        subject: message.get("subject").and_then(Value::as_str).unwrap_or("").to_string(),
-        message_id: message.get("internetMessageId").and_then(Value::as_str).map(str::to_string),
+        subject: message
+            .get("subject")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        message_id: message
+            .get("internetMessageId")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         idempotency_key,
     })
 }
 
 fn parse_mime(body: &[u8]) -> Result<Outgoing, GraphError> {
-    let compact: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-    let mime = STANDARD.decode(compact).map_err(|_| GraphError::InvalidBase64Mime)?;
+    let compact: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let mime = STANDARD
+        .decode(compact)
+        .map_err(|_| GraphError::InvalidBase64Mime)?;
     let text = String::from_utf8_lossy(&mime);
     let head = text.split("\r\n\r\n").next().unwrap_or("");
     let mut fields: Vec<(String, String)> = Vec::new();
@@ -211,7 +257,7 @@ fn parse_mime(body: &[u8]) -> Result<Outgoing, GraphError> {
     let to: Vec<String> = ["to", "cc", "bcc"]
         .iter()
         .filter_map(|n| field(n))
-        .flat_map(|v| v.split(',').map(|a| bare_address(a)).collect::<Vec<_>>())
+        .flat_map(|v| v.split(',').map(bare_address).collect::<Vec<_>>())
         .filter(|a| !a.is_empty())
         .collect();
     if to.is_empty() {
@@ -242,21 +288,34 @@ fn delta(
     user: &str,
     folder: &str,
 ) -> HttpResponse {
-    if !has_role(claims, &["Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic.All"]) {
+    if !has_role(
+        claims,
+        &["Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic.All"],
+    ) {
         return err(ctx, GraphError::AccessDenied);
     }
     let Some(mailbox) = ctx.directory.mailbox(&claims.tid, user) else {
         return err_with(ctx, GraphError::UnknownUser, "user", user);
     };
-    let folder = folder.trim_start_matches("mailFolders('").trim_end_matches("')");
+    let folder = folder
+        .trim_start_matches("mailFolders('")
+        .trim_end_matches("')");
     if !folder.eq_ignore_ascii_case("inbox") {
         return err(ctx, GraphError::UnknownFolder);
     }
     let settings = wire::graph_delta_settings();
     let prefer = header(request, "prefer").and_then(|p| {
-        p.split(',').find_map(|part| part.trim().strip_prefix("odata.maxpagesize=")?.trim().parse().ok())
+        p.split(',').find_map(|part| {
+            part.trim()
+                .strip_prefix("odata.maxpagesize=")?
+                .trim()
+                .parse()
+                .ok()
+        })
     });
-    let page_size: usize = prefer.unwrap_or(settings.default_page_size).clamp(1, settings.max_page_size);
+    let page_size: usize = prefer
+        .unwrap_or(settings.default_page_size)
+        .clamp(1, settings.max_page_size);
     let token = query(request, "$skiptoken").or_else(|| query(request, "$deltatoken"));
     let token = token.filter(|t| !t.is_empty());
     let max_age = ctx
@@ -274,7 +333,10 @@ fn delta(
             return err_with(ctx, GraphError::UnknownSegment, "segment", "delta");
         }
         Err(crate::tenant::DeltaError::SyncStateNotFound) => {
-            let vars = ctx.vars.clone().set("generation", mailbox.inbox().len().to_string());
+            let vars = ctx
+                .vars
+                .clone()
+                .set("generation", mailbox.inbox().len().to_string());
             let location = format!("{base}?$deltatoken=");
             return wire::graph_error(GraphError::SyncStateNotFound, &vars, Some(&location), None);
         }
@@ -282,18 +344,34 @@ fn delta(
     let mut body = serde_json::Map::new();
     body.insert(
         "@odata.context".into(),
-        json!(format!("{}/v1.0/$metadata#Collection(message)", ctx.config.endpoints.graph_base)),
+        json!(format!(
+            "{}/v1.0/$metadata#Collection(message)",
+            ctx.config.endpoints.graph_base
+        )),
     );
     if let Some(skip) = &page.skip_token {
-        body.insert("@odata.nextLink".into(), json!(format!("{base}?$skiptoken={skip}")));
+        body.insert(
+            "@odata.nextLink".into(),
+            json!(format!("{base}?$skiptoken={skip}")),
+        );
     }
     if let Some(delta) = &page.delta_token {
-        body.insert("@odata.deltaLink".into(), json!(format!("{base}?$deltatoken={delta}")));
+        body.insert(
+            "@odata.deltaLink".into(),
+            json!(format!("{base}?$deltatoken={delta}")),
+        );
     }
-    let value: Vec<Value> = page.messages.iter().map(|m| message_json(m, &mailbox.upn)).collect();
+    let value: Vec<Value> = page
+        .messages
+        .iter()
+        .map(|m| message_json(m, &mailbox.upn))
+        .collect();
     body.insert("value".into(), Value::Array(value));
     let extra = match prefer {
-        Some(_) => vec![("Preference-Applied", format!("odata.maxpagesize={page_size}"))],
+        Some(_) => vec![(
+            "Preference-Applied",
+            format!("odata.maxpagesize={page_size}"),
+        )],
         None => Vec::new(),
     };
     wire::graph_ok(200, Some(&Value::Object(body)), &extra, &ctx.vars)
@@ -337,8 +415,10 @@ fn application_ref(segments: &[String]) -> Option<String> {
 }
 
 fn may_read(claims: &TokenClaims, app: &App) -> bool {
-    has_role(claims, &["Application.Read.All", "Application.ReadWrite.All"])
-        || (has_role(claims, &["Application.ReadWrite.OwnedBy"]) && app.app_id == claims.appid)
+    has_role(
+        claims,
+        &["Application.Read.All", "Application.ReadWrite.All"],
+    ) || (has_role(claims, &["Application.ReadWrite.OwnedBy"]) && app.app_id == claims.appid)
 }
 
 fn may_write(claims: &TokenClaims, app: &App) -> bool {
@@ -390,10 +470,18 @@ fn get_applications(
             .into_iter()
             .map(application_json)
             .collect();
-        if !has_role(claims, &["Application.Read.All", "Application.ReadWrite.All", "Application.ReadWrite.OwnedBy"]) {
+        if !has_role(
+            claims,
+            &[
+                "Application.Read.All",
+                "Application.ReadWrite.All",
+                "Application.ReadWrite.OwnedBy",
+            ],
+        ) {
             return err(ctx, GraphError::DirectoryDenied);
         }
-        let body = json!({"@odata.context": format!("{base}/v1.0/$metadata#applications"), "value": apps});
+        let body =
+            json!({"@odata.context": format!("{base}/v1.0/$metadata#applications"), "value": apps});
         return wire::graph_ok(200, Some(&body), &[], &ctx.vars);
     };
     let Some(app) = ctx.directory.app(&claims.tid, &id) else {
@@ -403,7 +491,10 @@ fn get_applications(
         return err(ctx, GraphError::DirectoryDenied);
     }
     let mut body = serde_json::Map::new();
-    body.insert("@odata.context".into(), json!(format!("{base}/v1.0/$metadata#applications/$entity")));
+    body.insert(
+        "@odata.context".into(),
+        json!(format!("{base}/v1.0/$metadata#applications/$entity")),
+    );
     if let Value::Object(fields) = application_json(app) {
         body.extend(fields);
     }
@@ -418,21 +509,30 @@ fn parse_app_id_filter(filter: &str) -> Option<String> {
     (!value.is_empty() && !value.contains('\'')).then(|| value.to_string())
 }
 
-fn writable_app(ctx: &Ctx<'_>, claims: &TokenClaims, segments: &[String]) -> Result<String, HttpResponse> {
+fn writable_app(
+    ctx: &Ctx<'_>,
+    claims: &TokenClaims,
+    segments: &[String],
+) -> Result<String, Box<HttpResponse>> {
     let id = application_ref(segments).unwrap_or_default();
     let Some(app) = ctx.directory.app(&claims.tid, &id) else {
-        return Err(err_with(ctx, GraphError::ApplicationNotFound, "id", &id));
+        return Err(Box::new(err_with(ctx, GraphError::ApplicationNotFound, "id", &id)));
     };
     if !may_write(claims, app) {
-        return Err(err(ctx, GraphError::DirectoryDenied));
+        return Err(Box::new(err(ctx, GraphError::DirectoryDenied)));
     }
     Ok(app.app_id.clone())
 }
 
-fn add_password(ctx: &mut Ctx<'_>, request: &HttpRequest, claims: &TokenClaims, segments: &[String]) -> HttpResponse {
+fn add_password(
+    ctx: &mut Ctx<'_>,
+    request: &HttpRequest,
+    claims: &TokenClaims,
+    segments: &[String],
+) -> HttpResponse {
     let app_id = match writable_app(ctx, claims, segments) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let body: Value = if request.body().is_empty() {
         json!({})
@@ -455,7 +555,11 @@ fn add_password(ctx: &mut Ctx<'_>, request: &HttpRequest, claims: &TokenClaims, 
     let start = start.unwrap_or(ctx.now);
     // addPassword defaults endDateTime to two years after startDateTime.
     let end = end.unwrap_or(start + chrono::TimeDelta::days(730));
-    let name = spec.get("displayName").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = spec
+        .get("displayName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let (credential, secret) = ctx
         .directory
         .generate_secret(&claims.tid, &app_id, &name, start, end, ctx.now)
@@ -474,15 +578,22 @@ fn add_password(ctx: &mut Ctx<'_>, request: &HttpRequest, claims: &TokenClaims, 
     wire::graph_ok(200, Some(&body), &[], &ctx.vars)
 }
 
-fn remove_password(ctx: &mut Ctx<'_>, request: &HttpRequest, claims: &TokenClaims, segments: &[String]) -> HttpResponse {
+fn remove_password(
+    ctx: &mut Ctx<'_>,
+    request: &HttpRequest,
+    claims: &TokenClaims,
+    segments: &[String],
+) -> HttpResponse {
     let app_id = match writable_app(ctx, claims, segments) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let key_id = serde_json::from_slice::<Value>(request.body())
         .ok()
         .and_then(|v| v.get("keyId").and_then(Value::as_str).map(str::to_string));
-    let Some(key_id) = key_id else { return err(ctx, GraphError::InvalidRequestBody) };
+    let Some(key_id) = key_id else {
+        return err(ctx, GraphError::InvalidRequestBody);
+    };
     if ctx.directory.remove_secret(&claims.tid, &app_id, &key_id) {
         wire::graph_ok(204, None, &[], &ctx.vars)
     } else {
@@ -497,16 +608,28 @@ mod tests {
     #[test]
     fn operations_are_named_from_paths() {
         assert_eq!(operation("/v1.0/users/a%40b/sendMail"), "send-mail");
-        assert_eq!(operation("/v1.0/users/u/mailFolders/inbox/messages/delta"), "delta");
+        assert_eq!(
+            operation("/v1.0/users/u/mailFolders/inbox/messages/delta"),
+            "delta"
+        );
         assert_eq!(operation("/v1.0/applications(appId='x')"), "applications");
-        assert_eq!(operation("/v1.0/applications/x/addPassword"), "add-password");
-        assert_eq!(operation("/v1.0/applications(appId='x')/removePassword"), "remove-password");
+        assert_eq!(
+            operation("/v1.0/applications/x/addPassword"),
+            "add-password"
+        );
+        assert_eq!(
+            operation("/v1.0/applications(appId='x')/removePassword"),
+            "remove-password"
+        );
         assert_eq!(operation("/v1.0/me"), "other");
     }
 
     #[test]
     fn app_id_filter_parses_only_the_supported_form() {
-        assert_eq!(parse_app_id_filter("appId eq 'abc'").as_deref(), Some("abc"));
+        assert_eq!(
+            parse_app_id_filter("appId eq 'abc'").as_deref(),
+            Some("abc")
+        );
         assert_eq!(parse_app_id_filter("displayName eq 'abc'"), None);
         assert_eq!(parse_app_id_filter("appId eq abc"), None);
     }
@@ -519,6 +642,9 @@ mod tests {
         assert_eq!(parsed.to, ["b@y", "c@z"]);
         assert_eq!(parsed.message_id.as_deref(), Some("<1@x>"));
         assert_eq!(parsed.idempotency_key.as_deref(), Some("k1"));
-        assert!(matches!(parse_mime(b"!!!"), Err(GraphError::InvalidBase64Mime)));
+        assert!(matches!(
+            parse_mime(b"!!!"),
+            Err(GraphError::InvalidBase64Mime)
+        ));
     }
 }

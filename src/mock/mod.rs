@@ -122,7 +122,10 @@ impl InFlightCounter {
             return None;
         }
         *count += 1;
-        Some(InFlight { counter: self.clone(), key: key.to_string() })
+        Some(InFlight {
+            counter: self.clone(),
+            key: key.to_string(),
+        })
     }
 
     /// Slots taken for `key`.
@@ -275,8 +278,20 @@ impl HttpMocks {
         delay += ctx.delay;
         let in_flight = ctx.held.take();
         drop(directory);
-        self.record(now, mock, operation, &request, &action, delay, fault.as_ref());
-        Reply { delay, action, in_flight }
+        self.record(
+            now,
+            mock,
+            operation,
+            &request,
+            &action,
+            delay,
+            fault.as_ref(),
+        );
+        Reply {
+            delay,
+            action,
+            in_flight,
+        }
     }
 
     fn vars(&self, mock: MockName, request: &HttpRequest, now: DateTime<Utc>) -> Vars {
@@ -293,10 +308,16 @@ impl HttpMocks {
             .set("inner_date", now.format("%Y-%m-%dT%H:%M:%S").to_string());
         match mock {
             MockName::Graph => vars
-                .set("client_request_id", client_request_id.unwrap_or_else(|| request_id.clone()))
+                .set(
+                    "client_request_id",
+                    client_request_id.unwrap_or_else(|| request_id.clone()),
+                )
                 .set("request_id", request_id),
             _ => vars
-                .set("correlation_id", client_request_id.unwrap_or_else(|| ids.guid()))
+                .set(
+                    "correlation_id",
+                    client_request_id.unwrap_or_else(|| ids.guid()),
+                )
                 .set("trace_id", request_id),
         }
     }
@@ -315,7 +336,11 @@ impl HttpMocks {
         let request_type = header(request, "content-type");
         let (status, response_body, delivery) = match action {
             Action::Respond(r) => (Some(r.status().as_u16()), body_of(r), "respond".to_string()),
-            Action::Truncate(r, n) => (Some(r.status().as_u16()), body_of(r), format!("truncate {n}")),
+            Action::Truncate(r, n) => (
+                Some(r.status().as_u16()),
+                body_of(r),
+                format!("truncate {n}"),
+            ),
             Action::Reset => (None, String::new(), "reset".into()),
             Action::Hang => (None, String::new(), "hang".into()),
         };
@@ -341,13 +366,20 @@ impl HttpMocks {
 }
 
 fn body_of(response: &HttpResponse) -> String {
-    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok());
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok());
     redact_body(content_type, response.body())
 }
 
 /// A request header as text, if present and valid.
 pub(crate) fn header(request: &HttpRequest, name: &str) -> Option<String> {
-    request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    request
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Which mock and operation a path belongs to.
@@ -400,7 +432,14 @@ fn set_retry_after(response: &mut HttpResponse, value: &str) {
 fn malformed(response: HttpResponse) -> HttpResponse {
     let (mut parts, body) = response.into_parts();
     parts.status = http::StatusCode::OK;
-    let cut = if body.len() > 1 { body.slice(..body.len() / 2) } else { Bytes::from_static(b"{\"") };
-    parts.headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=utf-8"));
+    let cut = if body.len() > 1 {
+        body.slice(..body.len() / 2)
+    } else {
+        Bytes::from_static(b"{\"")
+    };
+    parts.headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     http::Response::from_parts(parts, cut)
 }

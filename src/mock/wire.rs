@@ -319,14 +319,19 @@ fn response(
     let mut builder = http::Response::builder()
         .status(StatusCode::from_u16(status).expect("catalogue statuses are valid"));
     let map = builder.headers_mut().expect("builder has no error yet");
-    for (name, value) in headers.iter().map(|(n, v)| (n.as_str(), vars.fill(v))).chain(
-        extra.iter().map(|(n, v)| (*n, v.clone())),
-    ) {
-        let name = HeaderName::from_bytes(name.as_bytes()).expect("catalogue header names are valid");
+    for (name, value) in headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), vars.fill(v)))
+        .chain(extra.iter().map(|(n, v)| (*n, v.clone())))
+    {
+        let name =
+            HeaderName::from_bytes(name.as_bytes()).expect("catalogue header names are valid");
         let value = HeaderValue::from_str(&value).expect("catalogue header values are valid");
         map.append(name, value);
     }
-    builder.body(body).expect("status and headers were validated above")
+    builder
+        .body(body)
+        .expect("status and headers were validated above")
 }
 
 /// The status code of an Entra error.
@@ -335,7 +340,10 @@ pub fn entra_status(error: EntraError) -> u16 {
 }
 
 fn entra_entry(error: EntraError) -> &'static EntraEntry {
-    entra_file().errors.get(error.key()).expect("every EntraError has a catalogue entry")
+    entra_file()
+        .errors
+        .get(error.key())
+        .expect("every EntraError has a catalogue entry")
 }
 
 /// An Entra error reply. `vars` must hold trace_id, correlation_id, timestamp and date.
@@ -379,7 +387,13 @@ pub fn entra_token(access_token: &str, expires_in: u64, vars: &Vars) -> HttpResp
 /// The token endpoint's plain-text 429.
 pub fn entra_throttled(vars: &Vars) -> HttpResponse {
     let reply = &entra_file().throttled;
-    response(reply.status, &reply.headers, &[], vars, Bytes::from(reply.body.clone()))
+    response(
+        reply.status,
+        &reply.headers,
+        &[],
+        vars,
+        Bytes::from(reply.body.clone()),
+    )
 }
 
 /// A JSON reply with the token endpoint's headers (the discovery document).
@@ -391,7 +405,10 @@ pub fn entra_json(value: &serde_json::Value, vars: &Vars) -> HttpResponse {
 /// The discovery document's `issuer` and `tenant_region_scope`.
 pub fn entra_discovery(vars: &Vars) -> (String, String) {
     let discovery = &entra_file().discovery;
-    (vars.fill(&discovery.issuer), discovery.tenant_region_scope.clone())
+    (
+        vars.fill(&discovery.issuer),
+        discovery.tenant_region_scope.clone(),
+    )
 }
 
 /// The status code of a Graph error.
@@ -400,7 +417,10 @@ pub fn graph_status(error: GraphError) -> u16 {
 }
 
 fn graph_entry(error: GraphError) -> &'static GraphEntry {
-    graph_file().errors.get(error.key()).expect("every GraphError has a catalogue entry")
+    graph_file()
+        .errors
+        .get(error.key())
+        .expect("every GraphError has a catalogue entry")
 }
 
 /// A Graph error reply. `vars` must hold request_id, client_request_id, date and inner_date;
@@ -421,7 +441,10 @@ pub fn graph_error(
     if entry.inner {
         inner.insert("date".into(), json!(vars.fill("${inner_date}")));
         inner.insert("request-id".into(), json!(vars.fill("${request_id}")));
-        inner.insert("client-request-id".into(), json!(vars.fill("${client_request_id}")));
+        inner.insert(
+            "client-request-id".into(),
+            json!(vars.fill("${client_request_id}")),
+        );
         object.insert("innerError".into(), serde_json::Value::Object(inner));
     }
     let body = json!({ "error": object });
@@ -457,7 +480,11 @@ pub fn graph_ok(
         file.headers.clone()
     } else {
         // An empty 202/204 carries no Content-Type.
-        file.headers.iter().filter(|(n, _)| n != "Content-Type").cloned().collect()
+        file.headers
+            .iter()
+            .filter(|(n, _)| n != "Content-Type")
+            .cloned()
+            .collect()
     };
     response(status, &headers, extra, vars, bytes)
 }
@@ -465,7 +492,10 @@ pub fn graph_ok(
 /// The raw IIS 503 page some Graph front ends return.
 pub fn graph_html_unavailable() -> HttpResponse {
     let reply = &graph_file().html_unavailable;
-    let content_type = reply.content_type.clone().unwrap_or_else(|| "text/html".into());
+    let content_type = reply
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "text/html".into());
     response(
         reply.status,
         &[],
@@ -489,10 +519,19 @@ pub fn choices() -> Vec<(String, String)> {
         .iter()
         .filter_map(|(k, e)| e.choice.clone().map(|c| (format!("entra.{k}"), c)))
         .collect();
-    out.extend(entra.throttled.choice.clone().map(|c| ("entra.throttled".into(), c)));
+    out.extend(
+        entra
+            .throttled
+            .choice
+            .clone()
+            .map(|c| ("entra.throttled".into(), c)),
+    );
     out.extend(graph.choice.clone().map(|c| ("graph.headers".into(), c)));
     out.extend(
-        graph.errors.iter().filter_map(|(k, e)| e.choice.clone().map(|c| (format!("graph.{k}"), c))),
+        graph
+            .errors
+            .iter()
+            .filter_map(|(k, e)| e.choice.clone().map(|c| (format!("graph.{k}"), c))),
     );
     out
 }
@@ -507,7 +546,10 @@ pub fn sources() -> Vec<(String, String)> {
         .filter_map(|(k, e)| e.source.clone().map(|s| (format!("entra.{k}"), s)))
         .collect();
     out.extend(
-        graph.errors.iter().filter_map(|(k, e)| e.source.clone().map(|s| (format!("graph.{k}"), s))),
+        graph
+            .errors
+            .iter()
+            .filter_map(|(k, e)| e.source.clone().map(|s| (format!("graph.{k}"), s))),
     );
     out
 }
@@ -520,10 +562,17 @@ mod tests {
     fn every_entra_error_has_exactly_one_catalogue_entry() {
         let file = entra_file();
         for error in EntraError::ALL {
-            assert!(file.errors.contains_key(error.key()), "missing {}", error.key());
+            assert!(
+                file.errors.contains_key(error.key()),
+                "missing {}",
+                error.key()
+            );
         }
         for key in file.errors.keys() {
-            assert!(EntraError::from_key(key).is_some(), "catalogue entry {key} has no variant");
+            assert!(
+                EntraError::from_key(key).is_some(),
+                "catalogue entry {key} has no variant"
+            );
         }
     }
 
@@ -531,16 +580,27 @@ mod tests {
     fn every_graph_error_has_exactly_one_catalogue_entry() {
         let file = graph_file();
         for error in GraphError::ALL {
-            assert!(file.errors.contains_key(error.key()), "missing {}", error.key());
+            assert!(
+                file.errors.contains_key(error.key()),
+                "missing {}",
+                error.key()
+            );
         }
         for key in file.errors.keys() {
-            assert!(GraphError::from_key(key).is_some(), "catalogue entry {key} has no variant");
+            assert!(
+                GraphError::from_key(key).is_some(),
+                "catalogue entry {key} has no variant"
+            );
         }
     }
 
     #[test]
     fn catalogue_notes_every_choice() {
-        assert!(choices().iter().any(|(k, _)| k == "entra.missing_credential"));
+        assert!(
+            choices()
+                .iter()
+                .any(|(k, _)| k == "entra.missing_credential")
+        );
         assert!(sources().iter().any(|(k, _)| k == "entra.expired_secret"));
     }
 }

@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 /// The two resources a mail client asks tokens for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Resource {
     /// Microsoft Graph: sendMail, delta sync, applications.

@@ -120,7 +120,11 @@ impl Directory {
                 id: spec.id.clone(),
                 domain: spec.domain.clone(),
                 settings: spec.settings.clone(),
-                apps: spec.apps.iter().map(|a| App::from_spec(a, &mut || ids.guid())).collect(),
+                apps: spec
+                    .apps
+                    .iter()
+                    .map(|a| App::from_spec(a, &mut || ids.guid()))
+                    .collect(),
                 mailboxes: spec
                     .mailboxes
                     .iter()
@@ -128,7 +132,11 @@ impl Directory {
                     .collect(),
             })
             .collect();
-        Directory { tenants, signing_key: keys.bytes(), ids }
+        Directory {
+            tenants,
+            signing_key: keys.bytes(),
+            ids,
+        }
     }
 
     /// Wraps the directory for sharing between mocks.
@@ -139,7 +147,9 @@ impl Directory {
     /// Locks a shared directory. A panic while holding the lock is a harness bug, and the
     /// state stays readable for the report, so poisoning is ignored.
     pub fn lock(shared: &SharedDirectory) -> MutexGuard<'_, Directory> {
-        shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The tenants.
@@ -170,9 +180,14 @@ impl Directory {
     ) -> Result<&App, CredentialError> {
         let tenant = self.tenant(tenant).ok_or(CredentialError::UnknownTenant)?;
         let app = tenant.app(client_id).ok_or(CredentialError::UnknownApp)?;
-        let secret = secret.filter(|s| !s.is_empty()).ok_or(CredentialError::MissingSecret)?;
-        let credential =
-            app.credentials.iter().find(|c| c.matches(secret)).ok_or(CredentialError::InvalidSecret)?;
+        let secret = secret
+            .filter(|s| !s.is_empty())
+            .ok_or(CredentialError::MissingSecret)?;
+        let credential = app
+            .credentials
+            .iter()
+            .find(|c| c.matches(secret))
+            .ok_or(CredentialError::InvalidSecret)?;
         match credential.state_at(now, tenant.settings.propagation_delay) {
             CredentialState::Valid => Ok(app),
             CredentialState::Expired
@@ -219,7 +234,9 @@ impl Directory {
         role: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<TokenClaims, TokenError> {
-        let bearer = bearer.filter(|b| !b.is_empty()).ok_or(TokenError::Missing)?;
+        let bearer = bearer
+            .filter(|b| !b.is_empty())
+            .ok_or(TokenError::Missing)?;
         let claims = token::verify(bearer, &self.signing_key)?;
         if now.timestamp() >= claims.exp || now.timestamp() < claims.nbf {
             return Err(TokenError::Expired(claims.expires_at()));
@@ -237,25 +254,33 @@ impl Directory {
 
     /// A mailbox by object id or UPN (case-insensitive) in the tenant `tenant_id`.
     pub fn mailbox(&self, tenant_id: &str, user: &str) -> Option<&Mailbox> {
-        self.tenant(tenant_id)?.mailboxes.iter().find(|m| m.matches(user))
+        self.tenant(tenant_id)?
+            .mailboxes
+            .iter()
+            .find(|m| m.matches(user))
     }
 
     /// A mailbox for changing.
     pub fn mailbox_mut(&mut self, tenant_id: &str, user: &str) -> Option<&mut Mailbox> {
-        self.tenant_mut(tenant_id)?.mailboxes.iter_mut().find(|m| m.matches(user))
+        self.tenant_mut(tenant_id)?
+            .mailboxes
+            .iter_mut()
+            .find(|m| m.matches(user))
     }
 
     /// An app by `appId` or object id, for the Graph applications API.
     pub fn app(&self, tenant_id: &str, id: &str) -> Option<&App> {
-        self.tenant(tenant_id)?.apps.iter().find(|a| {
-            a.app_id.eq_ignore_ascii_case(id) || a.object_id.eq_ignore_ascii_case(id)
-        })
+        self.tenant(tenant_id)?
+            .apps
+            .iter()
+            .find(|a| a.app_id.eq_ignore_ascii_case(id) || a.object_id.eq_ignore_ascii_case(id))
     }
 
     fn app_mut(&mut self, tenant_id: &str, id: &str) -> Option<&mut App> {
-        self.tenant_mut(tenant_id)?.apps.iter_mut().find(|a| {
-            a.app_id.eq_ignore_ascii_case(id) || a.object_id.eq_ignore_ascii_case(id)
-        })
+        self.tenant_mut(tenant_id)?
+            .apps
+            .iter_mut()
+            .find(|a| a.app_id.eq_ignore_ascii_case(id) || a.object_id.eq_ignore_ascii_case(id))
     }
 
     /// Adds a secret with the given value (a timeline step, or `serve`'s demo secret).
@@ -288,15 +313,24 @@ impl Directory {
         let digit = self.ids.string_from(b"0123456789", 1);
         let rest = self.ids.string_from(SECRET_ALPHABET, 34);
         let value = format!("{prefix}{digit}Q~{rest}");
-        let spec = SecretSpec { value: value.clone(), display_name: display_name.into(), start, end };
-        self.add_secret(tenant_id, app_id, &spec, now).map(|c| (c, value))
+        let spec = SecretSpec {
+            value: value.clone(),
+            display_name: display_name.into(),
+            start,
+            end,
+        };
+        self.add_secret(tenant_id, app_id, &spec, now)
+            .map(|c| (c, value))
     }
 
     /// Removes a credential by `keyId`; false when there was none.
     pub fn remove_secret(&mut self, tenant_id: &str, app_id: &str, key_id: &str) -> bool {
-        let Some(app) = self.app_mut(tenant_id, app_id) else { return false };
+        let Some(app) = self.app_mut(tenant_id, app_id) else {
+            return false;
+        };
         let before = app.credentials.len();
-        app.credentials.retain(|c| !c.key_id.eq_ignore_ascii_case(key_id));
+        app.credentials
+            .retain(|c| !c.key_id.eq_ignore_ascii_case(key_id));
         app.credentials.len() != before
     }
 
@@ -308,8 +342,14 @@ impl Directory {
         key_id: &str,
         end: DateTime<Utc>,
     ) -> bool {
-        let Some(app) = self.app_mut(tenant_id, app_id) else { return false };
-        match app.credentials.iter_mut().find(|c| c.key_id.eq_ignore_ascii_case(key_id)) {
+        let Some(app) = self.app_mut(tenant_id, app_id) else {
+            return false;
+        };
+        match app
+            .credentials
+            .iter_mut()
+            .find(|c| c.key_id.eq_ignore_ascii_case(key_id))
+        {
             Some(credential) => {
                 credential.end = end;
                 true
@@ -320,9 +360,13 @@ impl Directory {
 
     /// Deletes an app registration; its tokens keep working until `exp`, as Entra's do.
     pub fn delete_app(&mut self, tenant_id: &str, app_id: &str) -> bool {
-        let Some(tenant) = self.tenant_mut(tenant_id) else { return false };
+        let Some(tenant) = self.tenant_mut(tenant_id) else {
+            return false;
+        };
         let before = tenant.apps.len();
-        tenant.apps.retain(|a| !a.app_id.eq_ignore_ascii_case(app_id));
+        tenant
+            .apps
+            .retain(|a| !a.app_id.eq_ignore_ascii_case(app_id));
         tenant.apps.len() != before
     }
 
@@ -340,7 +384,9 @@ impl Directory {
 impl Tenant {
     /// An app by `appId`.
     pub fn app(&self, app_id: &str) -> Option<&App> {
-        self.apps.iter().find(|a| a.app_id.eq_ignore_ascii_case(app_id))
+        self.apps
+            .iter()
+            .find(|a| a.app_id.eq_ignore_ascii_case(app_id))
     }
 }
 
@@ -352,8 +398,7 @@ impl Mailbox {
 
 const URL_SAFE_ALPHABET: &[u8] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-const SECRET_ALPHABET: &[u8] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
+const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
 
 #[cfg(test)]
 mod tests {
@@ -394,26 +439,45 @@ mod tests {
     #[test]
     fn secret_works_until_its_end_date_then_is_expired() {
         let d = directory();
-        assert!(d.authenticate(T, A, Some("old~secret"), at("2025-02-14T11:29:59Z")).is_ok());
+        assert!(
+            d.authenticate(T, A, Some("old~secret"), at("2025-02-14T11:29:59Z"))
+                .is_ok()
+        );
         let err = d.authenticate(T, A, Some("old~secret"), at("2025-02-14T11:30:00Z"));
         assert_eq!(err.unwrap_err(), CredentialError::ExpiredSecret);
         let wrong = d.authenticate(T, A, Some("nope"), at("2025-01-01T00:00:00Z"));
         assert_eq!(wrong.unwrap_err(), CredentialError::InvalidSecret);
-        assert_eq!(d.authenticate(T, "x", None, at("2025-01-01T00:00:00Z")).unwrap_err(), CredentialError::UnknownApp);
-        assert_eq!(d.authenticate("x", A, None, at("2025-01-01T00:00:00Z")).unwrap_err(), CredentialError::UnknownTenant);
-        assert_eq!(d.authenticate(T, A, None, at("2025-01-01T00:00:00Z")).unwrap_err(), CredentialError::MissingSecret);
+        assert_eq!(
+            d.authenticate(T, "x", None, at("2025-01-01T00:00:00Z"))
+                .unwrap_err(),
+            CredentialError::UnknownApp
+        );
+        assert_eq!(
+            d.authenticate("x", A, None, at("2025-01-01T00:00:00Z"))
+                .unwrap_err(),
+            CredentialError::UnknownTenant
+        );
+        assert_eq!(
+            d.authenticate(T, A, None, at("2025-01-01T00:00:00Z"))
+                .unwrap_err(),
+            CredentialError::MissingSecret
+        );
     }
 
     #[test]
     fn new_secret_fails_during_propagation_then_works() {
         let mut d = directory();
         let now = at("2025-02-15T02:08:00Z");
-        let (_, value) =
-            d.generate_secret(T, A, "rotated", now, at("2026-02-15T00:00:00Z"), now).unwrap();
+        let (_, value) = d
+            .generate_secret(T, A, "rotated", now, at("2026-02-15T00:00:00Z"), now)
+            .unwrap();
         assert_eq!(value.len(), 40);
         let early = d.authenticate(T, A, Some(&value), now + chrono::TimeDelta::seconds(9));
         assert_eq!(early.unwrap_err(), CredentialError::ExpiredSecret);
-        assert!(d.authenticate(T, A, Some(&value), now + chrono::TimeDelta::seconds(10)).is_ok());
+        assert!(
+            d.authenticate(T, A, Some(&value), now + chrono::TimeDelta::seconds(10))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -424,7 +488,10 @@ mod tests {
         let bearer = Some(token.value.as_str());
         let after_secret_expiry = at("2025-02-14T11:45:00Z");
         let role = Some("SMTP.SendAsApp");
-        assert!(d.validate_token(bearer, Resource::Exchange, role, after_secret_expiry).is_ok());
+        assert!(
+            d.validate_token(bearer, Resource::Exchange, role, after_secret_expiry)
+                .is_ok()
+        );
         let at_exp = issued + chrono::TimeDelta::seconds(3599);
         assert!(matches!(
             d.validate_token(bearer, Resource::Exchange, role, at_exp),

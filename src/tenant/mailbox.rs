@@ -221,11 +221,29 @@ impl Mailbox {
         let issued = now.timestamp();
         let epoch = self.sync_epoch;
         if last < upto {
-            let skip = Cursor { epoch, after: last, upto, issued };
-            Ok(DeltaPage { messages, skip_token: Some(encode(skip)), delta_token: None })
+            let skip = Cursor {
+                epoch,
+                after: last,
+                upto,
+                issued,
+            };
+            Ok(DeltaPage {
+                messages,
+                skip_token: Some(encode(skip)),
+                delta_token: None,
+            })
         } else {
-            let delta = Cursor { epoch, after: upto, upto: u64::MAX, issued };
-            Ok(DeltaPage { messages, skip_token: None, delta_token: Some(encode(delta)) })
+            let delta = Cursor {
+                epoch,
+                after: upto,
+                upto: u64::MAX,
+                issued,
+            };
+            Ok(DeltaPage {
+                messages,
+                skip_token: None,
+                delta_token: Some(encode(delta)),
+            })
         }
     }
 }
@@ -235,8 +253,15 @@ fn domain_of(address: &str) -> &str {
 }
 
 fn encode(cursor: Cursor) -> String {
-    let upto = if cursor.upto == u64::MAX { "-".to_string() } else { cursor.upto.to_string() };
-    let text = format!("md1.{}.{}.{}.{}", cursor.epoch, cursor.after, upto, cursor.issued);
+    let upto = if cursor.upto == u64::MAX {
+        "-".to_string()
+    } else {
+        cursor.upto.to_string()
+    };
+    let text = format!(
+        "md1.{}.{}.{}.{}",
+        cursor.epoch, cursor.after, upto, cursor.issued
+    );
     URL_SAFE_NO_PAD.encode(text)
 }
 
@@ -253,7 +278,12 @@ fn decode(token: &str) -> Option<Cursor> {
         n => n.parse().ok()?,
     };
     let issued = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some(Cursor { epoch, after, upto, issued })
+    parts.next().is_none().then_some(Cursor {
+        epoch,
+        after,
+        upto,
+        issued,
+    })
 }
 
 #[cfg(test)]
@@ -263,7 +293,11 @@ mod tests {
     use super::*;
 
     fn mailbox_with(n: u64) -> Mailbox {
-        let spec = MailboxSpec { id: "u1".into(), upn: "a@x".into(), display_name: "A".into() };
+        let spec = MailboxSpec {
+            id: "u1".into(),
+            upn: "a@x".into(),
+            display_name: "A".into(),
+        };
         let mut mailbox = Mailbox::new(&spec, 10);
         let at: DateTime<Utc> = "2025-02-14T00:00:00Z".parse().unwrap();
         for i in 0..n {
@@ -280,11 +314,21 @@ mod tests {
         let now: DateTime<Utc> = "2025-02-14T01:00:00Z".parse().unwrap();
         let first = mailbox.delta(None, 2, now, DAY).unwrap();
         assert_eq!(first.messages.len(), 2);
-        let second = mailbox.delta(first.skip_token.as_deref(), 2, now, DAY).unwrap();
-        let third = mailbox.delta(second.skip_token.as_deref(), 2, now, DAY).unwrap();
+        let second = mailbox
+            .delta(first.skip_token.as_deref(), 2, now, DAY)
+            .unwrap();
+        let third = mailbox
+            .delta(second.skip_token.as_deref(), 2, now, DAY)
+            .unwrap();
         assert_eq!(third.messages.len(), 1);
         let delta = third.delta_token.unwrap();
-        assert!(mailbox.delta(Some(&delta), 2, now, DAY).unwrap().messages.is_empty());
+        assert!(
+            mailbox
+                .delta(Some(&delta), 2, now, DAY)
+                .unwrap()
+                .messages
+                .is_empty()
+        );
         mailbox.deliver("m5".into(), now, "c@z", "new");
         let next = mailbox.delta(Some(&delta), 2, now, DAY).unwrap();
         assert_eq!(next.messages[0].id, "m5");
@@ -294,11 +338,24 @@ mod tests {
     fn old_or_reset_tokens_are_sync_state_not_found() {
         let mut mailbox = mailbox_with(1);
         let now: DateTime<Utc> = "2025-02-14T01:00:00Z".parse().unwrap();
-        let delta = mailbox.delta(None, 10, now, DAY).unwrap().delta_token.unwrap();
+        let delta = mailbox
+            .delta(None, 10, now, DAY)
+            .unwrap()
+            .delta_token
+            .unwrap();
         let later = now + chrono::TimeDelta::days(2);
-        assert_eq!(mailbox.delta(Some(&delta), 10, later, DAY), Err(DeltaError::SyncStateNotFound));
+        assert_eq!(
+            mailbox.delta(Some(&delta), 10, later, DAY),
+            Err(DeltaError::SyncStateNotFound)
+        );
         mailbox.reset_sync_state();
-        assert_eq!(mailbox.delta(Some(&delta), 10, now, DAY), Err(DeltaError::SyncStateNotFound));
-        assert_eq!(mailbox.delta(Some("garbage"), 10, now, DAY), Err(DeltaError::Malformed));
+        assert_eq!(
+            mailbox.delta(Some(&delta), 10, now, DAY),
+            Err(DeltaError::SyncStateNotFound)
+        );
+        assert_eq!(
+            mailbox.delta(Some("garbage"), 10, now, DAY),
+            Err(DeltaError::Malformed)
+        );
     }
 }

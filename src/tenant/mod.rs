@@ -15,5 +15,7 @@ pub use app::{App, AppSpec, PasswordCredential, Resource, SecretSpec};
 pub use directory::{
     CredentialError, Directory, DirectoryConfig, SharedDirectory, TenantSettings, TenantSpec,
 };
-pub use mailbox::{DeltaError, DeltaPage, InboxMessage, Mailbox, MailboxSpec, SentMessage, SentVia};
+pub use mailbox::{
+    DeltaError, DeltaPage, InboxMessage, Mailbox, MailboxSpec, SentMessage, SentVia,
+};
 pub use token::{AccessToken, TokenClaims, TokenError};

@@ -103,10 +103,16 @@ const HEADER: &str = r#"{"typ":"JWT","alg":"HS256","kid":"maildrill"}"#;
 
 pub(crate) fn sign(claims: TokenClaims, key: &[u8; 32]) -> AccessToken {
     let payload = serde_json::to_vec(&claims).expect("claims always serialise");
-    let signing_input =
-        format!("{}.{}", URL_SAFE_NO_PAD.encode(HEADER), URL_SAFE_NO_PAD.encode(payload));
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(HEADER),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
     let signature = mac(key, signing_input.as_bytes());
-    AccessToken { value: format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)), claims }
+    AccessToken {
+        value: format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)),
+        claims,
+    }
 }
 
 /// Checks the signature and decodes the claims; expiry and audience are the caller's business.
@@ -117,12 +123,18 @@ pub(crate) fn verify(value: &str, key: &[u8; 32]) -> Result<TokenClaims, TokenEr
     else {
         return Err(TokenError::Malformed);
     };
-    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenError::Malformed)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| TokenError::Malformed)?;
     let signing_input = &value[..header.len() + 1 + payload.len()];
     let mut mac_check = Hmac::<Sha256>::new_from_slice(key).expect("any key length works");
     mac_check.update(signing_input.as_bytes());
-    mac_check.verify_slice(&signature).map_err(|_| TokenError::BadSignature)?;
-    let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
+    mac_check
+        .verify_slice(&signature)
+        .map_err(|_| TokenError::BadSignature)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| TokenError::Malformed)?;
     serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)
 }
 
@@ -159,7 +171,10 @@ mod tests {
         let key = [7u8; 32];
         let token = sign(claims(), &key);
         assert_eq!(verify(&token.value, &key).unwrap(), claims());
-        assert_eq!(verify(&token.value, &[8u8; 32]), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(&token.value, &[8u8; 32]),
+            Err(TokenError::BadSignature)
+        );
         let mut tampered = token.value.clone();
         tampered.insert(40, 'x');
         assert!(verify(&tampered, &key).is_err());

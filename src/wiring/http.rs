@@ -71,13 +71,21 @@ pub struct ReplyBody {
 
 impl ReplyBody {
     fn full(body: Bytes) -> ReplyBody {
-        ReplyBody { size: body.len() as u64, data: Some(body), cut: false }
+        ReplyBody {
+            size: body.len() as u64,
+            data: Some(body),
+            cut: false,
+        }
     }
 
     fn truncated(body: Bytes, keep: usize) -> ReplyBody {
         let size = body.len() as u64;
         let kept = body.slice(..keep.min(body.len()));
-        ReplyBody { data: Some(kept), cut: true, size }
+        ReplyBody {
+            data: Some(kept),
+            cut: true,
+            size,
+        }
     }
 }
 

@@ -80,7 +80,14 @@ fn origin_form(request: http::Request<Vec<u8>>) -> Result<http::Request<Full<Byt
             .expect("a parsed authority is a valid header value");
         parts.headers.insert(http::header::HOST, host);
     }
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     parts.uri = path.parse()?;
-    Ok(http::Request::from_parts(parts, Full::new(Bytes::from(body))))
+    Ok(http::Request::from_parts(
+        parts,
+        Full::new(Bytes::from(body)),
+    ))
 }

@@ -45,7 +45,11 @@ impl HttpListener {
         mocks: HttpMocks,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> HttpListener {
-        HttpListener { listener, tls: tls.map(TlsAcceptor::from), mocks }
+        HttpListener {
+            listener,
+            tls: tls.map(TlsAcceptor::from),
+            mocks,
+        }
     }
 
     /// The bound address.
@@ -63,7 +67,9 @@ impl HttpListener {
                 accepted = self.listener.accept() => accepted,
             };
             // Accept errors (e.g. too many open files) affect one connection, not the server.
-            let Ok((stream, _peer)) = accepted else { continue };
+            let Ok((stream, _peer)) = accepted else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let mocks = self.mocks.clone();
             match self.tls.clone() {

@@ -36,19 +36,32 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(start: DateTime<Utc>, spec: TenantSpec, seed: u64) -> Sim {
-        Sim::with_config(start, spec, HttpMocksConfig { seed: Seed(seed), ..HttpMocksConfig::default() })
+        Sim::with_config(
+            start,
+            spec,
+            HttpMocksConfig {
+                seed: Seed(seed),
+                ..HttpMocksConfig::default()
+            },
+        )
     }
 
     pub fn with_config(start: DateTime<Utc>, spec: TenantSpec, config: HttpMocksConfig) -> Sim {
         let clock = VirtualClock::starting_at(start).shared();
-        let directory = Directory::new(&DirectoryConfig { seed: config.seed, tenants: vec![spec] });
+        let directory = Directory::new(&DirectoryConfig {
+            seed: config.seed,
+            tenants: vec![spec],
+        });
         let mocks = HttpMocks::new(directory.shared(), clock.clone(), Journal::new(), config);
         let net = MemoryNet::new(mocks.clone());
         Sim { clock, mocks, net }
     }
 
     pub fn token_url(&self) -> String {
-        format!("https://login.microsoftonline.com/{}/oauth2/v2.0/token", demo::TENANT_ID)
+        format!(
+            "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
+            demo::TENANT_ID
+        )
     }
 
     /// Sends a raw request over a fresh in-memory connection and returns every byte of the
@@ -56,7 +69,10 @@ impl Sim {
     pub async fn raw(&self, request: &str) -> String {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut stream = self.net.connect();
-        stream.write_all(request.as_bytes()).await.expect("duplex write");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("duplex write");
         let mut out = Vec::new();
         stream.read_to_end(&mut out).await.expect("duplex read");
         String::from_utf8(out).expect("mock replies are UTF-8")
