@@ -516,7 +516,12 @@ fn writable_app(
 ) -> Result<String, Box<HttpResponse>> {
     let id = application_ref(segments).unwrap_or_default();
     let Some(app) = ctx.directory.app(&claims.tid, &id) else {
-        return Err(Box::new(err_with(ctx, GraphError::ApplicationNotFound, "id", &id)));
+        return Err(Box::new(err_with(
+            ctx,
+            GraphError::ApplicationNotFound,
+            "id",
+            &id,
+        )));
     };
     if !may_write(claims, app) {
         return Err(Box::new(err(ctx, GraphError::DirectoryDenied)));
