@@ -1,4 +1,8 @@
 //! The mock token endpoint driven by the real `oauth2` crate over the in-memory wiring.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first broken expectation"
+)]
 
 mod common;
 

@@ -1,4 +1,8 @@
 //! The mock Graph driven by reqwest over the socket wiring with TLS, as a real client sees it.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first broken expectation"
+)]
 
 mod common;
 
