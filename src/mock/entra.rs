@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::wire::{self, EntraError, Vars};
 use super::{Ctx, HttpRequest, HttpResponse, header};
-use crate::tenant::{CredentialError, Resource};
+use crate::tenant::{CredentialError, Directory, Resource};
 
 /// The operation name of a path, for faults and the journal.
 pub fn operation(path: &str) -> &'static str {
@@ -21,6 +21,25 @@ pub fn operation(path: &str) -> &'static str {
     } else {
         "other"
     }
+}
+
+/// Reply variables known from the request alone, so a forced catalogue reply (a `respond`
+/// fault) reads like the real one: the app id, tenant and scope the client sent.
+pub(crate) fn request_vars(vars: Vars, request: &HttpRequest, directory: &Directory) -> Vars {
+    let tenant = request.uri().path().trim_start_matches('/').split('/').next().unwrap_or("");
+    let tenant_name = directory.tenant(tenant).map_or(tenant, |t| t.domain.as_str()).to_string();
+    let form = Form::parse(request);
+    let basic = basic_credentials(request);
+    let app_id = basic.map(|(id, _)| id).or(form.get("client_id").map(str::to_string));
+    let scope = form.get("scope").unwrap_or("").to_string();
+    vars.set("tenant", tenant)
+        .set("tenant_name", tenant_name)
+        .set("app_id", app_id.unwrap_or_default())
+        .set("resource", scope.trim_end_matches("/.default"))
+        .set("scope", scope)
+        .set("grant_type", form.get("grant_type").unwrap_or(""))
+        .set("parameter", "grant_type")
+        .set("method", request.method().as_str())
 }
 
 pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {

@@ -59,6 +59,23 @@ fn err_with(ctx: &Ctx<'_>, error: GraphError, name: &'static str, value: &str) -
     wire::graph_error(error, &ctx.vars.clone().set(name, value), None, None)
 }
 
+/// Reply variables known from the request alone, so a forced catalogue reply (a `respond`
+/// fault) reads like the real one.
+pub(crate) fn request_vars(vars: super::wire::Vars, request: &HttpRequest) -> super::wire::Vars {
+    let segments = segments(request.uri().path());
+    let user = match segments.first().map(String::as_str) {
+        Some("users") => segments.get(1).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let id = application_ref(&segments).unwrap_or_default();
+    vars.set("user", user)
+        .set("segment", segments.first().cloned().unwrap_or_else(|| "v1.0".into()))
+        .set("method", request.method().as_str())
+        .set("id", id)
+        .set("key_id", "")
+        .set("generation", "0")
+}
+
 pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
     let segments = segments(request.uri().path());
     let op = operation(request.uri().path());

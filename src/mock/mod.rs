@@ -240,8 +240,12 @@ impl HttpMocks {
             _ => Target::Entra,
         };
         let fault = self.faults().decide(target, operation, now);
-        let vars = self.vars(mock, &request, now);
         let mut directory = Directory::lock(&self.directory);
+        let vars = self.vars(mock, &request, now);
+        let vars = match mock {
+            MockName::Graph => graph::request_vars(vars, &request),
+            _ => entra::request_vars(vars, &request, &directory),
+        };
         let mut ctx = Ctx {
             directory: &mut directory,
             now,
