@@ -9,10 +9,16 @@
 //!   [`replay_runtime`]) tokio jumps to the next timer whenever every task waits on one, so an
 //!   18-hour outage replays in about a millisecond. On a normal runtime the same clock runs in
 //!   real time from its anchor, which is what `maildrill serve --at` needs.
+//! - [`HarnessClock`]: virtual time over real sockets for the socket wiring's replays,
+//!   advanced only when every registered actor waits on it.
 //! - [`SystemClock`]: production time for the mail client outside the harness.
 //!
 //! It deliberately offers no way to move time forward by hand: time advances only when every
 //! task waits, so no test can race a timer against I/O (tokio issues 4522, 7841, 2647).
+
+mod harness;
+
+pub use harness::{ActorGuard, HarnessClock};
 
 use std::fmt;
 use std::future::Future;
@@ -37,8 +43,26 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The calendar instant in UTC, for secret end dates, token `exp` and expiry alerts.
     fn now_utc(&self) -> DateTime<Utc>;
 
-    /// A future that completes once [`Clock::now`] has reached `deadline`.
+    /// A future that completes once [`Clock::now`] has reached `deadline`. The caller waits on
+    /// nothing else meanwhile: it is idle.
     fn sleep_until(&self, deadline: Instant) -> Sleep;
+
+    /// A deadline for work that is still in progress (a request timeout): the caller is busy
+    /// until the work or the deadline completes. Only the harness clock tells the difference.
+    fn deadline_at(&self, deadline: Instant) -> Sleep {
+        self.sleep_until(deadline)
+    }
+
+    /// A mock withholding its reply until `deadline` on behalf of the waiting client.
+    fn park_until(&self, deadline: Instant) -> Sleep {
+        self.sleep_until(deadline)
+    }
+
+    /// A mock withholding its reply for good (a `timeout` fault); the client gives up on its
+    /// own deadline.
+    fn park_forever(&self) -> Sleep {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// A shared clock handle, as the mocks, tenant and client hold it.
@@ -60,7 +84,7 @@ pub trait ClockExt: Clock {
         duration: Duration,
         future: F,
     ) -> impl Future<Output = Result<F::Output, Elapsed>> {
-        let sleep = self.sleep(duration);
+        let sleep = self.deadline_at(self.now() + duration);
         async move {
             tokio::select! {
                 biased;
@@ -68,6 +92,11 @@ pub trait ClockExt: Clock {
                 () = sleep => Err(Elapsed(duration)),
             }
         }
+    }
+
+    /// Withholds a mock's reply for `duration` (see [`Clock::park_until`]).
+    fn park(&self, duration: Duration) -> Sleep {
+        self.park_until(self.now() + duration)
     }
 
     /// Calendar time of a future monotonic instant on this clock.

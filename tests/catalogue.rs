@@ -14,7 +14,10 @@ use maildrill::tenant::demo;
 use maildrill::time::replay_runtime;
 
 fn snapshot(name: &str, bytes: &str) {
-    assert!(!bytes.contains("${"), "{name} has an unfilled placeholder:\n{bytes}");
+    assert!(
+        !bytes.contains("${"),
+        "{name} has an unfilled placeholder:\n{bytes}"
+    );
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path("../fixtures/snapshots");
     settings.set_prepend_module_to_snapshot(false);
@@ -39,8 +42,14 @@ fn force(sim: &Sim, target: Target, reply: CatalogueReply) {
         .inject(Fault {
             target,
             operation: None,
-            kind: FaultKind::Respond { reply, retry_after: None },
-            activation: Activation { first: Some(1), ..Activation::default() },
+            kind: FaultKind::Respond {
+                reply,
+                retry_after: None,
+            },
+            activation: Activation {
+                first: Some(1),
+                ..Activation::default()
+            },
         })
         .unwrap();
 }
@@ -78,13 +87,23 @@ fn every_entra_catalogue_reply_has_a_byte_snapshot() {
 #[test]
 fn every_graph_catalogue_reply_has_a_byte_snapshot() {
     replay_runtime().unwrap().block_on(async {
-        let sim = Sim::new(at("2025-02-14T11:30:00Z"), tenant(at("2025-03-01T00:00:00Z")), 7);
+        let sim = Sim::new(
+            at("2025-02-14T11:30:00Z"),
+            tenant(at("2025-03-01T00:00:00Z")),
+            7,
+        );
         for error in GraphError::ALL {
             force(&sim, Target::Graph, CatalogueReply::Graph(error));
-            snapshot(&format!("graph__{}", error.key()), &sim.raw(&send_mail_request()).await);
+            snapshot(
+                &format!("graph__{}", error.key()),
+                &sim.raw(&send_mail_request()).await,
+            );
         }
         force(&sim, Target::Graph, CatalogueReply::GraphHtmlUnavailable);
-        snapshot("graph__html_unavailable", &sim.raw(&send_mail_request()).await);
+        snapshot(
+            "graph__html_unavailable",
+            &sim.raw(&send_mail_request()).await,
+        );
     });
 }
 

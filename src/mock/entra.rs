@@ -26,11 +26,22 @@ pub fn operation(path: &str) -> &'static str {
 /// Reply variables known from the request alone, so a forced catalogue reply (a `respond`
 /// fault) reads like the real one: the app id, tenant and scope the client sent.
 pub(crate) fn request_vars(vars: Vars, request: &HttpRequest, directory: &Directory) -> Vars {
-    let tenant = request.uri().path().trim_start_matches('/').split('/').next().unwrap_or("");
-    let tenant_name = directory.tenant(tenant).map_or(tenant, |t| t.domain.as_str()).to_string();
+    let tenant = request
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let tenant_name = directory
+        .tenant(tenant)
+        .map_or(tenant, |t| t.domain.as_str())
+        .to_string();
     let form = Form::parse(request);
     let basic = basic_credentials(request);
-    let app_id = basic.map(|(id, _)| id).or(form.get("client_id").map(str::to_string));
+    let app_id = basic
+        .map(|(id, _)| id)
+        .or(form.get("client_id").map(str::to_string));
     let scope = form.get("scope").unwrap_or("").to_string();
     vars.set("tenant", tenant)
         .set("tenant_name", tenant_name)

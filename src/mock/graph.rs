@@ -69,7 +69,10 @@ pub(crate) fn request_vars(vars: super::wire::Vars, request: &HttpRequest) -> su
     };
     let id = application_ref(&segments).unwrap_or_default();
     vars.set("user", user)
-        .set("segment", segments.first().cloned().unwrap_or_else(|| "v1.0".into()))
+        .set(
+            "segment",
+            segments.first().cloned().unwrap_or_else(|| "v1.0".into()),
+        )
         .set("method", request.method().as_str())
         .set("id", id)
         .set("key_id", "")

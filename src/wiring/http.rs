@@ -49,13 +49,16 @@ async fn answer(
     let body = body.collect().await?.to_bytes();
     let reply = mocks.handle(hyper::Request::from_parts(parts, body));
     if !reply.delay.is_zero() {
-        mocks.clock().sleep(reply.delay).await;
+        mocks.clock().park(reply.delay).await;
     }
     let response = match reply.action {
         Action::Respond(response) => response.map(ReplyBody::full),
         Action::Truncate(response, keep) => response.map(|body| ReplyBody::truncated(body, keep)),
         Action::Reset => return Err(ServeError::Reset),
-        Action::Hang => std::future::pending().await,
+        Action::Hang => {
+            mocks.clock().park_forever().await;
+            unreachable!("park_forever never completes")
+        }
     };
     drop(reply.in_flight);
     Ok(response)
