@@ -4,6 +4,7 @@
 pub mod fault;
 pub mod journal;
 pub mod mock;
+pub mod scenario;
 pub mod seed;
 pub mod serve;
 pub mod tenant;

@@ -11,8 +11,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::journal::Journal;
 use crate::mock::{Endpoints, HttpMocks, HttpMocksConfig};
+use crate::scenario::{self, LoadError};
 use crate::seed::Seed;
-use crate::tenant::{Directory, DirectoryConfig, demo};
+use crate::tenant::{Directory, DirectoryConfig, TenantSpec, demo};
 use crate::time::{SharedClock, VirtualClock};
 use crate::tls::{Pki, TlsError};
 use crate::wiring::socket::HttpListener;
@@ -32,6 +33,8 @@ pub struct ServeOptions {
     pub journal_capacity: usize,
     /// Seed of request ids and the demo secret.
     pub seed: Seed,
+    /// The tenant to serve instead of the demo tenant, from a scenario file.
+    pub scenario: Option<PathBuf>,
 }
 
 impl Default for ServeOptions {
@@ -43,6 +46,7 @@ impl Default for ServeOptions {
             plain_http: false,
             journal_capacity: 10_000,
             seed: Seed(0),
+            scenario: None,
         }
     }
 }
@@ -62,6 +66,9 @@ pub enum ServeError {
     /// TLS set-up failed.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The scenario file could not be loaded.
+    #[error(transparent)]
+    Scenario(#[from] LoadError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -108,19 +115,28 @@ pub async fn start(
 
     let scheme = if options.plain_http { "http" } else { "https" };
     let base = format!("{scheme}://{http_addr}");
-    let clock = clock_now(options.at);
+    let file = options
+        .scenario
+        .as_deref()
+        .map(scenario::load)
+        .transpose()?;
+    let at = options.at.or(file.as_ref().map(|f| f.start()));
+    let clock = clock_now(at);
     let start = clock.now_utc();
-    let secret = options
-        .seed
-        .stream("serve.secret")
-        .string_from(SECRET_CHARS, 40);
+    let tenant = match (&file, options.scenario.as_deref()) {
+        (Some(file), Some(path)) => file.tenant_spec(path)?,
+        _ => {
+            let secret = options
+                .seed
+                .stream("serve.secret")
+                .string_from(SECRET_CHARS, 40);
+            demo::tenant(start - TimeDelta::days(1), &secret, TimeDelta::days(365))
+        }
+    };
+    let identity = Identity::of(&tenant, start);
     let directory = Directory::new(&DirectoryConfig {
         seed: options.seed,
-        tenants: vec![demo::tenant(
-            start - TimeDelta::days(1),
-            &secret,
-            TimeDelta::days(365),
-        )],
+        tenants: vec![tenant],
     });
     let config = HttpMocksConfig {
         seed: options.seed,
@@ -142,15 +158,12 @@ pub async fn start(
         }
         None => String::new(),
     };
-    let authority = format!("{base}/{}", demo::TENANT_ID);
+    let authority = format!("{base}/{}", identity.tenant_id);
     let env = vec![
-        (
-            "MAILDRILL_TENANT_ID".to_string(),
-            demo::TENANT_ID.to_string(),
-        ),
-        ("MAILDRILL_CLIENT_ID".to_string(), demo::APP_ID.to_string()),
-        ("MAILDRILL_CLIENT_SECRET".to_string(), secret),
-        ("MAILDRILL_MAILBOX".to_string(), demo::MAILBOX.to_string()),
+        ("MAILDRILL_TENANT_ID".to_string(), identity.tenant_id),
+        ("MAILDRILL_CLIENT_ID".to_string(), identity.client_id),
+        ("MAILDRILL_CLIENT_SECRET".to_string(), identity.secret),
+        ("MAILDRILL_MAILBOX".to_string(), identity.mailbox),
         ("MAILDRILL_CA_CERT".to_string(), ca_path),
         ("MAILDRILL_AUTHORITY".to_string(), authority.clone()),
         (
@@ -167,6 +180,37 @@ pub async fn start(
         mocks,
         listener,
     })
+}
+
+/// What the env file tells a client: the first app, its first secret valid at the start (or
+/// its first secret, so an expired-only tenant still shows its failure), the first mailbox.
+struct Identity {
+    tenant_id: String,
+    client_id: String,
+    secret: String,
+    mailbox: String,
+}
+
+impl Identity {
+    fn of(tenant: &TenantSpec, now: DateTime<Utc>) -> Identity {
+        let app = tenant.apps.first();
+        let secret = app.and_then(|a| {
+            a.secrets
+                .iter()
+                .find(|s| s.start <= now && now < s.end)
+                .or(a.secrets.first())
+        });
+        Identity {
+            tenant_id: tenant.id.clone(),
+            client_id: app.map(|a| a.app_id.clone()).unwrap_or_default(),
+            secret: secret.map(|s| s.value.clone()).unwrap_or_default(),
+            mailbox: tenant
+                .mailboxes
+                .first()
+                .map(|m| m.upn.clone())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// Makes the clock `serve` runs on, from the `--at` instant.

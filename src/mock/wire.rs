@@ -28,11 +28,36 @@ impl Vars {
 
     /// Fills every known `${name}` in `template`; unknown placeholders stay as written.
     pub fn fill(&self, template: &str) -> String {
-        let mut out = template.to_string();
-        for (name, value) in &self.0 {
-            out = out.replace(&format!("${{{name}}}"), value);
+        // One pass over the template: replies are rendered per request, under load.
+        let mut out = String::with_capacity(template.len() + 64);
+        let mut rest = template;
+        while let Some(open) = rest.find("${") {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 2..];
+            let value = after
+                .find('}')
+                .and_then(|close| Some((close, self.get(&after[..close])?)));
+            match value {
+                Some((close, value)) => {
+                    out.push_str(value);
+                    rest = &after[close + 1..];
+                }
+                None => {
+                    out.push_str("${");
+                    rest = after;
+                }
+            }
         }
+        out.push_str(rest);
         out
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -557,6 +582,16 @@ pub fn sources() -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fill_replaces_known_placeholders_and_keeps_unknown_ones() {
+        let vars = Vars::default()
+            .set("a", "1")
+            .set("b", "two")
+            .set("a", "one");
+        assert_eq!(vars.fill("x${a}y${b}z${c}${"), "xoneytwoz${c}${");
+        assert_eq!(vars.fill("no placeholders"), "no placeholders");
+    }
 
     #[test]
     fn every_entra_error_has_exactly_one_catalogue_entry() {

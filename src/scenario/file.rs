@@ -1,0 +1,489 @@
+//! The scenario file format on disk (TOML) and its errors.
+//!
+//! Unknown keys are errors, and every error names the file, line, column and key and says what
+//! was expected; loading never panics. Lowering turns the file into the tenant the mocks serve.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::seed::Seed;
+use crate::tenant::{AppSpec, MailboxSpec, Resource, SecretSpec, TenantSettings, TenantSpec};
+
+/// A scenario file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// A short name.
+    pub name: String,
+    /// What the scenario shows.
+    #[serde(default)]
+    pub description: String,
+    /// The seed of every random choice in the run.
+    #[serde(default)]
+    pub seed: u64,
+    /// The calendar instant the replay starts at (RFC 3339).
+    pub start: Instant,
+    /// Where the replay ends: an instant or an offset from `start` such as `+45d`.
+    #[serde(default)]
+    pub end: Option<When>,
+    /// The simulated tenant.
+    pub tenant: TenantFile,
+}
+
+/// An RFC 3339 instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instant(pub DateTime<Utc>);
+
+impl<'de> Deserialize<'de> for Instant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_instant(&text)
+            .map(Instant)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            format!("expected an RFC 3339 instant such as 2025-02-14T11:30:00Z, got `{text}` ({e})")
+        })
+}
+
+/// An instant, or an offset from the scenario start (`+14h`, `-30d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// An absolute instant.
+    At(DateTime<Utc>),
+    /// After the start.
+    After(Duration),
+    /// Before the start.
+    Before(Duration),
+}
+
+impl When {
+    /// The instant, given the scenario start.
+    pub fn resolve(self, start: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            When::At(at) => at,
+            When::After(d) => start + crate::time::to_chrono(d),
+            When::Before(d) => start - crate::time::to_chrono(d),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for When {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let offset = |rest: &str| {
+            humantime::parse_duration(rest.trim())
+                .map_err(|e| format!("expected an offset such as +14h or -30d, got `{text}` ({e})"))
+        };
+        let when = if let Some(rest) = text.strip_prefix('+') {
+            offset(rest).map(When::After)
+        } else if let Some(rest) = text.strip_prefix('-') {
+            offset(rest).map(When::Before)
+        } else {
+            parse_instant(&text).map(When::At)
+        };
+        when.map_err(serde::de::Error::custom)
+    }
+}
+
+/// A duration written as humantime text (`10s`, `3599s`, `7d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "expected a duration such as 10s or 7d, got `{text}` ({e})"
+                ))
+            })
+    }
+}
+
+/// The `[tenant]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantFile {
+    /// Tenant id (GUID).
+    pub id: String,
+    /// Initial domain, e.g. `contoso.onmicrosoft.com`.
+    pub domain: String,
+    /// How long a new secret keeps failing (default 10s).
+    #[serde(default)]
+    pub propagation_delay: Option<HumanDuration>,
+    /// Access token lifetime (default 3599s).
+    #[serde(default)]
+    pub token_lifetime: Option<HumanDuration>,
+    /// Age after which delta tokens get 410 (default 7d).
+    #[serde(default)]
+    pub delta_token_max_age: Option<HumanDuration>,
+    /// Whether SMTP AUTH is enabled for the tenant (default true).
+    #[serde(default)]
+    pub smtp_auth: Option<bool>,
+    /// App registrations.
+    #[serde(default)]
+    pub apps: Vec<AppFile>,
+    /// Mailboxes.
+    #[serde(default)]
+    pub mailboxes: Vec<MailboxFile>,
+}
+
+/// A `[[tenant.apps]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppFile {
+    /// The client id.
+    pub app_id: String,
+    /// The application object id (derived from the seed when absent).
+    #[serde(default)]
+    pub object_id: Option<String>,
+    /// Display name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Roles per resource (`graph`, `exchange`); absent resources get the defaults.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Client secrets.
+    #[serde(default)]
+    pub secrets: Vec<SecretFile>,
+}
+
+/// A `[[tenant.apps.secrets]]` entry.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretFile {
+    /// The secret value a client sends.
+    pub value: String,
+    /// Portal description.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// `startDateTime` (default: one year before the scenario start).
+    #[serde(default)]
+    pub start: Option<When>,
+    /// `endDateTime`.
+    pub end: When,
+}
+
+impl fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretFile")
+            .field("value", &"[redacted]")
+            .field("display_name", &self.display_name)
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+/// A `[[tenant.mailboxes]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxFile {
+    /// User principal name (also the SMTP address).
+    pub upn: String,
+    /// Object id (derived from the seed when absent).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Display name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// A scenario file that cannot be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("failed to read {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        message: String,
+    },
+    /// The file is not valid TOML, or a key or value is wrong.
+    #[error("{path}:{line}:{column}: {message}{}", key.as_ref().map(|k| format!(" (key `{k}`)")).unwrap_or_default())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The key at fault, when known.
+        key: Option<String>,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+    /// The file parses but does not make sense.
+    #[error("{path}: {key}: {message}")]
+    Semantic {
+        /// The file.
+        path: PathBuf,
+        /// The key at fault.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Reads and parses a scenario file.
+pub fn load(path: &Path) -> Result<ScenarioFile, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    parse(path, &text)
+}
+
+/// Parses scenario text; `path` only names the file in errors.
+pub fn parse(path: &Path, text: &str) -> Result<ScenarioFile, LoadError> {
+    toml::from_str::<ScenarioFile>(text).map_err(|error| {
+        let offset = error.span().map_or(0, |s| s.start);
+        let (line, column) = line_column(text, offset);
+        LoadError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            key: key_at(text, offset),
+            message: error.message().trim().to_string(),
+        }
+    })
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+/// The dotted key at a byte offset: the table in force plus the key on that line.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let mut table = String::new();
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let line_end = line_start + line.len();
+        let trimmed = line.trim();
+        let is_header = trimmed.starts_with('[');
+        if is_header {
+            table = trimmed
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+        }
+        if offset < line_end || line_end == text.len() {
+            if is_header {
+                return Some(table);
+            }
+            let key = trimmed
+                .split_once('=')
+                .map(|(k, _)| k.trim().trim_matches('"').to_string());
+            return match (table.is_empty(), key) {
+                (_, None) if table.is_empty() => None,
+                (_, None) => Some(table),
+                (true, Some(key)) => Some(key),
+                (false, Some(key)) => Some(format!("{table}.{key}")),
+            };
+        }
+        line_start = line_end;
+    }
+    None
+}
+
+impl ScenarioFile {
+    /// The calendar start.
+    pub fn start(&self) -> DateTime<Utc> {
+        self.start.0
+    }
+
+    /// The seed.
+    pub fn seed(&self) -> Seed {
+        Seed(self.seed)
+    }
+
+    /// Lowers the tenant into the directory's spec, checking what serde cannot.
+    pub fn tenant_spec(&self, path: &Path) -> Result<TenantSpec, LoadError> {
+        let semantic = |key: String, message: String| LoadError::Semantic {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let start = self.start();
+        let mut ids = self.seed().stream("scenario.ids");
+        let defaults = TenantSettings::default();
+        let tenant = &self.tenant;
+        let settings = TenantSettings {
+            propagation_delay: tenant
+                .propagation_delay
+                .map_or(defaults.propagation_delay, |d| d.0),
+            token_lifetime: tenant
+                .token_lifetime
+                .map_or(defaults.token_lifetime, |d| d.0),
+            delta_token_max_age: tenant
+                .delta_token_max_age
+                .map_or(defaults.delta_token_max_age, |d| d.0),
+            smtp_auth_enabled: tenant.smtp_auth.unwrap_or(defaults.smtp_auth_enabled),
+            sent_capacity: defaults.sent_capacity,
+        };
+        if settings.token_lifetime.is_zero() {
+            return Err(semantic(
+                "tenant.token_lifetime".into(),
+                "must be longer than 0s".into(),
+            ));
+        }
+        let mut apps = Vec::new();
+        for (i, app) in tenant.apps.iter().enumerate() {
+            let mut roles = Vec::new();
+            for (resource, granted) in &app.roles {
+                let resource = match resource.as_str() {
+                    "graph" => Resource::Graph,
+                    "exchange" => Resource::Exchange,
+                    other => {
+                        return Err(semantic(
+                            format!("tenant.apps[{i}].roles.{other}"),
+                            "expected `graph` or `exchange`".into(),
+                        ));
+                    }
+                };
+                roles.push((resource, granted.clone()));
+            }
+            let mut secrets = Vec::new();
+            for (j, secret) in app.secrets.iter().enumerate() {
+                let secret_start = secret
+                    .start
+                    .map_or(start - chrono::TimeDelta::days(365), |w| w.resolve(start));
+                let end = secret.end.resolve(start);
+                if end <= secret_start {
+                    return Err(semantic(
+                        format!("tenant.apps[{i}].secrets[{j}].end"),
+                        "must be after the secret's start".into(),
+                    ));
+                }
+                secrets.push(SecretSpec {
+                    value: secret.value.clone(),
+                    display_name: secret
+                        .display_name
+                        .clone()
+                        .unwrap_or_else(|| format!("secret-{}", j + 1)),
+                    start: secret_start,
+                    end,
+                });
+            }
+            apps.push(AppSpec {
+                app_id: app.app_id.clone(),
+                object_id: app.object_id.clone().unwrap_or_else(|| ids.guid()),
+                display_name: app
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| app.app_id.clone()),
+                secrets,
+                roles,
+            });
+        }
+        let mailboxes = tenant
+            .mailboxes
+            .iter()
+            .map(|m| MailboxSpec {
+                id: m.id.clone().unwrap_or_else(|| ids.guid()),
+                upn: m.upn.clone(),
+                display_name: m.display_name.clone().unwrap_or_else(|| m.upn.clone()),
+            })
+            .collect();
+        Ok(TenantSpec {
+            id: tenant.id.clone(),
+            domain: tenant.domain.clone(),
+            settings,
+            apps,
+            mailboxes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "demo"
+seed = 9
+start = "2025-01-01T00:00:00Z"
+end = "+45d"
+
+[tenant]
+id = "4f3c9a2e-8b1d-4e6f-a5c7-2d9e0b1f3a64"
+domain = "contoso.onmicrosoft.com"
+propagation_delay = "10s"
+
+[[tenant.apps]]
+app_id = "9b2e7c41-3f5a-4d8b-b6e0-1c4a7f9d2e53"
+
+[[tenant.apps.secrets]]
+value = "abc8Q~secret"
+end = "2025-02-14T11:30:00Z"
+
+[[tenant.mailboxes]]
+upn = "mailman@contoso.onmicrosoft.com"
+"#;
+
+    #[test]
+    fn a_good_file_lowers_into_a_tenant() {
+        let file = parse(Path::new("s.toml"), GOOD).unwrap();
+        assert_eq!(
+            file.end.unwrap().resolve(file.start()).to_rfc3339(),
+            "2025-02-15T00:00:00+00:00"
+        );
+        let spec = file.tenant_spec(Path::new("s.toml")).unwrap();
+        assert_eq!(
+            spec.apps[0].secrets[0].end.to_rfc3339(),
+            "2025-02-14T11:30:00+00:00"
+        );
+        assert_eq!(spec.apps[0].object_id.len(), 36);
+    }
+
+    #[test]
+    fn unknown_keys_name_file_line_column_and_key() {
+        let text = GOOD.replace("propagation_delay = \"10s\"", "propagation_dealy = \"10s\"");
+        let error = parse(Path::new("s.toml"), &text).unwrap_err().to_string();
+        assert!(
+            error.starts_with("s.toml:10:1: unknown field `propagation_dealy`, expected one of"),
+            "{error}"
+        );
+        assert!(
+            error.ends_with("(key `tenant.propagation_dealy`)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_values_say_what_was_expected() {
+        let text = GOOD.replace("end = \"2025-02-14T11:30:00Z\"", "end = \"next tuesday\"");
+        let error = parse(Path::new("s.toml"), &text).unwrap_err().to_string();
+        assert!(
+            error.contains("s.toml:17:7: expected an RFC 3339 instant"),
+            "{error}"
+        );
+        assert!(error.contains("(key `tenant.apps.secrets.end`)"), "{error}");
+    }
+}
