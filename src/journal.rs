@@ -51,16 +51,88 @@ pub struct JournalEntry {
     pub operation: String,
     /// `METHOD path?query`.
     pub request: String,
-    /// The request body, redacted and shortened.
-    pub request_body: String,
+    /// The request body; it shows only redacted and shortened.
+    pub request_body: Body,
     /// How the reply went out: `respond`, `respond after 30s`, `reset`, `hang`, `truncate 10`.
     pub delivery: String,
     /// The status, when a response head was sent.
     pub status: Option<u16>,
-    /// The response body, redacted and shortened.
-    pub response_body: String,
+    /// The response body; it shows only redacted and shortened.
+    pub response_body: Body,
     /// The fault that shaped the reply, if any.
     pub fault: Option<String>,
+}
+
+/// A journaled body. It keeps the bytes (a cheap reference-counted clone, so journaling costs
+/// little under load) and redacts whenever it is shown: `Display`, `Debug` and `Serialize` all
+/// give the redacted, shortened text, never the secrets inside.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Body {
+    bytes: bytes::Bytes,
+    total: usize,
+    content_type: Option<String>,
+}
+
+/// Bytes of a body the journal keeps. Copying a bounded prefix (rather than holding the
+/// caller's `Bytes`, which may pin a much larger read buffer) keeps a bounded journal's memory
+/// bounded too.
+const BODY_KEEP: usize = 16 * 1024;
+
+impl Body {
+    /// A body and its `Content-Type`.
+    pub fn new(bytes: bytes::Bytes, content_type: Option<&str>) -> Body {
+        let total = bytes.len();
+        let kept = bytes::Bytes::copy_from_slice(&bytes[..total.min(BODY_KEEP)]);
+        Body {
+            bytes: kept,
+            total,
+            content_type: content_type.map(str::to_string),
+        }
+    }
+
+    /// Plain text that holds nothing secret (an SMTP line, a note).
+    pub fn text(text: impl Into<String>) -> Body {
+        let bytes = bytes::Bytes::from(text.into());
+        Body {
+            total: bytes.len(),
+            bytes,
+            content_type: None,
+        }
+    }
+
+    /// Whether there is no body.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The redacted, shortened text.
+    pub fn redacted(&self) -> String {
+        if self.bytes.is_empty() {
+            return String::new();
+        }
+        if self.bytes.len() < self.total {
+            return redact_prefix(self.content_type.as_deref(), &self.bytes, self.total);
+        }
+        redact_body(self.content_type.as_deref(), &self.bytes)
+    }
+}
+
+impl fmt::Display for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.redacted(), f)
+    }
+}
+
+impl Serialize for Body {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
 }
 
 fn serialize_rfc3339<S: serde::Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -196,21 +268,81 @@ pub fn redact_body(content_type: Option<&str>, body: &[u8]) -> String {
         return format!("<{} bytes, not UTF-8>", body.len());
     };
     let content_type = content_type.unwrap_or("").to_ascii_lowercase();
-    let redacted = if content_type.starts_with("application/x-www-form-urlencoded") {
+    // Most bodies carry no secret at all; skip the parse for them (this runs per request).
+    let may_hold_secret = SECRET_KEYS.iter().any(|k| text.contains(k)) || text.contains("eyJ");
+    let redacted = if !may_hold_secret {
+        text.to_string()
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
         redact_form(text)
+    } else if let Some(redacted) = redact_compact_json(text) {
+        redacted
     } else if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) {
         redact_json(&mut value);
         serde_json::to_string(&value).expect("JSON values serialise")
     } else {
-        redact_bearer_like(text)
+        text.to_string()
     };
-    shorten(redacted)
+    shorten(scrub_jwts(&redacted))
+}
+
+/// A body cut at [`BODY_KEEP`]: shown only where redaction is certain on a prefix.
+fn redact_prefix(content_type: Option<&str>, prefix: &[u8], total: usize) -> String {
+    let text = String::from_utf8_lossy(prefix);
+    let is_form = content_type.is_some_and(|c| {
+        c.to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+    });
+    let shown = if is_form {
+        Some(redact_form(&text))
+    } else {
+        redact_compact_json(&text)
+    };
+    match shown {
+        Some(text) => shorten(scrub_jwts(&text)) + &format!(" ({total} bytes in all)"),
+        None => format!("<{total} bytes>"),
+    }
+}
+
+/// Redacts `"key":"value"` pairs in compact JSON (what the mocks themselves write) without a
+/// parse; `None` when a secret key appears in any other shape, so the caller parses instead.
+fn redact_compact_json(text: &str) -> Option<String> {
+    let mut out = text.to_string();
+    for key in SECRET_KEYS {
+        let pattern = format!("\"{key}\":\"");
+        let mut from = 0;
+        while let Some(found) = out[from..].find(&pattern) {
+            let value_start = from + found + pattern.len();
+            let value_end = string_end(&out[value_start..])? + value_start;
+            out.replace_range(value_start..value_end, "[redacted]");
+            from = value_start + "[redacted]".len();
+        }
+        // Any other occurrence (spaces around the colon, a non-string value) needs a parse.
+        let quoted = format!("\"{key}\"");
+        if out.matches(&quoted).count() != out.matches(&pattern).count() {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// Byte length of a JSON string body up to its closing quote, honouring escapes.
+fn string_end(text: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, byte) in text.bytes().enumerate() {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn redact_form(text: &str) -> String {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(text).unwrap_or_default();
     if pairs.is_empty() && !text.is_empty() {
-        return redact_bearer_like(text);
+        return text.to_string();
     }
     let pairs: Vec<(String, String)> = pairs
         .into_iter()
@@ -243,18 +375,37 @@ pub fn redact_json(value: &mut serde_json::Value) {
     }
 }
 
-/// Redacts anything shaped like a JWT (three dot-separated base64url parts starting `eyJ`).
-fn redact_bearer_like(text: &str) -> String {
-    text.split(' ')
-        .map(|word| {
-            if word.starts_with("eyJ") && word.matches('.').count() >= 2 {
-                "[redacted]"
-            } else {
-                word
+/// Redacts anything shaped like a JWT: `eyJ`, then base64url, a dot, base64url, a dot and
+/// base64url, wherever it stands (a header, a form value, a JSON string under any key).
+fn scrub_jwts(text: &str) -> String {
+    if !text.contains("eyJ") {
+        return text.to_string();
+    }
+    let bytes = text.as_bytes();
+    let is_b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"eyJ") {
+            let mut end = i;
+            let mut dots = 0;
+            while end < bytes.len() && (is_b64(bytes[end]) || (bytes[end] == b'.' && dots < 2)) {
+                if bytes[end] == b'.' {
+                    dots += 1;
+                }
+                end += 1;
             }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+            if dots == 2 {
+                out.push_str("[redacted]");
+                i = end;
+                continue;
+            }
+        }
+        let ch = text[i..].chars().next().expect("i is on a char boundary");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
 }
 
 fn shorten(mut text: String) -> String {
@@ -290,6 +441,15 @@ mod tests {
             r#"{"token_type":"Bearer","access_token":"[redacted]"}"#
         );
         assert_eq!(redact_body(None, b"user eyJhbGc.x.y"), "user [redacted]");
+        assert_eq!(
+            redact_body(None, br#"{"t":"eyJa.b.c"}"#),
+            r#"{"t":"[redacted]"}"#
+        );
+        assert_eq!(redact_body(None, "é eyJ no".as_bytes()), "é eyJ no");
+        let spaced = redact_body(None, br#"{"access_token" : "abc", "n": 1}"#);
+        assert_eq!(spaced, r#"{"access_token":"[redacted]","n":1}"#);
+        let escaped = redact_body(None, br#"{"secretText":"a\"b","x":"y"}"#);
+        assert_eq!(escaped, r#"{"secretText":"[redacted]","x":"y"}"#);
     }
 
     #[test]
@@ -302,14 +462,16 @@ mod tests {
                 mock: MockName::Entra,
                 operation: "token".into(),
                 request: "POST /t".into(),
-                request_body: String::new(),
+                request_body: Body::default(),
                 delivery: "respond".into(),
                 status: Some(200),
-                response_body: String::new(),
+                response_body: Body::text("{\"access_token\":\"eyJ.a.b\"}"),
                 fault: None,
             });
         }
         assert_eq!(journal.total(), 5);
+        let shown = format!("{} {:?}", journal.render(), journal.entries());
+        assert!(!shown.contains("eyJ.a.b"), "{shown}");
         let seqs: Vec<u64> = journal.entries().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [4, 5]);
     }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::fault::{CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, Target};
-use crate::journal::{Journal, JournalEntry, MockName, redact_body};
+use crate::journal::{Body, Journal, JournalEntry, MockName};
 use crate::seed::{Seed, SeedRng};
 use crate::tenant::{Directory, SharedDirectory};
 use crate::time::SharedClock;
@@ -153,9 +153,39 @@ pub struct HttpMocks {
     clock: SharedClock,
     journal: Journal,
     faults: Arc<Mutex<FaultSet>>,
-    ids: Arc<Mutex<SeedRng>>,
+    ids: Arc<Mutex<Ids>>,
     in_flight: InFlightCounter,
     config: Arc<HttpMocksConfig>,
+}
+
+/// Request ids, and the reply date texts of the current second (formatting dates is a
+/// noticeable share of a reply under load, and they change once a second).
+#[derive(Debug)]
+struct Ids {
+    rng: SeedRng,
+    dates: Option<(i64, Dates)>,
+}
+
+#[derive(Debug, Clone)]
+struct Dates {
+    date: String,
+    timestamp: String,
+    inner_date: String,
+}
+
+impl Ids {
+    fn dates(&mut self, now: DateTime<Utc>) -> &Dates {
+        let second = now.timestamp();
+        if self.dates.as_ref().is_none_or(|(s, _)| *s != second) {
+            let dates = Dates {
+                date: now.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+                timestamp: now.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+                inner_date: now.format("%Y-%m-%dT%H:%M:%S").to_string(),
+            };
+            self.dates = Some((second, dates));
+        }
+        &self.dates.as_ref().expect("set just above").1
+    }
 }
 
 /// What a handler gets: the locked directory, the instant, and reply variables.
@@ -186,7 +216,10 @@ impl HttpMocks {
             clock,
             journal,
             faults: Arc::new(Mutex::new(FaultSet::new(config.seed))),
-            ids: Arc::new(Mutex::new(config.seed.stream("http.request-ids"))),
+            ids: Arc::new(Mutex::new(Ids {
+                rng: config.seed.stream("http.request-ids"),
+                dates: None,
+            })),
             in_flight: InFlightCounter::default(),
             config: Arc::new(config),
         }
@@ -241,11 +274,18 @@ impl HttpMocks {
         };
         let fault = self.faults().decide(target, operation, now);
         let mut directory = Directory::lock(&self.directory);
-        let vars = self.vars(mock, &request, now);
-        let vars = match mock {
-            MockName::Graph => graph::request_vars(vars, &request),
-            _ => entra::request_vars(vars, &request, &directory),
-        };
+        let mut vars = self.vars(mock, &request, now);
+        // Natural replies name what they need themselves; a forced catalogue reply reads
+        // the request for the app id, tenant, user and so on.
+        if matches!(
+            fault,
+            Some(FaultKind::Respond { .. } | FaultKind::FailButDeliver { .. })
+        ) {
+            vars = match mock {
+                MockName::Graph => graph::request_vars(vars, &request),
+                _ => entra::request_vars(vars, &request, &directory),
+            };
+        }
         let mut ctx = Ctx {
             directory: &mut directory,
             now,
@@ -300,16 +340,17 @@ impl HttpMocks {
 
     fn vars(&self, mock: MockName, request: &HttpRequest, now: DateTime<Utc>) -> Vars {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        let request_id = ids.guid();
+        let request_id = ids.rng.guid();
         let client_request_id = request
             .headers()
             .get("client-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let dates = ids.dates(now);
         let vars = Vars::default()
-            .set("date", now.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
-            .set("timestamp", now.format("%Y-%m-%d %H:%M:%SZ").to_string())
-            .set("inner_date", now.format("%Y-%m-%dT%H:%M:%S").to_string());
+            .set("date", dates.date.clone())
+            .set("timestamp", dates.timestamp.clone())
+            .set("inner_date", dates.inner_date.clone());
         match mock {
             MockName::Graph => vars
                 .set(
@@ -320,7 +361,7 @@ impl HttpMocks {
             _ => vars
                 .set(
                     "correlation_id",
-                    client_request_id.unwrap_or_else(|| ids.guid()),
+                    client_request_id.unwrap_or_else(|| ids.rng.guid()),
                 )
                 .set("trace_id", request_id),
         }
@@ -338,15 +379,15 @@ impl HttpMocks {
         fault: Option<&FaultKind>,
     ) {
         let request_type = header(request, "content-type");
-        let (status, response_body, delivery) = match action {
+        let (status, response_body, delivery): (_, Body, String) = match action {
             Action::Respond(r) => (Some(r.status().as_u16()), body_of(r), "respond".to_string()),
             Action::Truncate(r, n) => (
                 Some(r.status().as_u16()),
                 body_of(r),
                 format!("truncate {n}"),
             ),
-            Action::Reset => (None, String::new(), "reset".into()),
-            Action::Hang => (None, String::new(), "hang".into()),
+            Action::Reset => (None, Body::default(), "reset".into()),
+            Action::Hang => (None, Body::default(), "hang".into()),
         };
         let delivery = if delay.is_zero() {
             delivery
@@ -360,7 +401,7 @@ impl HttpMocks {
             mock,
             operation: operation.to_string(),
             request: format!("{} {}", request.method(), target),
-            request_body: redact_body(request_type.as_deref(), request.body()),
+            request_body: Body::new(request.body().clone(), request_type.as_deref()),
             delivery,
             status,
             response_body,
@@ -369,12 +410,12 @@ impl HttpMocks {
     }
 }
 
-fn body_of(response: &HttpResponse) -> String {
+fn body_of(response: &HttpResponse) -> Body {
     let content_type = response
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok());
-    redact_body(content_type, response.body())
+    Body::new(response.body().clone(), content_type)
 }
 
 /// A request header as text, if present and valid.

@@ -334,9 +334,30 @@ fn graph_file() -> &'static GraphFile {
     })
 }
 
+/// A catalogue header, parsed once: a fixed value, or a template filled per reply.
+#[derive(Debug)]
+struct HeaderTemplate {
+    name: HeaderName,
+    fixed: Option<HeaderValue>,
+    template: String,
+}
+
+fn templates(headers: &[(String, String)]) -> Vec<HeaderTemplate> {
+    headers
+        .iter()
+        .map(|(name, value)| HeaderTemplate {
+            name: HeaderName::from_bytes(name.as_bytes())
+                .expect("catalogue header names are valid"),
+            fixed: (!value.contains("${"))
+                .then(|| HeaderValue::from_str(value).expect("catalogue header values are valid")),
+            template: value.clone(),
+        })
+        .collect()
+}
+
 fn response(
     status: u16,
-    headers: &[(String, String)],
+    headers: &[HeaderTemplate],
     extra: &[(&str, String)],
     vars: &Vars,
     body: Bytes,
@@ -344,19 +365,53 @@ fn response(
     let mut builder = http::Response::builder()
         .status(StatusCode::from_u16(status).expect("catalogue statuses are valid"));
     let map = builder.headers_mut().expect("builder has no error yet");
-    for (name, value) in headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), vars.fill(v)))
-        .chain(extra.iter().map(|(n, v)| (*n, v.clone())))
-    {
-        let name =
-            HeaderName::from_bytes(name.as_bytes()).expect("catalogue header names are valid");
-        let value = HeaderValue::from_str(&value).expect("catalogue header values are valid");
-        map.append(name, value);
+    for header in headers {
+        let value = match &header.fixed {
+            Some(value) => value.clone(),
+            // Filled values come from the request (ids, dates): invalid bytes are dropped.
+            None => match HeaderValue::from_str(&vars.fill(&header.template)) {
+                Ok(value) => value,
+                Err(_) => continue,
+            },
+        };
+        map.append(header.name.clone(), value);
+    }
+    for (name, value) in extra {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("extra header names are static");
+        if let Ok(value) = HeaderValue::from_str(value) {
+            map.append(name, value);
+        }
     }
     builder
         .body(body)
         .expect("status and headers were validated above")
+}
+
+struct Parsed {
+    entra_headers: Vec<HeaderTemplate>,
+    entra_throttled_headers: Vec<HeaderTemplate>,
+    graph_headers: Vec<HeaderTemplate>,
+    graph_headers_no_body: Vec<HeaderTemplate>,
+}
+
+fn parsed() -> &'static Parsed {
+    static PARSED: OnceLock<Parsed> = OnceLock::new();
+    PARSED.get_or_init(|| {
+        let graph = graph_file();
+        let no_body: Vec<(String, String)> = graph
+            .headers
+            .iter()
+            .filter(|(n, _)| n != "Content-Type")
+            .cloned()
+            .collect();
+        Parsed {
+            entra_headers: templates(&entra_file().headers),
+            entra_throttled_headers: templates(&entra_file().throttled.headers),
+            graph_headers: templates(&graph.headers),
+            // An empty 202/204 carries no Content-Type.
+            graph_headers_no_body: templates(&no_body),
+        }
+    })
 }
 
 /// The status code of an Entra error.
@@ -393,7 +448,7 @@ pub fn entra_error(error: EntraError, vars: &Vars) -> HttpResponse {
         "error_uri": vars.fill(&file.envelope.error_uri),
     });
     let body = Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise"));
-    response(entry.status, &file.headers, &[], &vars, body)
+    response(entry.status, &parsed().entra_headers, &[], &vars, body)
 }
 
 /// The token endpoint's success reply.
@@ -406,7 +461,7 @@ pub fn entra_token(access_token: &str, expires_in: u64, vars: &Vars) -> HttpResp
         "access_token": access_token,
     });
     let body = Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise"));
-    response(200, &file.headers, &[], vars, body)
+    response(200, &parsed().entra_headers, &[], vars, body)
 }
 
 /// The token endpoint's plain-text 429.
@@ -414,7 +469,7 @@ pub fn entra_throttled(vars: &Vars) -> HttpResponse {
     let reply = &entra_file().throttled;
     response(
         reply.status,
-        &reply.headers,
+        &parsed().entra_throttled_headers,
         &[],
         vars,
         Bytes::from(reply.body.clone()),
@@ -424,7 +479,7 @@ pub fn entra_throttled(vars: &Vars) -> HttpResponse {
 /// A JSON reply with the token endpoint's headers (the discovery document).
 pub fn entra_json(value: &serde_json::Value, vars: &Vars) -> HttpResponse {
     let body = Bytes::from(serde_json::to_vec(value).expect("JSON values serialise"));
-    response(200, &entra_file().headers, &[], vars, body)
+    response(200, &parsed().entra_headers, &[], vars, body)
 }
 
 /// The discovery document's `issuer` and `tenant_region_scope`.
@@ -487,7 +542,7 @@ pub fn graph_error(
         extra.push(("Location", location.to_string()));
     }
     let body = Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise"));
-    response(entry.status, &file.headers, &extra, vars, body)
+    response(entry.status, &parsed().graph_headers, &extra, vars, body)
 }
 
 /// A Graph success reply with a JSON body (`status` 200) or none (202, 204).
@@ -497,21 +552,14 @@ pub fn graph_ok(
     extra: &[(&str, String)],
     vars: &Vars,
 ) -> HttpResponse {
-    let file = graph_file();
     let bytes = body.map_or_else(Bytes::new, |b| {
         Bytes::from(serde_json::to_vec(b).expect("JSON values serialise"))
     });
-    let headers: Vec<(String, String)> = if body.is_some() {
-        file.headers.clone()
-    } else {
-        // An empty 202/204 carries no Content-Type.
-        file.headers
-            .iter()
-            .filter(|(n, _)| n != "Content-Type")
-            .cloned()
-            .collect()
+    let headers = match body {
+        Some(_) => &parsed().graph_headers,
+        None => &parsed().graph_headers_no_body,
     };
-    response(status, &headers, extra, vars, bytes)
+    response(status, headers, extra, vars, bytes)
 }
 
 /// The raw IIS 503 page some Graph front ends return.
