@@ -236,7 +236,8 @@ enum ScopeError {
 
 /// Client credentials take exactly one `{resource}/.default` scope.
 fn parse_scope(scope: &str) -> Result<Resource, ScopeError> {
-    let mut scopes = scope.split(' ').filter(|s| !s.is_empty());
+    // Scopes are whitespace-delimited (RFC 6749 3.3); a stray newline is a separator too.
+    let mut scopes = scope.split_whitespace();
     let (Some(only), None) = (scopes.next(), scopes.next()) else {
         return Err(ScopeError::NotDefault);
     };

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
+use super::mime;
 use super::wire::{self, GraphError};
 use super::{Ctx, HttpRequest, HttpResponse, catalogue_reply, header};
 use crate::tenant::{App, InboxMessage, Resource, SentMessage, SentVia, TokenClaims, TokenError};
@@ -147,8 +148,6 @@ struct Outgoing {
     idempotency_key: Option<String>,
 }
 
-const IDEMPOTENCY_HEADER: &str = "x-maildrill-idempotency-key";
-
 fn send_mail(
     ctx: &mut Ctx<'_>,
     request: &HttpRequest,
@@ -233,7 +232,7 @@ fn parse_json(body: &[u8]) -> Result<Outgoing, GraphError> {
         .and_then(Value::as_array);
     let idempotency_key = headers.into_iter().flatten().find_map(|h| {
         let name = h.get("name").and_then(Value::as_str)?;
-        name.eq_ignore_ascii_case(IDEMPOTENCY_HEADER)
+        name.eq_ignore_ascii_case(mime::IDEMPOTENCY_HEADER)
             .then(|| h.get("value").and_then(Value::as_str).map(str::to_string))?
     });
     Ok(Outgoing {
@@ -261,44 +260,25 @@ fn parse_mime(body: &[u8]) -> Result<Outgoing, GraphError> {
     let mime = STANDARD
         .decode(compact)
         .map_err(|_| GraphError::InvalidBase64Mime)?;
-    let text = String::from_utf8_lossy(&mime);
-    let head = text.split("\r\n\r\n").next().unwrap_or("");
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for line in head.split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = fields.last_mut() {
-                last.1.push_str(line.trim_start());
-            }
-        } else if let Some((name, value)) = line.split_once(':') {
-            fields.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-        }
-    }
-    let field = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let fields = mime::header_fields(&mime);
     let to: Vec<String> = ["to", "cc", "bcc"]
         .iter()
-        .filter_map(|n| field(n))
-        .flat_map(|v| v.split(',').map(bare_address).collect::<Vec<_>>())
+        .filter_map(|n| mime::field(&fields, n))
+        .flat_map(|v| v.split(',').map(mime::bare_address).collect::<Vec<_>>())
         .filter(|a| !a.is_empty())
         .collect();
     if to.is_empty() {
         return Err(GraphError::InvalidRecipients);
     }
     Ok(Outgoing {
-        from: field("from").map(|f| bare_address(&f)).unwrap_or_default(),
+        from: mime::field(&fields, "from")
+            .map(|f| mime::bare_address(&f))
+            .unwrap_or_default(),
         to,
-        subject: field("subject").unwrap_or_default(),
-        message_id: field("message-id"),
-        idempotency_key: field(IDEMPOTENCY_HEADER),
+        subject: mime::field(&fields, "subject").unwrap_or_default(),
+        message_id: mime::field(&fields, "message-id"),
+        idempotency_key: mime::field(&fields, mime::IDEMPOTENCY_HEADER),
     })
-}
-
-/// `Name <a@b>` or `a@b` to `a@b`.
-fn bare_address(text: &str) -> String {
-    let text = text.trim();
-    match (text.rfind('<'), text.rfind('>')) {
-        (Some(open), Some(close)) if open < close => text[open + 1..close].trim().to_string(),
-        _ => text.to_string(),
-    }
 }
 
 fn delta(

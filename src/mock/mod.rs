@@ -7,6 +7,8 @@
 
 pub mod entra;
 pub mod graph;
+pub mod mime;
+pub mod smtp;
 pub mod wire;
 
 use std::collections::BTreeMap;

@@ -91,3 +91,24 @@ fn origin_form(request: http::Request<Vec<u8>>) -> Result<http::Request<Full<Byt
         Full::new(Bytes::from(body)),
     ))
 }
+
+/// The SMTP mock reachable through in-memory connections.
+#[derive(Debug, Clone)]
+pub struct MemorySmtp {
+    server: crate::mock::smtp::SmtpServer,
+}
+
+impl MemorySmtp {
+    /// Wires `server` for in-memory clients.
+    pub fn new(server: crate::mock::smtp::SmtpServer) -> MemorySmtp {
+        MemorySmtp { server }
+    }
+
+    /// Opens a connection; the server greets on it at once.
+    pub fn connect(&self) -> DuplexStream {
+        let (client, server_side) = tokio::io::duplex(DUPLEX_BUFFER);
+        let server = self.server.clone();
+        tokio::spawn(async move { server.serve(server_side, "127.0.0.1").await });
+        client
+    }
+}

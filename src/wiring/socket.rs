@@ -111,3 +111,49 @@ impl ServerHandle {
         let _ = self.task.await;
     }
 }
+
+/// A bound SMTP listener (plain TCP; TLS comes with STARTTLS inside the session).
+#[derive(Debug)]
+pub struct SmtpListener {
+    listener: TcpListener,
+    server: crate::mock::smtp::SmtpServer,
+}
+
+impl SmtpListener {
+    /// Serves the SMTP mock on an already bound listener.
+    pub fn new(listener: TcpListener, server: crate::mock::smtp::SmtpServer) -> SmtpListener {
+        SmtpListener { listener, server }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until `shutdown` completes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut shutdown => return,
+                accepted = self.listener.accept() => accepted,
+            };
+            let Ok((stream, peer)) = accepted else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let server = self.server.clone();
+            tokio::spawn(async move { server.serve(stream, &peer.ip().to_string()).await });
+        }
+    }
+
+    /// Runs the listener on a spawned task; it stops when the handle drops.
+    pub fn spawn(self) -> ServerHandle {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(async move {
+            let _ = stopped.await;
+        }));
+        ServerHandle { stop, task }
+    }
+}

@@ -1,0 +1,523 @@
+//! The SMTP server: reads lines from any byte stream, feeds the session, writes replies,
+//! upgrades to TLS on STARTTLS, and answers the session's questions from the tenant.
+//!
+//! The same code serves the in-memory wiring (duplex streams on the replay runtime) and TCP.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+use super::replies;
+use super::session::{Backend, Envelope, Login, Next, Refusal, Session, SessionConfig};
+use crate::journal::{Body, Journal, JournalEntry, MockName};
+use crate::mock::wire::Vars;
+use crate::mock::{InFlightCounter, mime};
+use crate::seed::{Seed, SeedRng};
+use crate::tenant::{Directory, Resource, SentMessage, SentVia, SharedDirectory};
+use crate::time::SharedClock;
+
+/// Settings of the SMTP mock.
+#[derive(Clone)]
+pub struct SmtpConfig {
+    /// Seed of host names, banner ids and trailers.
+    pub seed: Seed,
+    /// TLS for STARTTLS; `None` means STARTTLS is not offered.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `--open-smtp`: no AUTH required and no per-mailbox limits (load tests).
+    pub open: bool,
+    /// Concurrent authenticated connections per mailbox (Exchange Online: 3).
+    pub connections_per_mailbox: usize,
+    /// Messages per minute per mailbox before delivery is delayed (Exchange Online: 30).
+    pub messages_per_minute: usize,
+    /// Recipients per mailbox per 24 hours (Exchange Online: 10,000).
+    pub recipients_per_day: usize,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("seed", &self.seed)
+            .field("tls", &self.tls.is_some())
+            .field("open", &self.open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            seed: Seed(0),
+            tls: None,
+            open: false,
+            connections_per_mailbox: 3,
+            messages_per_minute: 30,
+            recipients_per_day: 10_000,
+        }
+    }
+}
+
+/// Per-mailbox submission history, for the rate and daily limits.
+#[derive(Debug, Default)]
+struct Usage {
+    /// (accepted at, recipients) within the last 24 hours.
+    recipients: VecDeque<(DateTime<Utc>, usize)>,
+    /// Delivery instants of the last minute's messages (delayed past 30 a minute).
+    deliveries: VecDeque<DateTime<Utc>>,
+}
+
+#[derive(Debug)]
+struct State {
+    ids: SeedRng,
+    usage: BTreeMap<String, Usage>,
+    accepted: u64,
+}
+
+/// The SMTP mock over the tenant, the clock and the journal.
+#[derive(Debug, Clone)]
+pub struct SmtpServer {
+    directory: SharedDirectory,
+    clock: SharedClock,
+    journal: Journal,
+    config: Arc<SmtpConfig>,
+    state: Arc<Mutex<State>>,
+    slots: InFlightCounter,
+}
+
+impl SmtpServer {
+    /// An SMTP mock.
+    pub fn new(
+        directory: SharedDirectory,
+        clock: SharedClock,
+        journal: Journal,
+        config: SmtpConfig,
+    ) -> SmtpServer {
+        let state = State {
+            ids: config.seed.stream("smtp.ids"),
+            usage: BTreeMap::new(),
+            accepted: 0,
+        };
+        SmtpServer {
+            directory,
+            clock,
+            journal,
+            config: Arc::new(config),
+            state: Arc::new(Mutex::new(state)),
+            slots: InFlightCounter::default(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Messages accepted so far (also in open mode, which stores nothing).
+    pub fn accepted(&self) -> u64 {
+        self.state().accepted
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Serves one connection until it closes. `client_ip` shows in the EHLO reply.
+    pub async fn serve<IO>(&self, io: IO, client_ip: &str)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (config, vars) = self.session_setup(client_ip);
+        let mut session = Session::new(config, vars);
+        let mut conn = Conn {
+            stream: Box::new(io),
+            buffer: Vec::with_capacity(4096),
+            start: 0,
+        };
+        let greeting = session.greeting();
+        self.record("connect", "<connect>", &greeting);
+        if conn.stream.write_all(greeting.as_bytes()).await.is_err() {
+            return;
+        }
+        let _ = self.run(&mut session, &mut conn).await;
+    }
+
+    fn session_setup(&self, client_ip: &str) -> (SessionConfig, Vars) {
+        let now = self.clock.now_utc();
+        let mut state = self.state();
+        // Front-end names look like SY5P282CA0097.
+        let host = format!(
+            "SY5P{}CA{}",
+            digits(&mut state.ids, 3),
+            digits(&mut state.ids, 4)
+        );
+        let banner_id = state.ids.hex_upper(16);
+        drop(state);
+        let fqdn = format!("{host}.outlook.office365.com");
+        let vars = Vars::default()
+            .set("fqdn", fqdn)
+            .set("client_ip", client_ip)
+            .set("date", now.format("%a, %-d %b %Y %H:%M:%S").to_string())
+            .set("banner_id", banner_id)
+            .set("region", replies::region())
+            .set("host", host.clone());
+        let config = SessionConfig {
+            host,
+            client_ip: client_ip.to_string(),
+            tls_available: self.config.tls.is_some(),
+            open: self.config.open,
+        };
+        (config, vars)
+    }
+
+    async fn run(&self, session: &mut Session, conn: &mut Conn) -> std::io::Result<()> {
+        let mut out = String::new();
+        loop {
+            if !conn.has_line() && !out.is_empty() {
+                // Pipelining: flush once every buffered command has its reply.
+                conn.stream.write_all(out.as_bytes()).await?;
+                out.clear();
+            }
+            let step = match conn.read_line(session.line_limit()).await? {
+                Read::Eof => return Ok(()),
+                Read::TooLong => session.on_overlong_line(),
+                Read::Line(line) => {
+                    let mut backend = self.backend();
+                    session.on_line(&line, &mut backend)
+                }
+            };
+            self.note(&step, session);
+            out.push_str(&step.reply);
+            match step.next {
+                Next::Line => {}
+                Next::Close => {
+                    conn.stream.write_all(out.as_bytes()).await?;
+                    conn.stream.shutdown().await?;
+                    return Ok(());
+                }
+                Next::Chunk(size) => {
+                    conn.stream.write_all(out.as_bytes()).await?;
+                    out.clear();
+                    let chunk = conn.read_exact(size).await?;
+                    let mut backend = self.backend();
+                    let step = session.on_chunk(&chunk, &mut backend);
+                    self.note(&step, session);
+                    out.push_str(&step.reply);
+                }
+                Next::StartTls => {
+                    conn.stream.write_all(out.as_bytes()).await?;
+                    out.clear();
+                    let Some(tls) = self.config.tls.clone() else {
+                        return Ok(());
+                    };
+                    // Anything pipelined after STARTTLS is discarded (RFC 3207, section 4).
+                    conn.buffer.clear();
+                    conn.start = 0;
+                    let plain =
+                        std::mem::replace(&mut conn.stream, Box::new(tokio::io::duplex(1).0));
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                    match acceptor.accept(plain).await {
+                        Ok(stream) => conn.stream = Box::new(stream),
+                        Err(_) => return Ok(()),
+                    }
+                    session.tls_started();
+                }
+            }
+        }
+    }
+
+    fn note(&self, step: &super::session::Step, session: &Session) {
+        if let Some(command) = &step.command {
+            let operation = operation_of(command, session);
+            self.record(operation, command, &step.reply);
+        }
+    }
+
+    fn record(&self, operation: &str, command: &str, reply: &str) {
+        let status = reply.get(..3).and_then(|c| c.parse().ok());
+        // The status shows on its own; keep the text after the first code.
+        let text = reply.get(4..).unwrap_or("");
+        let reply = text.trim_end().replace("\r\n", " | ");
+        self.journal.record(JournalEntry {
+            seq: 0,
+            at: self.clock.now_utc(),
+            mock: MockName::Smtp,
+            operation: operation.to_string(),
+            request: command.to_string(),
+            request_body: Body::default(),
+            delivery: "respond".into(),
+            status,
+            response_body: Body::text(reply),
+            fault: None,
+        });
+    }
+
+    fn backend(&self) -> TenantBackend<'_> {
+        TenantBackend {
+            server: self,
+            now: self.clock.now_utc(),
+        }
+    }
+}
+
+fn digits(rng: &mut SeedRng, n: usize) -> String {
+    rng.string_from(b"0123456789", n)
+}
+
+fn operation_of(command: &str, session: &Session) -> &'static str {
+    let verb = command.split(' ').next().unwrap_or("").to_ascii_uppercase();
+    match verb.as_str() {
+        "HELO" => "helo",
+        "EHLO" => "ehlo",
+        "STARTTLS" => "starttls",
+        "AUTH" | "[REDACTED]" | "*" => "auth",
+        "MAIL" => "mail",
+        "RCPT" => "rcpt",
+        "DATA" => "data",
+        "<END" => "end-of-data",
+        "RSET" => "rset",
+        "NOOP" => "noop",
+        "VRFY" => "vrfy",
+        "QUIT" => "quit",
+        _ if command.starts_with("<line") => "overlong",
+        _ if command.contains("BDAT") => "bdat",
+        _ if session.in_data() => "data",
+        _ => "unknown",
+    }
+}
+
+/// Answers the session from the tenant, at one instant.
+struct TenantBackend<'a> {
+    server: &'a SmtpServer,
+    now: DateTime<Utc>,
+}
+
+impl Backend for TenantBackend<'_> {
+    fn xoauth2(&mut self, user: &str, token: &str) -> Result<Login, Refusal> {
+        let directory = Directory::lock(&self.server.directory);
+        let claims = directory
+            .validate_token(
+                Some(token),
+                Resource::Exchange,
+                Some("SMTP.SendAsApp"),
+                self.now,
+            )
+            .map_err(|_| Refusal::AuthFailed)?;
+        let tenant = directory.tenant(&claims.tid).ok_or(Refusal::AuthFailed)?;
+        if !tenant.settings.smtp_auth_enabled {
+            return Err(Refusal::SmtpAuthDisabled);
+        }
+        let mailbox = directory
+            .mailbox(&claims.tid, user)
+            .ok_or(Refusal::AuthFailed)?;
+        let key = format!("smtp|{}|{}", claims.tid, mailbox.upn.to_ascii_lowercase());
+        let config = &self.server.config;
+        let (slot, over) = if config.open {
+            (None, false)
+        } else {
+            match self
+                .server
+                .slots
+                .try_acquire(&key, config.connections_per_mailbox)
+            {
+                Some(slot) => (Some(slot), false),
+                None => (None, true),
+            }
+        };
+        Ok(Login {
+            user: mailbox.upn.clone(),
+            tenant: claims.tid,
+            over_connection_limit: over,
+            slot,
+        })
+    }
+
+    fn submit(
+        &mut self,
+        login: Option<&Login>,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<String, Refusal> {
+        let server = self.server;
+        let fields = mime::header_fields(message);
+        let mut state = server.state();
+        let message_id = mime::field(&fields, "message-id").unwrap_or_else(|| {
+            format!(
+                "<{}@{}.{}.PROD.OUTLOOK.COM>",
+                state.ids.guid(),
+                state.ids.hex_upper(8),
+                replies::region()
+            )
+        });
+        let Some(login) = login.filter(|_| !server.config.open) else {
+            state.accepted += 1;
+            return Ok(message_id);
+        };
+        if !envelope.from.eq_ignore_ascii_case(&login.user) {
+            return Err(Refusal::SendAsDenied {
+                user: login.user.clone(),
+                from: envelope.from.clone(),
+            });
+        }
+        let config = server.config.clone();
+        let usage = state
+            .usage
+            .entry(login.user.to_ascii_lowercase())
+            .or_default();
+        let day_ago = self.now - TimeDelta::days(1);
+        while usage
+            .recipients
+            .front()
+            .is_some_and(|(at, _)| *at <= day_ago)
+        {
+            usage.recipients.pop_front();
+        }
+        let sent_today: usize = usage.recipients.iter().map(|(_, n)| n).sum();
+        if sent_today + envelope.to.len() > config.recipients_per_day {
+            return Err(Refusal::QuotaExceeded);
+        }
+        usage.recipients.push_back((self.now, envelope.to.len()));
+        let delivered_at =
+            schedule_delivery(&mut usage.deliveries, self.now, config.messages_per_minute);
+        state.accepted += 1;
+        drop(state);
+        let sent = SentMessage {
+            via: SentVia::Smtp,
+            at: delivered_at,
+            message_id: Some(message_id.clone()),
+            idempotency_key: mime::field(&fields, mime::IDEMPOTENCY_HEADER),
+            from: envelope.from.clone(),
+            to: envelope.to.clone(),
+            subject: mime::field(&fields, "subject").unwrap_or_default(),
+            raw: bytes::Bytes::copy_from_slice(message),
+        };
+        let mut directory = Directory::lock(&server.directory);
+        if let Some(mailbox) = directory.mailbox_mut(&login.tenant, &login.user) {
+            mailbox.record_sent(sent);
+        }
+        Ok(message_id)
+    }
+
+    fn trailer(&mut self) -> String {
+        let mut state = self.server.state();
+        let trace_id = state.ids.hex_upper(16);
+        let host = format!(
+            "SY5P{}CA{}",
+            digits(&mut state.ids, 3),
+            digits(&mut state.ids, 4)
+        );
+        drop(state);
+        Vars::default()
+            .set("host", host)
+            .set("region", replies::region())
+            .set(
+                "iso_time",
+                self.now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            )
+            .set("trace_id", trace_id)
+            .fill(replies::trailer_template())
+    }
+}
+
+/// Over `per_minute` messages a minute, delivery (not the reply) is pushed into later minutes.
+fn schedule_delivery(
+    deliveries: &mut VecDeque<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    per_minute: usize,
+) -> DateTime<Utc> {
+    let minute = TimeDelta::minutes(1);
+    while deliveries.len() > per_minute.max(1) * 4 {
+        deliveries.pop_front();
+    }
+    let at = if deliveries.len() >= per_minute.max(1) {
+        let window_start = deliveries[deliveries.len() - per_minute.max(1)];
+        now.max(window_start + minute)
+    } else {
+        now
+    };
+    deliveries.push_back(at);
+    at
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+struct Conn {
+    stream: Box<dyn Stream>,
+    buffer: Vec<u8>,
+    start: usize,
+}
+
+enum Read {
+    Line(Vec<u8>),
+    TooLong,
+    Eof,
+}
+
+impl Conn {
+    fn has_line(&self) -> bool {
+        self.buffer[self.start..].contains(&b'\n')
+    }
+
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        if self.start > 0 {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk).await?;
+        self.buffer.extend_from_slice(&chunk[..n]);
+        Ok(n > 0)
+    }
+
+    /// The next line with its ending; lines over `limit` are discarded whole.
+    async fn read_line(&mut self, limit: usize) -> std::io::Result<Read> {
+        let mut discarding = false;
+        loop {
+            let pending = &self.buffer[self.start..];
+            if let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line = pending[..=end].to_vec();
+                self.start += end + 1;
+                if discarding || line.len() > limit.saturating_add(2) {
+                    return Ok(Read::TooLong);
+                }
+                return Ok(Read::Line(line));
+            }
+            if pending.len() > limit.saturating_add(2) {
+                // Keep memory bounded: drop what we have and skip to the next line end.
+                discarding = true;
+                self.start = self.buffer.len();
+            }
+            if !self.fill().await? {
+                return Ok(Read::Eof);
+            }
+        }
+    }
+
+    async fn read_exact(&mut self, size: usize) -> std::io::Result<Vec<u8>> {
+        while self.buffer.len() - self.start < size {
+            if !self.fill().await? {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        let chunk = self.buffer[self.start..self.start + size].to_vec();
+        self.start += size;
+        Ok(chunk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_is_delayed_past_thirty_a_minute() {
+        let mut deliveries = VecDeque::new();
+        let now: DateTime<Utc> = "2025-02-14T11:00:00Z".parse().unwrap();
+        let times: Vec<_> = (0..31)
+            .map(|_| schedule_delivery(&mut deliveries, now, 30))
+            .collect();
+        assert!(times[..30].iter().all(|t| *t == now));
+        assert_eq!(times[30], now + TimeDelta::minutes(1));
+    }
+}
