@@ -19,7 +19,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the mock Entra token endpoint and Graph on loopback, in real time, for any client.
+    /// Run the mock Entra token endpoint, Graph and SMTP on loopback, in real time, for any client.
     Serve {
         /// Serve this scenario's tenant instead of the built-in demo tenant.
         #[arg(long)]
@@ -36,6 +36,18 @@ enum Command {
         /// Serve plain HTTP instead of HTTPS (load tests against plain-HTTP peers only).
         #[arg(long)]
         plain_http: bool,
+        /// SMTP submission port, STARTTLS (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        smtp_port: u16,
+        /// No AUTH required and no per-mailbox limits at SMTP (load tests only).
+        #[arg(long)]
+        open_smtp: bool,
+        /// PEM certificate chain for STARTTLS instead of the generated one (needs --smtp-key).
+        #[arg(long, requires = "smtp_key")]
+        smtp_cert: Option<PathBuf>,
+        /// PEM private key for --smtp-cert.
+        #[arg(long, requires = "smtp_cert")]
+        smtp_key: Option<PathBuf>,
         /// Journal entries kept in memory.
         #[arg(long, default_value_t = 10_000)]
         journal_capacity: usize,
@@ -47,6 +59,12 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+}
+
+/// Prints a line; a closed stdout (a reader that went away) must not stop the mocks.
+fn say(line: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
@@ -74,6 +92,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             env_file,
             http_port,
             plain_http,
+            smtp_port,
+            open_smtp,
+            smtp_cert,
+            smtp_key,
             journal_capacity,
             seed,
             threads,
@@ -84,6 +106,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 env_file,
                 http_port,
                 plain_http,
+                smtp_port,
+                open_smtp,
+                smtp_tls_files: smtp_cert.zip(smtp_key),
                 journal_capacity,
                 seed: Seed(seed),
             };
@@ -102,23 +127,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let served = serve::start(&options, serve::real_time_clock)
                     .await
                     .context("failed to start serve")?;
-                println!("maildrill serve: mocks on {}", served.http_addr);
+                say(format!(
+                    "maildrill serve: HTTPS on {}, SMTP (STARTTLS) on {}",
+                    served.http_addr, served.smtp_addr
+                ));
                 for (key, value) in &served.env {
                     if key != "MAILDRILL_CLIENT_SECRET" {
-                        println!("  {key}={value}");
+                        say(format!("  {key}={value}"));
                     }
                 }
-                println!(
+                say(format!(
                     "  environment written to {} (mode 0600)",
                     options.env_file.display()
-                );
-                println!("  Ctrl-C stops");
+                ));
+                say("  Ctrl-C stops");
                 served
                     .run(async {
                         let _ = tokio::signal::ctrl_c().await;
                     })
                     .await;
-                println!("maildrill serve: stopped");
+                say("maildrill serve: stopped");
                 Ok(ExitCode::SUCCESS)
             })
         }

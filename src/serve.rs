@@ -1,4 +1,5 @@
-//! `maildrill serve`: the mocks on loopback in real time, for clients in any language.
+//! `maildrill serve`: the mocks on loopback in real time, for clients in any language: the
+//! token endpoint and Graph over HTTPS, SMTP submission with STARTTLS.
 //!
 //! It writes the environment file of CONTRACTS section 2 (mode 0600) and the CA certificate
 //! next to it, prints where everything is (never the secret), and runs until Ctrl-C.
@@ -10,13 +11,14 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::journal::Journal;
+use crate::mock::smtp::{SmtpConfig, SmtpServer};
 use crate::mock::{Endpoints, HttpMocks, HttpMocksConfig};
 use crate::scenario::{self, LoadError};
 use crate::seed::Seed;
 use crate::tenant::{Directory, DirectoryConfig, TenantSpec, demo};
 use crate::time::{SharedClock, VirtualClock};
 use crate::tls::{Pki, TlsError};
-use crate::wiring::socket::HttpListener;
+use crate::wiring::socket::{HttpListener, SmtpListener};
 
 /// Options of `maildrill serve`.
 #[derive(Debug, Clone)]
@@ -29,6 +31,12 @@ pub struct ServeOptions {
     pub http_port: u16,
     /// Serve plain HTTP instead of HTTPS (load tests against plain-HTTP peers only).
     pub plain_http: bool,
+    /// Port of the SMTP submission endpoint (STARTTLS; 0 picks a free one).
+    pub smtp_port: u16,
+    /// No AUTH required and no per-mailbox limits at SMTP (load tests only).
+    pub open_smtp: bool,
+    /// PEM certificate chain and key for STARTTLS instead of the generated ones.
+    pub smtp_tls_files: Option<(PathBuf, PathBuf)>,
     /// How many journal entries to keep.
     pub journal_capacity: usize,
     /// Seed of request ids and the demo secret.
@@ -44,6 +52,9 @@ impl Default for ServeOptions {
             env_file: PathBuf::from("maildrill.env"),
             http_port: 0,
             plain_http: false,
+            smtp_port: 0,
+            open_smtp: false,
+            smtp_tls_files: None,
             journal_capacity: 10_000,
             seed: Seed(0),
             scenario: None,
@@ -81,17 +92,30 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
 pub struct Served {
     /// The HTTP(S) address.
     pub http_addr: SocketAddr,
+    /// The SMTP address.
+    pub smtp_addr: SocketAddr,
     /// The environment written for clients, as `(key, value)` in file order.
     pub env: Vec<(String, String)>,
     /// The mocks (for tests that inspect the journal).
     pub mocks: HttpMocks,
     listener: HttpListener,
+    smtp: SmtpListener,
 }
 
 impl Served {
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        self.listener.run(shutdown).await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let http = self.listener.run(wait(stopped.clone()));
+        let smtp = self.smtp.run(wait(stopped));
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        tokio::join!(http, smtp, signal);
     }
 }
 
@@ -101,17 +125,32 @@ pub async fn start(
     clock_now: SharedClockFactory,
 ) -> Result<Served, ServeError> {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let pki = if options.plain_http {
+    // The CA signs the HTTPS certificate and the STARTTLS one, so clients trust one file.
+    let pki = Pki::generate()?;
+    let tls = if options.plain_http {
         None
     } else {
-        Some(Pki::generate()?)
+        Some(pki.server_config(true)?)
     };
-    let tls = pki.as_ref().map(|p| p.server_config(true)).transpose()?;
+    let smtp_tls = match &options.smtp_tls_files {
+        Some((cert, key)) => {
+            let read =
+                |path: &Path| std::fs::read(path).map_err(io(format!("read {}", path.display())));
+            crate::tls::server_config_from_pem(&read(cert)?, &read(key)?)?
+        }
+        None => pki.server_config(false)?,
+    };
     // Bind first: the URLs in links and the env file need the port.
     let tcp = tokio::net::TcpListener::bind(SocketAddr::new(loopback, options.http_port))
         .await
         .map_err(io(format!("bind 127.0.0.1:{}", options.http_port)))?;
     let http_addr = tcp.local_addr().map_err(io("read the bound address"))?;
+    let smtp_tcp = tokio::net::TcpListener::bind(SocketAddr::new(loopback, options.smtp_port))
+        .await
+        .map_err(io(format!("bind 127.0.0.1:{}", options.smtp_port)))?;
+    let smtp_addr = smtp_tcp
+        .local_addr()
+        .map_err(io("read the bound address"))?;
 
     let scheme = if options.plain_http { "http" } else { "https" };
     let base = format!("{scheme}://{http_addr}");
@@ -147,17 +186,26 @@ pub async fn start(
         ..HttpMocksConfig::default()
     };
     let journal = Journal::bounded(options.journal_capacity);
-    let mocks = HttpMocks::new(directory.shared(), clock, journal, config);
+    let directory = directory.shared();
+    let mocks = HttpMocks::new(directory.clone(), clock.clone(), journal.clone(), config);
     let listener = HttpListener::new(tcp, mocks.clone(), tls);
-
-    let ca_path = match &pki {
-        Some(pki) => {
-            let path = sibling(&options.env_file, "maildrill-ca.pem");
-            write_private(&path, pki.ca_pem().as_bytes())?;
-            path.display().to_string()
-        }
-        None => String::new(),
+    let smtp_config = SmtpConfig {
+        seed: options.seed,
+        tls: Some(smtp_tls),
+        open: options.open_smtp,
+        ..SmtpConfig::default()
     };
+    let smtp = SmtpListener::new(
+        smtp_tcp,
+        SmtpServer::new(directory, clock, journal, smtp_config),
+    );
+
+    let ca_path = sibling(&options.env_file, "maildrill-ca.pem");
+    write_private(&ca_path, pki.ca_pem().as_bytes())?;
+    let ca_path = std::path::absolute(&ca_path)
+        .unwrap_or(ca_path)
+        .display()
+        .to_string();
     let authority = format!("{base}/{}", identity.tenant_id);
     let env = vec![
         ("MAILDRILL_TENANT_ID".to_string(), identity.tenant_id),
@@ -171,14 +219,24 @@ pub async fn start(
             format!("{authority}/oauth2/v2.0/token"),
         ),
         ("MAILDRILL_GRAPH_URL".to_string(), format!("{base}/v1.0")),
+        (
+            "MAILDRILL_SMTP_HOST".to_string(),
+            smtp_addr.ip().to_string(),
+        ),
+        (
+            "MAILDRILL_SMTP_PORT".to_string(),
+            smtp_addr.port().to_string(),
+        ),
     ];
     let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     write_private(&options.env_file, text.as_bytes())?;
     Ok(Served {
         http_addr,
+        smtp_addr,
         env,
         mocks,
         listener,
+        smtp,
     })
 }
 

@@ -41,6 +41,9 @@ pub enum TlsError {
     /// rustls refused the certificate or key.
     #[error("failed to configure TLS")]
     Rustls(#[from] rustls::Error),
+    /// A PEM file did not hold a certificate chain or a private key.
+    #[error("failed to read PEM: {0}")]
+    Pem(String),
 }
 
 impl Pki {
@@ -93,6 +96,25 @@ impl Pki {
         }
         Ok(Arc::new(config))
     }
+}
+
+/// A rustls server configuration from PEM certificate chain and key (e.g. the files a
+/// benchmark hands over), for STARTTLS.
+pub fn server_config_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem(e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(Arc::new(config))
 }
 
 fn name(common_name: &str) -> DistinguishedName {
