@@ -50,6 +50,8 @@ pub enum CatalogueReply {
     Graph(GraphError),
     /// The raw IIS `503` HTML page.
     GraphHtmlUnavailable,
+    /// An SMTP reply from `fixtures/wire/smtp.toml`, by key (a `421` also closes the session).
+    Smtp(&'static str),
 }
 
 impl CatalogueReply {
@@ -64,7 +66,11 @@ impl CatalogueReply {
                 Some(CatalogueReply::GraphHtmlUnavailable)
             }
             Target::Graph => GraphError::from_key(key).map(CatalogueReply::Graph),
-            Target::Smtp | Target::Alerts => None,
+            Target::Smtp => crate::mock::smtp::replies::KEYS
+                .iter()
+                .find(|k| **k == key)
+                .map(|k| CatalogueReply::Smtp(k)),
+            Target::Alerts => None,
         };
         found.ok_or_else(|| FaultError::UnknownReply {
             target,
@@ -79,6 +85,7 @@ impl CatalogueReply {
             CatalogueReply::EntraThrottled => "throttled",
             CatalogueReply::Graph(e) => e.key(),
             CatalogueReply::GraphHtmlUnavailable => "html_unavailable",
+            CatalogueReply::Smtp(key) => key,
         }
     }
 }
@@ -109,6 +116,17 @@ pub enum FaultKind {
     },
     /// Answer `200` with a body that is not what the client expects (cut JSON).
     MalformedBody,
+    /// Stretch each reply by the bytes it carries at this rate on the virtual clock
+    /// (toxiproxy `bandwidth`): slow reads and slow links.
+    Bandwidth {
+        /// Bytes per second.
+        bytes_per_second: u64,
+    },
+    /// SMTP: store the message, then drop the connection before replying to the final dot:
+    /// the client never hears, the classic duplicate-send case.
+    DropAfterData,
+    /// SMTP: answer STARTTLS with `220`, then fail the TLS handshake.
+    TlsFailure,
     /// `sendMail` stores the message, then answers with a catalogue error: the duplicate-send
     /// trap of a non-idempotent API.
     FailButDeliver {
@@ -130,6 +148,9 @@ impl fmt::Display for FaultKind {
             FaultKind::LimitData { bytes } => write!(f, "limit_data {bytes}"),
             FaultKind::Respond { reply, .. } => write!(f, "respond {}", reply.key()),
             FaultKind::MalformedBody => f.write_str("malformed_body"),
+            FaultKind::Bandwidth { bytes_per_second } => write!(f, "bandwidth {bytes_per_second}"),
+            FaultKind::DropAfterData => f.write_str("drop_after_data"),
+            FaultKind::TlsFailure => f.write_str("tls_failure"),
             FaultKind::FailButDeliver { reply, .. } => {
                 write!(f, "fail_but_deliver {}", reply.key())
             }
@@ -177,6 +198,14 @@ pub enum FaultError {
     /// `fail_but_deliver` only makes sense for Graph `sendMail`.
     #[error("fail_but_deliver applies to graph send-mail only")]
     FailButDeliverTarget,
+    /// A fault that exists for one protocol only.
+    #[error("{kind} does not apply to {}", target.name())]
+    WrongTarget {
+        /// The fault's name.
+        kind: String,
+        /// The target given.
+        target: Target,
+    },
     /// A probability outside `[0, 1]`.
     #[error("probability {0} is not between 0 and 1")]
     Probability(String),
@@ -193,6 +222,43 @@ impl Fault {
                     .is_some_and(|op| op != "send-mail"))
         {
             return Err(FaultError::FailButDeliverTarget);
+        }
+        let smtp_only = matches!(self.kind, FaultKind::DropAfterData | FaultKind::TlsFailure);
+        let http_only = matches!(self.kind, FaultKind::MalformedBody);
+        if (smtp_only && self.target != Target::Smtp) || (http_only && self.target == Target::Smtp)
+        {
+            return Err(FaultError::WrongTarget {
+                kind: self.kind.to_string(),
+                target: self.target,
+            });
+        }
+        if let FaultKind::Respond { reply, .. } | FaultKind::FailButDeliver { reply, .. } =
+            &self.kind
+        {
+            let fits = match reply {
+                CatalogueReply::Entra(_) | CatalogueReply::EntraThrottled => {
+                    self.target == Target::Entra
+                }
+                CatalogueReply::Graph(_) | CatalogueReply::GraphHtmlUnavailable => {
+                    self.target == Target::Graph
+                }
+                CatalogueReply::Smtp(_) => self.target == Target::Smtp,
+            };
+            if !fits {
+                return Err(FaultError::WrongTarget {
+                    kind: self.kind.to_string(),
+                    target: self.target,
+                });
+            }
+        }
+        if let FaultKind::Bandwidth {
+            bytes_per_second: 0,
+        } = self.kind
+        {
+            return Err(FaultError::WrongTarget {
+                kind: "bandwidth 0".into(),
+                target: self.target,
+            });
         }
         if let Some(p) = self.activation.probability
             && !(0.0..=1.0).contains(&p)
@@ -213,6 +279,9 @@ struct Slot {
     fault: Fault,
     matched: u64,
 }
+
+/// A fault set shared by every mock of a run, so one schedule drives them all.
+pub type SharedFaults = std::sync::Arc<std::sync::Mutex<FaultSet>>;
 
 /// The faults in force, in injection order; the first that applies wins.
 #[derive(Debug)]

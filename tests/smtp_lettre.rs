@@ -268,3 +268,41 @@ fn the_transcript_redacts_auth_and_is_deterministic() {
     settings.set_prepend_module_to_snapshot(false);
     settings.bind(|| insta::assert_snapshot!("smtp__happy_path_transcript", first));
 }
+
+#[test]
+fn a_tls_failure_fault_breaks_the_starttls_handshake() {
+    replay_runtime().unwrap().block_on(async {
+        let world = world();
+        world
+            .server
+            .inject(maildrill::fault::Fault {
+                target: maildrill::fault::Target::Smtp,
+                operation: Some("starttls".into()),
+                kind: maildrill::fault::FaultKind::TlsFailure,
+                activation: maildrill::fault::Activation::default(),
+            })
+            .unwrap();
+        let hello = ClientId::Domain("client.example".into());
+        let mut conn = AsyncSmtpConnection::connect_with_transport(
+            Box::new(Pipe(world.smtp.connect())),
+            &hello,
+        )
+        .await
+        .unwrap();
+        let tls = TlsParameters::builder("localhost".into())
+            .certificate_store(CertificateStore::None)
+            .add_root_certificate(Certificate::from_pem(world.ca_pem.as_bytes()).unwrap())
+            .build_rustls()
+            .unwrap();
+        let error = conn.starttls(tls, &hello).await.unwrap_err();
+        assert!(
+            error.is_tls() || error.to_string().to_lowercase().contains("connection"),
+            "{error}"
+        );
+        let journal = world.server.journal().render();
+        assert!(
+            journal.contains("[tls failure] (fault tls_failure)"),
+            "{journal}"
+        );
+    });
+}

@@ -18,7 +18,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::fault::{CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, Target};
+use crate::fault::{
+    CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, SharedFaults, Target,
+};
 use crate::journal::{Body, Journal, JournalEntry, MockName};
 use crate::seed::{Seed, SeedRng};
 use crate::tenant::{Directory, SharedDirectory};
@@ -154,7 +156,7 @@ pub struct HttpMocks {
     directory: SharedDirectory,
     clock: SharedClock,
     journal: Journal,
-    faults: Arc<Mutex<FaultSet>>,
+    faults: SharedFaults,
     ids: Arc<Mutex<Ids>>,
     in_flight: InFlightCounter,
     config: Arc<HttpMocksConfig>,
@@ -251,6 +253,11 @@ impl HttpMocks {
         self.faults.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The fault set, to share with the SMTP mock so one schedule drives every mock.
+    pub fn faults_handle(&self) -> SharedFaults {
+        self.faults.clone()
+    }
+
     /// Adds a fault.
     pub fn inject(&self, fault: Fault) -> Result<FaultId, FaultError> {
         self.faults().inject(fault)
@@ -313,6 +320,16 @@ impl HttpMocks {
             Some(FaultKind::Respond { reply, retry_after }) => {
                 Action::Respond(catalogue_reply(*reply, &ctx.vars, retry_after.as_deref()))
             }
+            Some(FaultKind::Bandwidth { bytes_per_second }) => {
+                let response = serve(mock, &mut ctx, &request);
+                let bytes = (request.body().len() + response.body().len()) as u64;
+                delay = std::time::Duration::from_secs_f64(
+                    bytes as f64 / (*bytes_per_second).max(1) as f64,
+                );
+                Action::Respond(response)
+            }
+            // validate() keeps these off HTTP targets; the nearest HTTP meaning is a reset.
+            Some(FaultKind::DropAfterData | FaultKind::TlsFailure) => Action::Reset,
             Some(FaultKind::MalformedBody) => {
                 Action::Respond(malformed(serve(mock, &mut ctx, &request)))
             }
@@ -462,6 +479,8 @@ pub(crate) fn catalogue_reply(
         }
         CatalogueReply::Graph(error) => wire::graph_error(error, vars, None, retry_after),
         CatalogueReply::GraphHtmlUnavailable => wire::graph_html_unavailable(),
+        // validate() keeps SMTP replies off HTTP targets; answer as a front end would.
+        CatalogueReply::Smtp(_) => wire::graph_html_unavailable(),
     }
 }
 

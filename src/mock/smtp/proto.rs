@@ -105,7 +105,13 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         "NOOP" => Ok(Command::Noop),
         "VRFY" => Ok(Command::Vrfy(rest.to_string())),
         "QUIT" => no_args(Command::Quit),
-        _ => Err(CommandError::Unknown(verb.chars().take(32).collect())),
+        // The verb is echoed in the reply: keep it printable so no input can inject a line.
+        _ => Err(CommandError::Unknown(
+            verb.chars()
+                .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+                .take(32)
+                .collect(),
+        )),
     }
 }
 
@@ -257,7 +263,12 @@ mod tests {
         assert_eq!(parse_command(b"DATA now"), Err(CommandError::Arguments));
         assert_eq!(
             parse_command(b"\xff\xfe"),
-            Err(CommandError::Unknown("\u{fffd}\u{fffd}".into()))
+            Err(CommandError::Unknown("??".into()))
+        );
+        // Echoed verbs stay printable: no reply can carry an injected line.
+        assert_eq!(
+            parse_command(b"A\rB\0"),
+            Err(CommandError::Unknown("A?B?".into()))
         );
     }
 }

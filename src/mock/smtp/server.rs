@@ -11,11 +11,15 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::replies;
 use super::session::{Backend, Envelope, Login, Next, Refusal, Session, SessionConfig};
+use crate::fault::{
+    CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, SharedFaults, Target,
+};
 use crate::journal::{Body, Journal, JournalEntry, MockName};
 use crate::mock::wire::Vars;
 use crate::mock::{InFlightCounter, mime};
 use crate::seed::{Seed, SeedRng};
 use crate::tenant::{Directory, Resource, SentMessage, SentVia, SharedDirectory};
+use crate::time::ClockExt as _;
 use crate::time::SharedClock;
 
 /// Settings of the SMTP mock.
@@ -83,6 +87,7 @@ pub struct SmtpServer {
     config: Arc<SmtpConfig>,
     state: Arc<Mutex<State>>,
     slots: InFlightCounter,
+    faults: SharedFaults,
 }
 
 impl SmtpServer {
@@ -102,10 +107,25 @@ impl SmtpServer {
             directory,
             clock,
             journal,
+            faults: Arc::new(Mutex::new(FaultSet::new(config.seed))),
             config: Arc::new(config),
             state: Arc::new(Mutex::new(state)),
             slots: InFlightCounter::default(),
         }
+    }
+
+    /// Shares a fault set (e.g. the HTTP mocks'), so one schedule drives every mock.
+    pub fn with_faults(mut self, faults: SharedFaults) -> SmtpServer {
+        self.faults = faults;
+        self
+    }
+
+    /// Adds a fault on the SMTP target.
+    pub fn inject(&self, fault: Fault) -> Result<FaultId, FaultError> {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .inject(fault)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -134,9 +154,31 @@ impl SmtpServer {
             buffer: Vec::with_capacity(4096),
             start: 0,
         };
-        let greeting = session.greeting();
-        self.record("connect", "<connect>", &greeting);
-        if conn.stream.write_all(greeting.as_bytes()).await.is_err() {
+        let fault = self.decide("connect");
+        let greeting = match &fault {
+            Some(FaultKind::ResetPeer) => {
+                self.record("connect", "<connect>", "", fault.as_ref(), "reset");
+                return;
+            }
+            Some(FaultKind::Timeout) => {
+                self.record("connect", "<connect>", "", fault.as_ref(), "hang");
+                self.clock.park_forever().await;
+                return;
+            }
+            Some(FaultKind::Respond {
+                reply: CatalogueReply::Smtp(key),
+                ..
+            }) => session.render(key, &mut self.backend()),
+            Some(FaultKind::Latency { delay }) => {
+                self.clock.park(*delay).await;
+                session.greeting()
+            }
+            _ => session.greeting(),
+        };
+        self.record("connect", "<connect>", &greeting, fault.as_ref(), "respond");
+        if conn.stream.write_all(greeting.as_bytes()).await.is_err() || greeting.starts_with("421")
+        {
+            let _ = conn.stream.shutdown().await;
             return;
         }
         let _ = self.run(&mut session, &mut conn).await;
@@ -178,15 +220,90 @@ impl SmtpServer {
                 conn.stream.write_all(out.as_bytes()).await?;
                 out.clear();
             }
-            let step = match conn.read_line(session.line_limit()).await? {
+            let line = match conn.read_line(session.line_limit()).await? {
                 Read::Eof => return Ok(()),
-                Read::TooLong => session.on_overlong_line(),
-                Read::Line(line) => {
-                    let mut backend = self.backend();
-                    session.on_line(&line, &mut backend)
-                }
+                Read::TooLong => None,
+                Read::Line(line) => Some(line),
             };
-            self.note(&step, session);
+            let operation = line
+                .as_deref()
+                .map_or("overlong", |l| session.operation_of(l));
+            let fault = match operation {
+                "data-line" => None,
+                _ => self.decide(operation),
+            };
+            // Faults that stop a command before the session sees it.
+            match &fault {
+                Some(FaultKind::ResetPeer) => {
+                    self.record(operation, "<reset>", "", fault.as_ref(), "reset");
+                    conn.stream.write_all(out.as_bytes()).await?;
+                    return Ok(());
+                }
+                Some(FaultKind::Timeout) => {
+                    self.record(operation, "<no reply>", "", fault.as_ref(), "hang");
+                    conn.stream.write_all(out.as_bytes()).await?;
+                    self.clock.park_forever().await;
+                    return Ok(());
+                }
+                Some(FaultKind::Respond {
+                    reply: CatalogueReply::Smtp(key),
+                    ..
+                }) => {
+                    let text = session.render(key, &mut self.backend());
+                    let shown = line
+                        .as_deref()
+                        .map_or_else(|| "<line too long>".into(), show_line);
+                    self.record(operation, &shown, &text, fault.as_ref(), "respond");
+                    out.push_str(&text);
+                    if text.starts_with("421") {
+                        conn.stream.write_all(out.as_bytes()).await?;
+                        conn.stream.shutdown().await?;
+                        return Ok(());
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let step = match line {
+                None => session.on_overlong_line(),
+                Some(line) => session.on_line(&line, &mut self.backend()),
+            };
+            let delivery = match &fault {
+                Some(FaultKind::DropAfterData) if step.accepted => "drop after data",
+                Some(FaultKind::TlsFailure) if step.next == Next::StartTls => "tls failure",
+                _ => "respond",
+            };
+            if let Some(command) = &step.command {
+                self.record(operation, command, &step.reply, fault.as_ref(), delivery);
+            }
+            match &fault {
+                Some(FaultKind::Latency { delay }) => {
+                    conn.stream.write_all(out.as_bytes()).await?;
+                    out.clear();
+                    self.clock.park(*delay).await;
+                }
+                Some(FaultKind::Bandwidth { bytes_per_second }) => {
+                    conn.stream.write_all(out.as_bytes()).await?;
+                    out.clear();
+                    let bytes = step.reply.len() as f64;
+                    let delay = std::time::Duration::from_secs_f64(
+                        bytes / (*bytes_per_second).max(1) as f64,
+                    );
+                    self.clock.park(delay).await;
+                }
+                Some(FaultKind::DropAfterData) if step.accepted => {
+                    // Stored, but the client never hears: the duplicate-send trap.
+                    conn.stream.write_all(out.as_bytes()).await?;
+                    return Ok(());
+                }
+                Some(FaultKind::LimitData { bytes }) => {
+                    out.push_str(&step.reply);
+                    let cut = (*bytes).min(out.len());
+                    conn.stream.write_all(&out.as_bytes()[..cut]).await?;
+                    return Ok(());
+                }
+                _ => {}
+            }
             out.push_str(&step.reply);
             match step.next {
                 Next::Line => {}
@@ -199,9 +316,10 @@ impl SmtpServer {
                     conn.stream.write_all(out.as_bytes()).await?;
                     out.clear();
                     let chunk = conn.read_exact(size).await?;
-                    let mut backend = self.backend();
-                    let step = session.on_chunk(&chunk, &mut backend);
-                    self.note(&step, session);
+                    let step = session.on_chunk(&chunk, &mut self.backend());
+                    if let Some(command) = &step.command {
+                        self.record("bdat", command, &step.reply, None, "respond");
+                    }
                     out.push_str(&step.reply);
                 }
                 Next::StartTls => {
@@ -210,6 +328,11 @@ impl SmtpServer {
                     let Some(tls) = self.config.tls.clone() else {
                         return Ok(());
                     };
+                    if matches!(fault, Some(FaultKind::TlsFailure)) {
+                        // The client starts its handshake into a closed connection.
+                        conn.stream.shutdown().await?;
+                        return Ok(());
+                    }
                     // Anything pipelined after STARTTLS is discarded (RFC 3207, section 4).
                     conn.buffer.clear();
                     conn.start = 0;
@@ -226,14 +349,22 @@ impl SmtpServer {
         }
     }
 
-    fn note(&self, step: &super::session::Step, session: &Session) {
-        if let Some(command) = &step.command {
-            let operation = operation_of(command, session);
-            self.record(operation, command, &step.reply);
-        }
+    fn decide(&self, operation: &str) -> Option<FaultKind> {
+        let now = self.clock.now_utc();
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .decide(Target::Smtp, operation, now)
     }
 
-    fn record(&self, operation: &str, command: &str, reply: &str) {
+    fn record(
+        &self,
+        operation: &str,
+        command: &str,
+        reply: &str,
+        fault: Option<&FaultKind>,
+        delivery: &str,
+    ) {
         let status = reply.get(..3).and_then(|c| c.parse().ok());
         // The status shows on its own; keep the text after the first code.
         let text = reply.get(4..).unwrap_or("");
@@ -245,10 +376,10 @@ impl SmtpServer {
             operation: operation.to_string(),
             request: command.to_string(),
             request_body: Body::default(),
-            delivery: "respond".into(),
+            delivery: delivery.to_string(),
             status,
             response_body: Body::text(reply),
-            fault: None,
+            fault: fault.map(|f| f.to_string()),
         });
     }
 
@@ -264,26 +395,9 @@ fn digits(rng: &mut SeedRng, n: usize) -> String {
     rng.string_from(b"0123456789", n)
 }
 
-fn operation_of(command: &str, session: &Session) -> &'static str {
-    let verb = command.split(' ').next().unwrap_or("").to_ascii_uppercase();
-    match verb.as_str() {
-        "HELO" => "helo",
-        "EHLO" => "ehlo",
-        "STARTTLS" => "starttls",
-        "AUTH" | "[REDACTED]" | "*" => "auth",
-        "MAIL" => "mail",
-        "RCPT" => "rcpt",
-        "DATA" => "data",
-        "<END" => "end-of-data",
-        "RSET" => "rset",
-        "NOOP" => "noop",
-        "VRFY" => "vrfy",
-        "QUIT" => "quit",
-        _ if command.starts_with("<line") => "overlong",
-        _ if command.contains("BDAT") => "bdat",
-        _ if session.in_data() => "data",
-        _ => "unknown",
-    }
+/// A command line as the journal shows it (AUTH arguments redacted).
+fn show_line(line: &[u8]) -> String {
+    super::session::show_command(line.strip_suffix(b"\r\n").unwrap_or(line))
 }
 
 /// Answers the session from the tenant, at one instant.
@@ -297,7 +411,12 @@ impl Backend for TenantBackend<'_> {
         if self.server.config.open {
             // --open-smtp: AUTH is off, so any well-formed XOAUTH2 login passes (load tests).
             let _ = token;
-            return Ok(Login { user: user.to_string(), tenant: String::new(), over_connection_limit: false, slot: None });
+            return Ok(Login {
+                user: user.to_string(),
+                tenant: String::new(),
+                over_connection_limit: false,
+                slot: None,
+            });
         }
         let directory = Directory::lock(&self.server.directory);
         let claims = directory

@@ -192,6 +192,48 @@ impl Session {
         replies::reply(key, &self.vars)
     }
 
+    /// A catalogue reply in this session's terms (host, trailer), for `respond` faults.
+    pub fn render(&self, key: &str, backend: &mut dyn Backend) -> String {
+        self.reply_with(
+            key,
+            backend,
+            &[("size", "0".into()), ("message_id", String::new())],
+        )
+    }
+
+    /// The operation a line is, before the session sees it: the verb in lower case, `auth`
+    /// for AUTH continuations, `data-line` or `end-of-data` inside DATA. Faults and the
+    /// journal use these names.
+    pub fn operation_of(&self, line: &[u8]) -> &'static str {
+        match self.phase {
+            Phase::Data if trim_eol(line) == b"." => "end-of-data",
+            Phase::Data => "data-line",
+            Phase::AuthXoauth2 | Phase::AuthLoginUser | Phase::AuthLoginPass => "auth",
+            Phase::Fresh | Phase::Ready => {
+                let verb = line
+                    .split(|b| *b == b' ')
+                    .next()
+                    .map(trim_eol)
+                    .unwrap_or(b"");
+                match verb.to_ascii_uppercase().as_slice() {
+                    b"HELO" => "helo",
+                    b"EHLO" => "ehlo",
+                    b"STARTTLS" => "starttls",
+                    b"AUTH" => "auth",
+                    b"MAIL" => "mail",
+                    b"RCPT" => "rcpt",
+                    b"DATA" => "data",
+                    b"BDAT" => "bdat",
+                    b"RSET" => "rset",
+                    b"NOOP" => "noop",
+                    b"VRFY" => "vrfy",
+                    b"QUIT" => "quit",
+                    _ => "unknown",
+                }
+            }
+        }
+    }
+
     fn reply_with(
         &self,
         key: &str,
@@ -574,7 +616,7 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 }
 
 /// The command as the journal shows it: AUTH arguments are secrets.
-fn show_command(line: &[u8]) -> String {
+pub(crate) fn show_command(line: &[u8]) -> String {
     let text = String::from_utf8_lossy(line);
     let mut words = text.splitn(3, ' ');
     let verb = words.next().unwrap_or("");
@@ -878,5 +920,98 @@ mod tests {
         s.on_line(b"BDAT 6 LAST\r\n", &mut b);
         assert!(s.on_chunk(b" world", &mut b).accepted);
         assert_eq!(b.submitted[0].1, b"Hello world");
+    }
+
+    fn well_formed(reply: &str) -> bool {
+        if reply.is_empty() {
+            return true;
+        }
+        let lines: Vec<&str> = reply.split_terminator("\r\n").collect();
+        let code = &reply[..3.min(reply.len())];
+        reply.ends_with("\r\n")
+            && lines.iter().enumerate().all(|(i, line)| {
+                let last = i + 1 == lines.len();
+                line.len() >= 4
+                    && line[..3].bytes().all(|b| b.is_ascii_digit())
+                    && &line[..3] == code
+                    && matches!(line.as_bytes()[0], b'2'..=b'5')
+                    && line.as_bytes()[3] == if last { b' ' } else { b'-' }
+            })
+    }
+
+    fn line() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let verbs = prop_oneof![
+            Just("EHLO c"),
+            Just("HELO c"),
+            Just("STARTTLS"),
+            Just("AUTH XOAUTH2"),
+            Just("AUTH LOGIN"),
+            Just("AUTH PLAIN"),
+            Just("MAIL FROM:<a@x>"),
+            Just("MAIL FROM:<a@x> SIZE=10 BODY=8BITMIME"),
+            Just("RCPT TO:<b@y>"),
+            Just("DATA"),
+            Just("BDAT 3"),
+            Just("BDAT 2 LAST"),
+            Just("RSET"),
+            Just("NOOP"),
+            Just("VRFY x"),
+            Just("QUIT"),
+            Just("."),
+            Just("..x"),
+            Just("*"),
+        ]
+        .prop_map(|v| v.as_bytes().to_vec());
+        let token = prop_oneof![Just("good"), Just("bad"), Just("crowded")]
+            .prop_map(|t| format!("AUTH XOAUTH2 {}", xoauth2("a@x", t)).into_bytes());
+        let garbage = proptest::collection::vec(any::<u8>(), 0..80);
+        prop_oneof![4 => verbs, 1 => token, 2 => garbage].prop_map(|mut l| {
+            l.extend_from_slice(b"\r\n");
+            l
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, failure_persistence: None, ..Default::default() })]
+
+        #[test]
+        fn arbitrary_sessions_get_well_formed_replies_and_store_only_whole_messages(
+            lines in proptest::collection::vec(line(), 0..40),
+        ) {
+            let mut s = session(false);
+            let mut b = Fake::default();
+            let mut data_ends = 0;
+            // Split as the server does: a line ends at each LF.
+            let lines: Vec<Vec<u8>> = lines
+                .concat()
+                .split_inclusive(|b| *b == b'\n')
+                .map(<[u8]>::to_vec)
+                .collect();
+            for line in &lines {
+                let in_data = s.in_data();
+                let step = s.on_line(line, &mut b);
+                proptest::prop_assert!(well_formed(&step.reply), "{:?} -> {:?}", String::from_utf8_lossy(line), step.reply);
+                if in_data && line.as_slice() == b".\r\n" {
+                    data_ends += 1;
+                }
+                match step.next {
+                    Next::Close => break,
+                    Next::Chunk(n) => {
+                        let step = s.on_chunk(&vec![b'x'; n], &mut b);
+                        proptest::prop_assert!(well_formed(&step.reply));
+                        if step.accepted {
+                            data_ends += 1;
+                        }
+                    }
+                    Next::Line | Next::StartTls => {}
+                }
+            }
+            proptest::prop_assert!(b.submitted.len() <= data_ends);
+            for (envelope, _) in &b.submitted {
+                proptest::prop_assert!(!envelope.to.is_empty());
+                proptest::prop_assert_eq!(envelope.from.as_str(), "a@x");
+            }
+        }
     }
 }

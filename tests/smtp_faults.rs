@@ -1,0 +1,337 @@
+//! Every SMTP fault as a full transcript on the virtual clock, snapshotted: what the client
+//! sends, what it hears and when, and whether the message was stored.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first broken expectation"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use maildrill::fault::{Activation, CatalogueReply, Fault, FaultKind, Target};
+use maildrill::journal::Journal;
+use maildrill::mock::smtp::{SmtpConfig, SmtpServer};
+use maildrill::seed::Seed;
+use maildrill::tenant::{Directory, Resource, demo};
+use maildrill::time::{ClockExt as _, replay_runtime, rfc3339};
+use maildrill::wiring::memory::MemorySmtp;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
+
+/// A scripted SMTP client that writes down everything, with virtual times.
+struct Client<'a> {
+    sim: &'a Sim,
+    stream: DuplexStream,
+    buffer: Vec<u8>,
+    transcript: Vec<String>,
+    closed: bool,
+}
+
+impl Client<'_> {
+    fn log(&mut self, line: String) {
+        let at = rfc3339(self.sim.clock.now_utc());
+        self.transcript.push(format!("{} {line}", &at[11..]));
+    }
+
+    /// Reads one reply (up to a `NNN ` line), giving up after 60 s on the virtual clock.
+    async fn reply(&mut self) {
+        if self.closed {
+            return;
+        }
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+                let last = text.as_bytes().get(3) != Some(&b'-');
+                self.log(format!("S: {text}"));
+                if last {
+                    return;
+                }
+                continue;
+            }
+            let mut chunk = [0u8; 1024];
+            let read = self
+                .sim
+                .clock
+                .timeout(Duration::from_secs(60), self.stream.read(&mut chunk))
+                .await;
+            match read {
+                Err(_) => {
+                    self.log("S: <no reply within 60s>".into());
+                    self.closed = true;
+                    return;
+                }
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    if !self.buffer.is_empty() {
+                        let rest = String::from_utf8_lossy(&self.buffer).into_owned();
+                        self.log(format!("S: {rest}<cut>"));
+                        self.buffer.clear();
+                    }
+                    self.log("S: <connection closed>".into());
+                    self.closed = true;
+                    return;
+                }
+                Ok(Ok(n)) => self.buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    async fn send(&mut self, line: &str) {
+        if self.closed {
+            return;
+        }
+        let shown = if line.starts_with("AUTH XOAUTH2 ") {
+            "AUTH XOAUTH2 <token>"
+        } else {
+            line
+        };
+        self.log(format!("C: {shown}"));
+        if self
+            .stream
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            self.log("C: <write failed>".into());
+            self.closed = true;
+        }
+    }
+
+    async fn command(&mut self, line: &str) {
+        self.send(line).await;
+        self.reply().await;
+    }
+}
+
+fn setup(seed: u64) -> (Sim, SmtpServer) {
+    let sim = Sim::new(
+        at("2025-02-14T11:00:00Z"),
+        tenant(at("2025-03-01T00:00:00Z")),
+        seed,
+    );
+    // No TLS here, so AUTH is open on the plain session and transcripts stay readable.
+    let config = SmtpConfig {
+        seed: Seed(seed),
+        ..SmtpConfig::default()
+    };
+    let server = SmtpServer::new(
+        sim.mocks.directory().clone(),
+        sim.clock.clone(),
+        Journal::new(),
+        config,
+    )
+    .with_faults(sim.mocks.faults_handle());
+    (sim, server)
+}
+
+/// Connects, authenticates and sends one message, writing the transcript.
+async fn session(sim: &Sim, server: &SmtpServer) -> Vec<String> {
+    let now = sim.clock.now_utc();
+    let token = Directory::lock(sim.mocks.directory())
+        .issue_token(demo::TENANT_ID, demo::APP_ID, Resource::Exchange, now)
+        .unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "user={}\x01auth=Bearer {}\x01\x01",
+        demo::MAILBOX,
+        token.value
+    ));
+    let smtp = MemorySmtp::new(server.clone());
+    let mut client = Client {
+        sim,
+        stream: smtp.connect(),
+        buffer: Vec::new(),
+        transcript: Vec::new(),
+        closed: false,
+    };
+    client.reply().await;
+    client.command("EHLO client.example").await;
+    client.command(&format!("AUTH XOAUTH2 {auth}")).await;
+    client
+        .command(&format!("MAIL FROM:<{}>", demo::MAILBOX))
+        .await;
+    client.command("RCPT TO:<customer@example.com>").await;
+    client.command("DATA").await;
+    client.send("Subject: fault test").await;
+    client.send("").await;
+    client.send("hello").await;
+    client.command(".").await;
+    client.command("QUIT").await;
+    let stored = Directory::lock(sim.mocks.directory())
+        .mailbox(demo::TENANT_ID, demo::MAILBOX)
+        .unwrap()
+        .sent()
+        .len();
+    client.transcript.push(format!("stored messages: {stored}"));
+    client.transcript
+}
+
+fn snapshot(name: &str, transcript: &[String]) {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../fixtures/snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| insta::assert_snapshot!(name, transcript.join("\n")));
+}
+
+fn fault(operation: &str, kind: FaultKind) -> Fault {
+    Fault {
+        target: Target::Smtp,
+        operation: Some(operation.into()),
+        kind,
+        activation: Activation::default(),
+    }
+}
+
+fn respond(key: &str) -> FaultKind {
+    FaultKind::Respond {
+        reply: CatalogueReply::parse(Target::Smtp, key).unwrap(),
+        retry_after: None,
+    }
+}
+
+fn run(name: &str, faults: Vec<Fault>) -> Vec<String> {
+    let transcript = replay_runtime().unwrap().block_on(async {
+        let (sim, server) = setup(31);
+        for fault in faults {
+            server.inject(fault).unwrap();
+        }
+        session(&sim, &server).await
+    });
+    snapshot(&format!("smtp_fault__{name}"), &transcript);
+    transcript
+}
+
+#[test]
+fn happy_path() {
+    let transcript = run("none", vec![]);
+    assert_eq!(transcript.last().unwrap(), "stored messages: 1");
+}
+
+#[test]
+fn service_unavailable_at_connect_closes() {
+    let transcript = run(
+        "421_at_connect",
+        vec![fault("connect", respond("service_unavailable"))],
+    );
+    assert!(transcript[0].ends_with("S: 421 4.3.2 Service not available"));
+    assert!(
+        transcript[1..]
+            .iter()
+            .any(|l| l.ends_with("<write failed>") || l.ends_with("<connection closed>")),
+        "{transcript:#?}"
+    );
+}
+
+#[test]
+fn reply_override_at_rcpt() {
+    let transcript = run(
+        "rcpt_432",
+        vec![fault("rcpt", respond("sender_thread_limit"))],
+    );
+    assert!(transcript.iter().any(|l| l.contains("S: 432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded")));
+    assert_eq!(transcript.last().unwrap(), "stored messages: 0");
+}
+
+#[test]
+fn latency_at_mail_moves_the_virtual_clock() {
+    let transcript = run(
+        "latency_mail_45s",
+        vec![fault(
+            "mail",
+            FaultKind::Latency {
+                delay: Duration::from_secs(45),
+            },
+        )],
+    );
+    assert!(
+        transcript
+            .iter()
+            .any(|l| l.starts_with("11:00:45Z S: 250 2.1.0 Sender OK")),
+        "{transcript:#?}"
+    );
+}
+
+#[test]
+fn hang_at_end_of_data_times_the_client_out() {
+    let transcript = run(
+        "timeout_end_of_data",
+        vec![fault("end-of-data", FaultKind::Timeout)],
+    );
+    assert!(
+        transcript
+            .iter()
+            .any(|l| l == "11:01:00Z S: <no reply within 60s>"),
+        "{transcript:#?}"
+    );
+    assert_eq!(transcript.last().unwrap(), "stored messages: 0");
+}
+
+#[test]
+fn reset_after_rcpt() {
+    let transcript = run("reset_rcpt", vec![fault("rcpt", FaultKind::ResetPeer)]);
+    assert!(
+        transcript
+            .iter()
+            .any(|l| l.ends_with("S: <connection closed>"))
+    );
+}
+
+#[test]
+fn drop_after_data_stores_the_message_but_never_answers() {
+    let transcript = run(
+        "drop_after_data",
+        vec![fault("end-of-data", FaultKind::DropAfterData)],
+    );
+    assert!(
+        transcript
+            .iter()
+            .any(|l| l.ends_with("S: <connection closed>"))
+    );
+    assert_eq!(transcript.last().unwrap(), "stored messages: 1");
+}
+
+#[test]
+fn limit_data_cuts_a_reply() {
+    let transcript = run(
+        "limit_data_ehlo",
+        vec![fault("ehlo", FaultKind::LimitData { bytes: 20 })],
+    );
+    assert!(
+        transcript.iter().any(|l| l.ends_with("<cut>")),
+        "{transcript:#?}"
+    );
+}
+
+#[test]
+fn bandwidth_slows_replies_on_the_virtual_clock() {
+    let transcript = run(
+        "bandwidth_ehlo",
+        vec![fault(
+            "ehlo",
+            FaultKind::Bandwidth {
+                bytes_per_second: 10,
+            },
+        )],
+    );
+    assert!(
+        transcript
+            .iter()
+            .any(|l| l.contains("S: 250 SMTPUTF8") && !l.starts_with("11:00:00Z")),
+        "{transcript:#?}"
+    );
+}
+
+#[test]
+fn faults_for_the_first_session_only() {
+    replay_runtime().unwrap().block_on(async {
+        let (sim, server) = setup(32);
+        let mut first_only = fault("connect", respond("service_unavailable"));
+        first_only.activation.first = Some(1);
+        server.inject(first_only).unwrap();
+        let first = session(&sim, &server).await;
+        let second = session(&sim, &server).await;
+        assert_eq!(first.last().unwrap(), "stored messages: 0");
+        assert_eq!(second.last().unwrap(), "stored messages: 1");
+    });
+}
