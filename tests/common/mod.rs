@@ -2,6 +2,8 @@
 //! replay runtime.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use maildrill::journal::Journal;
 use maildrill::mock::{HttpMocks, HttpMocksConfig};

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
+use super::expect::{Expectation, ReceivedMessage, VerificationReport};
 use super::replies;
 use super::session::{Backend, Envelope, Login, Next, Refusal, Session, SessionConfig};
 use crate::fault::{
@@ -76,7 +77,13 @@ struct State {
     ids: SeedRng,
     usage: BTreeMap<String, Usage>,
     accepted: u64,
+    received: VecDeque<ReceivedMessage>,
+    expectations: Vec<(u64, Expectation)>,
+    next_expectation: u64,
 }
+
+/// How many received messages the server keeps for queries (serve runs for days).
+const RECEIVED_KEEP: usize = 10_000;
 
 /// The SMTP mock over the tenant, the clock and the journal.
 #[derive(Debug, Clone)]
@@ -102,6 +109,9 @@ impl SmtpServer {
             ids: config.seed.stream("smtp.ids"),
             usage: BTreeMap::new(),
             accepted: 0,
+            received: VecDeque::new(),
+            expectations: Vec::new(),
+            next_expectation: 1,
         };
         SmtpServer {
             directory,
@@ -140,6 +150,33 @@ impl SmtpServer {
     /// The journal.
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// The messages received so far (the last 10,000), oldest first.
+    pub fn received(&self) -> Vec<ReceivedMessage> {
+        self.state().received.iter().cloned().collect()
+    }
+
+    /// Registers an expectation; the guard verifies it when dropped and panics with a report
+    /// of what was expected and what was received, as wiremock's `MockServer` does.
+    pub fn expect(&self, expectation: Expectation) -> ExpectationGuard {
+        let mut state = self.state();
+        let id = state.next_expectation;
+        state.next_expectation += 1;
+        state.expectations.push((id, expectation));
+        ExpectationGuard {
+            server: self.clone(),
+            id,
+        }
+    }
+
+    /// Checks every registered expectation now.
+    pub fn verify(&self) -> VerificationReport {
+        let state = self.state();
+        let expectations: Vec<Expectation> =
+            state.expectations.iter().map(|(_, e)| e.clone()).collect();
+        let received: Vec<ReceivedMessage> = state.received.iter().cloned().collect();
+        VerificationReport::check(&expectations, &received)
     }
 
     /// Serves one connection until it closes. `client_ip` shows in the EHLO reply.
@@ -400,10 +437,76 @@ fn show_line(line: &[u8]) -> String {
     super::session::show_command(line.strip_suffix(b"\r\n").unwrap_or(line))
 }
 
+/// Verifies its expectation when dropped (unless the thread is already panicking).
+#[derive(Debug)]
+pub struct ExpectationGuard {
+    server: SmtpServer,
+    id: u64,
+}
+
+impl ExpectationGuard {
+    /// Checks this guard's expectation now.
+    pub fn verify(&self) -> VerificationReport {
+        let state = self.server.state();
+        let expectations: Vec<Expectation> = state
+            .expectations
+            .iter()
+            .filter(|(id, _)| *id == self.id)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let received: Vec<ReceivedMessage> = state.received.iter().cloned().collect();
+        VerificationReport::check(&expectations, &received)
+    }
+}
+
+impl Drop for ExpectationGuard {
+    fn drop(&mut self) {
+        let report = self.verify();
+        self.server
+            .state()
+            .expectations
+            .retain(|(id, _)| *id != self.id);
+        if !report.is_ok() && !std::thread::panicking() {
+            // This is a test API: a failed expectation fails the test, like wiremock's.
+            panic!("{report}");
+        }
+    }
+}
+
 /// Answers the session from the tenant, at one instant.
 struct TenantBackend<'a> {
     server: &'a SmtpServer,
     now: DateTime<Utc>,
+}
+
+impl TenantBackend<'_> {
+    fn received(
+        &self,
+        user: Option<&str>,
+        envelope: &Envelope,
+        fields: &[(String, String)],
+        message_id: &str,
+        size: usize,
+    ) -> ReceivedMessage {
+        ReceivedMessage {
+            at: self.now,
+            user: user.map(str::to_string),
+            from: envelope.from.clone(),
+            to: envelope.to.clone(),
+            subject: mime::field(fields, "subject").unwrap_or_default(),
+            message_id: message_id.to_string(),
+            size,
+        }
+    }
+}
+
+impl State {
+    fn remember(&mut self, message: ReceivedMessage) {
+        if self.received.len() == RECEIVED_KEEP {
+            self.received.pop_front();
+        }
+        self.received.push_back(message);
+    }
 }
 
 impl Backend for TenantBackend<'_> {
@@ -475,6 +578,8 @@ impl Backend for TenantBackend<'_> {
         });
         let Some(login) = login.filter(|_| !server.config.open) else {
             state.accepted += 1;
+            let received = self.received(None, envelope, &fields, &message_id, message.len());
+            state.remember(received);
             return Ok(message_id);
         };
         if !envelope.from.eq_ignore_ascii_case(&login.user) {
@@ -504,6 +609,14 @@ impl Backend for TenantBackend<'_> {
         let delivered_at =
             schedule_delivery(&mut usage.deliveries, self.now, config.messages_per_minute);
         state.accepted += 1;
+        let received = self.received(
+            Some(&login.user),
+            envelope,
+            &fields,
+            &message_id,
+            message.len(),
+        );
+        state.remember(received);
         drop(state);
         let sent = SentMessage {
             via: SentVia::Smtp,
