@@ -14,7 +14,6 @@ use common::smtp::Client;
 use common::*;
 use maildrill::journal::Journal;
 use maildrill::mock::smtp::{Expectation, MessageMatcher, SmtpConfig, SmtpServer, Times};
-use maildrill::seed::Seed;
 use maildrill::tenant::{Directory, Resource, demo};
 use maildrill::time::{ClockExt as _, replay_runtime};
 use maildrill::wiring::memory::MemorySmtp;
