@@ -1,5 +1,5 @@
 //! Scenario files: the incident timelines users write, parsed into plain serde structs
-//! ([`file`]) and lowered into validated model values.
+//! ([`file`](mod@file)) and lowered into validated model values.
 //!
 //! This first slice covers the scenario's identity, calendar and tenant, which `maildrill serve
 //! --scenario` needs; the client, traffic, timeline and expectations sections come with the

@@ -1,4 +1,4 @@
-//! Serving the HTTP mocks over any byte stream with hyper, and carrying out each [`Reply`]:
+//! Serving the HTTP mocks over any byte stream with hyper, and carrying out each [`Reply`](crate::mock::Reply):
 //! waiting its delay on the clock, then responding, cutting the body short, resetting, or
 //! hanging.
 
