@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use std::future::Future;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::http::serve_connection;
@@ -58,21 +60,15 @@ impl HttpListener {
     }
 
     /// Accepts connections until `shutdown` completes; each connection runs on its own task.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                () = &mut shutdown => return,
-                accepted = self.listener.accept() => accepted,
-            };
-            // Accept errors (e.g. too many open files) affect one connection, not the server.
-            let Ok((stream, _peer)) = accepted else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let mocks = self.mocks.clone();
-            match self.tls.clone() {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let HttpListener {
+            listener,
+            tls,
+            mocks,
+        } = self;
+        accept_until(&listener, shutdown, |stream, _peer| {
+            let mocks = mocks.clone();
+            match tls.clone() {
                 Some(acceptor) => {
                     tokio::spawn(async move {
                         if let Ok(tls) = acceptor.accept(stream).await {
@@ -84,16 +80,36 @@ impl HttpListener {
                     tokio::spawn(serve_connection(stream, mocks));
                 }
             }
-        }
+        })
+        .await;
     }
 
     /// Runs the listener on a spawned task; the server stops when the returned handle drops.
     pub fn spawn(self) -> ServerHandle {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(self.run(async move {
-            let _ = stopped.await;
-        }));
-        ServerHandle { stop, task }
+        ServerHandle::spawn(|stopped| self.run(stopped))
+    }
+}
+
+/// Accepts connections until `shutdown` completes, handing each to `serve`.
+async fn accept_until(
+    listener: &TcpListener,
+    shutdown: impl Future<Output = ()>,
+    mut serve: impl FnMut(TcpStream, SocketAddr),
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => return,
+            accepted = listener.accept() => accepted,
+        };
+        // Accept errors (e.g. too many open files) affect one connection, not the server.
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        // Without TCP_NODELAY every small reply waits for the peer's delayed ACK (~40 ms).
+        let _ = stream.set_nodelay(true);
+        serve(stream, peer);
     }
 }
 
@@ -105,6 +121,16 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(
+        run: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
+    ) -> ServerHandle {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(Box::pin(async move {
+            let _ = stopped.await;
+        })));
+        ServerHandle { stop, task }
+    }
+
     /// Stops accepting and waits for the accept loop to end.
     pub async fn shutdown(self) {
         drop(self.stop);
@@ -131,29 +157,17 @@ impl SmtpListener {
     }
 
     /// Accepts connections until `shutdown` completes.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                () = &mut shutdown => return,
-                accepted = self.listener.accept() => accepted,
-            };
-            let Ok((stream, peer)) = accepted else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let server = self.server.clone();
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let SmtpListener { listener, server } = self;
+        accept_until(&listener, shutdown, |stream, peer| {
+            let server = server.clone();
             tokio::spawn(async move { server.serve(stream, &peer.ip().to_string()).await });
-        }
+        })
+        .await;
     }
 
     /// Runs the listener on a spawned task; it stops when the handle drops.
     pub fn spawn(self) -> ServerHandle {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(self.run(async move {
-            let _ = stopped.await;
-        }));
-        ServerHandle { stop, task }
+        ServerHandle::spawn(|stopped| self.run(stopped))
     }
 }
