@@ -19,6 +19,7 @@
 //! - [`tls`]: the generated CA and certificates.
 //! - [`scenario`]: scenario files (the tenant section so far).
 //! - [`serve`]: `maildrill serve`.
+//! - [`client`]: the mail client under test (backoff and failure classification so far).
 //!
 //! # Example: an expired secret, replayed in virtual time
 //!
@@ -61,6 +62,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod fault;
 pub mod journal;
 pub mod mock;

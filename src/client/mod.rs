@@ -1,0 +1,13 @@
+//! The mail client under test (`maildrill::client`): what the 2025 post-mortem asked for, built
+//! so the harness can test it and teams can use or compare it.
+//!
+//! This module never imports the mocks, the tenant or the runner: it knows its clock and its
+//! transports, nothing else. Landed so far:
+//!
+//! - [`backoff`]: exponential backoff with seeded jitter, a cap, and `Retry-After` honoured.
+//! - [`classify`]: what a failure means: a credential problem (open the circuit), a transient
+//!   one (back off and retry), an authentication failure of a cached token (refresh once), or a
+//!   permanent refusal of one message.
+
+pub mod backoff;
+pub mod classify;
