@@ -8,6 +8,12 @@
 //! - [`classify`]: what a failure means: a credential problem (open the circuit), a transient
 //!   one (back off and retry), an authentication failure of a cached token (refresh once), or a
 //!   permanent refusal of one message.
+//! - [`transport`]: the HTTP transport trait (reqwest in production, duplex streams in replays).
+//! - [`secret`]: where the client secret comes from, re-read so a rotation needs no redeploy.
+//! - [`token`]: client credentials with a cache, refresh ahead of `exp` and single flight.
 
 pub mod backoff;
 pub mod classify;
+pub mod secret;
+pub mod token;
+pub mod transport;

@@ -112,3 +112,28 @@ impl MemorySmtp {
         client
     }
 }
+
+impl crate::client::transport::HttpTransport for MemoryNet {
+    fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> crate::client::transport::TransportFuture<'_, http::Response<Vec<u8>>> {
+        Box::pin(async move {
+            MemoryNet::send(self, request)
+                .await
+                .map_err(|e| crate::client::transport::TransportError(error_chain(&e)))
+        })
+    }
+}
+
+/// An error and its sources on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

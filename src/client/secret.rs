@@ -1,0 +1,108 @@
+//! Where the client secret comes from: a file (re-read, so a rotation needs no redeploy), an
+//! environment variable, or a value. The secret never shows in `Debug`, `Display` or errors.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A client secret. Its `Debug` shows only its first three characters, like the portal's hint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The first three characters, as Entra's `hint` shows them.
+    pub fn hint(&self) -> String {
+        self.0.chars().take(3).collect()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({}...)", self.hint())
+    }
+}
+
+/// The secret could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// The file could not be read.
+    #[error("failed to read the client secret from {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// The variable is not set.
+    #[error("the environment variable {0} holding the client secret is not set")]
+    Env(String),
+    /// The source holds an empty value.
+    #[error("the client secret is empty")]
+    Empty,
+}
+
+/// Where the secret lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A fixed value (tests, or a secret handed over at start).
+    Value(Secret),
+    /// A file holding the secret (trimmed), read on every fetch so a new value is noticed.
+    File(PathBuf),
+    /// An environment variable, read on every fetch.
+    Env(String),
+}
+
+impl SecretSource {
+    /// The current secret.
+    pub fn current(&self) -> Result<Secret, SecretError> {
+        let value = match self {
+            SecretSource::Value(secret) => secret.0.clone(),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| SecretError::File {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?
+                .trim()
+                .to_string(),
+            SecretSource::Env(name) => {
+                std::env::var(name).map_err(|_| SecretError::Env(name.clone()))?
+            }
+        };
+        if value.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        Ok(Secret(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_only_the_hint() {
+        let secret = Secret::new("abc8Q~very-secret");
+        assert_eq!(format!("{secret:?}"), "Secret(abc...)");
+    }
+
+    #[test]
+    fn a_file_source_sees_a_rotation() {
+        let path = std::env::temp_dir().join(format!("maildrill-secret-{}", std::process::id()));
+        std::fs::write(&path, "old-value\n").unwrap();
+        let source = SecretSource::File(path.clone());
+        assert_eq!(source.current().unwrap().expose(), "old-value");
+        std::fs::write(&path, "new-value").unwrap();
+        assert_eq!(source.current().unwrap().expose(), "new-value");
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(source.current(), Err(SecretError::File { .. })));
+    }
+}

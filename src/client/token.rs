@@ -1,0 +1,246 @@
+//! The token provider: client credentials on the `oauth2` crate, a cache per scope, refresh
+//! ahead of `exp`, one request in flight however many senders wait, and failures classified.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oauth2::basic::BasicClient;
+use oauth2::{AuthType, ClientId, ClientSecret, Scope, TokenResponse as _, TokenUrl};
+use tokio::time::Instant;
+
+use super::classify::{self, Failure, Seen};
+use super::secret::SecretSource;
+use super::transport::{HttpTransport, TransportError};
+use crate::time::{ClockExt as _, SharedClock};
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// `client_secret_basic` (the oauth2 crate's default).
+    #[default]
+    Basic,
+    /// `client_secret_post`.
+    Body,
+}
+
+/// Token provider settings.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// `https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token`.
+    pub token_url: String,
+    /// The app's client id.
+    pub client_id: String,
+    /// Where the secret is read from.
+    pub secret: SecretSource,
+    /// Secret in the body or in a Basic header.
+    pub auth: ClientAuth,
+    /// Refresh this long before `exp`.
+    pub refresh_ahead: Duration,
+    /// Give up on a token request after this long on the clock.
+    pub request_timeout: Duration,
+}
+
+/// An access token. Its `Debug` never shows the value.
+#[derive(Clone)]
+pub struct Token {
+    value: String,
+    /// When it stops working, on the client's monotonic clock.
+    pub expires_at: Instant,
+}
+
+impl Token {
+    /// The bearer value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Fetches and caches access tokens.
+pub struct TokenProvider {
+    config: TokenConfig,
+    clock: SharedClock,
+    http: Arc<dyn HttpTransport>,
+    cache: Mutex<BTreeMap<String, Token>>,
+    flight: tokio::sync::Mutex<()>,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenProvider")
+            .field("client_id", &self.config.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenProvider {
+    /// A provider over a transport and a clock.
+    pub fn new(
+        config: TokenConfig,
+        clock: SharedClock,
+        http: Arc<dyn HttpTransport>,
+    ) -> TokenProvider {
+        TokenProvider {
+            config,
+            clock,
+            http,
+            cache: Mutex::new(BTreeMap::new()),
+            flight: tokio::sync::Mutex::new(()),
+            requests: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Token requests sent so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn cached(&self, scope: &str) -> Option<Token> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(scope)
+            .cloned()
+    }
+
+    /// Forgets the cached token (the resource refused it).
+    pub fn invalidate(&self, scope: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(scope);
+    }
+
+    /// A token for `scope`: the cached one while fresh, else one new request shared by every
+    /// caller waiting at the same time. A refresh that fails while the cached token still
+    /// works returns the cached token: tokens outlive the secret that got them.
+    pub async fn token(&self, scope: &str) -> Result<Token, Failure> {
+        let fresh =
+            |token: &Token, now: Instant| now + self.config.refresh_ahead < token.expires_at;
+        if let Some(token) = self.cached(scope).filter(|t| fresh(t, self.clock.now())) {
+            return Ok(token);
+        }
+        let _flight = self.flight.lock().await;
+        // Another caller may have refreshed while this one waited for the flight.
+        if let Some(token) = self.cached(scope).filter(|t| fresh(t, self.clock.now())) {
+            return Ok(token);
+        }
+        match self.fetch(scope).await {
+            Ok(token) => {
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(scope.to_string(), token.clone());
+                Ok(token)
+            }
+            Err(failure) => match self
+                .cached(scope)
+                .filter(|t| self.clock.now() < t.expires_at)
+            {
+                Some(still_valid) => Ok(still_valid),
+                None => Err(failure),
+            },
+        }
+    }
+
+    async fn fetch(&self, scope: &str) -> Result<Token, Failure> {
+        let secret = self
+            .config
+            .secret
+            .current()
+            .map_err(|e| Failure::Transient {
+                reason: e.to_string(),
+                retry_after: None,
+            })?;
+        let token_url =
+            TokenUrl::new(self.config.token_url.clone()).map_err(|e| Failure::Permanent {
+                reason: format!("bad token URL: {e}"),
+            })?;
+        let client = BasicClient::new(ClientId::new(self.config.client_id.clone()))
+            .set_client_secret(ClientSecret::new(secret.expose().to_string()))
+            .set_token_uri(token_url)
+            .set_auth_type(match self.config.auth {
+                ClientAuth::Basic => AuthType::BasicAuth,
+                ClientAuth::Body => AuthType::RequestBody,
+            });
+        let send = OAuthHttp {
+            clock: self.clock.clone(),
+            http: self.http.clone(),
+            timeout: self.config.request_timeout,
+            seen: Mutex::new(None),
+        };
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = client
+            .exchange_client_credentials()
+            .add_scope(Scope::new(scope.to_string()))
+            .request_async(&send)
+            .await;
+        match result {
+            Ok(response) => {
+                // Entra always sends expires_in; an hour is the documented default otherwise.
+                let lifetime = response.expires_in().unwrap_or(Duration::from_secs(3600));
+                Ok(Token {
+                    value: response.access_token().secret().clone(),
+                    expires_at: self.clock.now() + lifetime,
+                })
+            }
+            Err(error) => {
+                let seen = *send.seen.lock().unwrap_or_else(|p| p.into_inner());
+                Err(classify::token_failure(&error, seen))
+            }
+        }
+    }
+}
+
+/// oauth2's HTTP client slot, filled with the client's transport: requests time out on the
+/// client's clock, and the status and `Retry-After` that oauth2 hides from its errors are kept.
+struct OAuthHttp {
+    clock: SharedClock,
+    http: Arc<dyn HttpTransport>,
+    timeout: Duration,
+    seen: Mutex<Option<Seen>>,
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {
+    type Error = TransportError;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<oauth2::HttpResponse, TransportError>>
+                + Send
+                + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let response = self
+                .clock
+                .timeout(self.timeout, self.http.send(request))
+                .await
+                .map_err(|elapsed| TransportError(elapsed.to_string()))??;
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| classify::parse_retry_after(v, self.clock.now_utc()));
+            let status = response.status().as_u16();
+            *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Seen {
+                status,
+                retry_after,
+            });
+            Ok(response)
+        })
+    }
+}

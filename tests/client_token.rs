@@ -1,0 +1,215 @@
+//! The client's token provider against the mock token endpoint, on the virtual clock.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first broken expectation"
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use common::*;
+use maildrill::client::classify::{CredentialProblem, Failure};
+use maildrill::client::secret::{Secret, SecretSource};
+use maildrill::client::token::{ClientAuth, TokenConfig, TokenProvider};
+use maildrill::fault::{Activation, CatalogueReply, Fault, FaultKind, Target};
+use maildrill::tenant::{Directory, SecretSpec, demo};
+use maildrill::time::{ClockExt as _, replay_runtime};
+
+fn provider(sim: &Sim, secret: SecretSource) -> Arc<TokenProvider> {
+    let config = TokenConfig {
+        token_url: sim.token_url(),
+        client_id: demo::APP_ID.into(),
+        secret,
+        auth: ClientAuth::Basic,
+        refresh_ahead: Duration::from_secs(300),
+        request_timeout: Duration::from_secs(30),
+    };
+    Arc::new(TokenProvider::new(
+        config,
+        sim.clock.clone(),
+        Arc::new(sim.net.clone()),
+    ))
+}
+
+fn secret() -> SecretSource {
+    SecretSource::Value(Secret::new(SECRET))
+}
+
+fn entra_fault(kind: FaultKind) -> Fault {
+    Fault {
+        target: Target::Entra,
+        operation: Some("token".into()),
+        kind,
+        activation: Activation::default(),
+    }
+}
+
+#[test]
+fn tokens_are_cached_and_refreshed_ahead_of_exp() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = Sim::new(
+            at("2025-02-14T09:00:00Z"),
+            tenant(at("2025-03-01T00:00:00Z")),
+            51,
+        );
+        let tokens = provider(&sim, secret());
+        let first = tokens.token(GRAPH_SCOPE).await.unwrap();
+        let again = tokens.token(GRAPH_SCOPE).await.unwrap();
+        assert_eq!(first.expose(), again.expose());
+        assert_eq!(tokens.requests(), 1);
+        tokens.token(EXCHANGE_SCOPE).await.unwrap();
+        assert_eq!(tokens.requests(), 2, "one token per scope");
+        // 3599 s lifetime, refreshed 300 s ahead.
+        sim.clock.sleep(Duration::from_secs(3299)).await;
+        let refreshed = tokens.token(GRAPH_SCOPE).await.unwrap();
+        assert_ne!(refreshed.expose(), first.expose());
+        assert!(!format!("{refreshed:?}").contains(refreshed.expose()));
+    });
+}
+
+#[test]
+fn many_waiting_senders_share_one_request() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = Sim::new(
+            at("2025-02-14T09:00:00Z"),
+            tenant(at("2025-03-01T00:00:00Z")),
+            52,
+        );
+        sim.mocks
+            .inject(entra_fault(FaultKind::Latency {
+                delay: Duration::from_secs(2),
+            }))
+            .unwrap();
+        let tokens = provider(&sim, secret());
+        let handles: Vec<_> = (0..10)
+            .map(|_| {
+                let tokens = tokens.clone();
+                tokio::spawn(async move {
+                    tokens
+                        .token(GRAPH_SCOPE)
+                        .await
+                        .map(|t| t.expose().to_string())
+                })
+            })
+            .collect();
+        let mut values = std::collections::BTreeSet::new();
+        for handle in handles {
+            values.insert(handle.await.unwrap().unwrap());
+        }
+        assert_eq!(values.len(), 1);
+        assert_eq!(tokens.requests(), 1);
+    });
+}
+
+#[test]
+fn an_expired_secret_is_a_credential_failure_once_the_cached_token_ends() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = Sim::new(
+            at("2025-02-14T11:00:00Z"),
+            tenant(at("2025-02-14T11:30:00Z")),
+            53,
+        );
+        let tokens = provider(&sim, secret());
+        let token = tokens.token(GRAPH_SCOPE).await.unwrap();
+        // Past the secret's end and inside the refresh window: the refresh fails, the token works.
+        sim.clock.sleep(Duration::from_secs(3400)).await;
+        assert_eq!(
+            tokens.token(GRAPH_SCOPE).await.unwrap().expose(),
+            token.expose()
+        );
+        sim.clock.sleep(Duration::from_secs(200)).await;
+        assert_eq!(
+            tokens.token(GRAPH_SCOPE).await.unwrap_err(),
+            Failure::Credential(CredentialProblem::Expired)
+        );
+    });
+}
+
+#[test]
+fn throttling_outages_and_hangs_are_transient() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = Sim::new(
+            at("2025-02-14T11:00:00Z"),
+            tenant(at("2025-03-01T00:00:00Z")),
+            54,
+        );
+        let tokens = provider(&sim, secret());
+        let mut once = entra_fault(FaultKind::Respond {
+            reply: CatalogueReply::EntraThrottled,
+            retry_after: None,
+        });
+        once.activation.first = Some(1);
+        sim.mocks.inject(once).unwrap();
+        match tokens.token(GRAPH_SCOPE).await.unwrap_err() {
+            Failure::Transient { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(60)))
+            }
+            other => panic!("{other:?}"),
+        }
+        sim.mocks.clear_target(Target::Entra);
+        let mut unavailable = entra_fault(FaultKind::Respond {
+            reply: CatalogueReply::parse(Target::Entra, "unavailable").unwrap(),
+            retry_after: None,
+        });
+        unavailable.activation.first = Some(1);
+        sim.mocks.inject(unavailable).unwrap();
+        assert!(matches!(
+            tokens.token(GRAPH_SCOPE).await.unwrap_err(),
+            Failure::Transient { .. }
+        ));
+        sim.mocks.clear_target(Target::Entra);
+        let mut hang = entra_fault(FaultKind::Timeout);
+        hang.activation.first = Some(1);
+        sim.mocks.inject(hang).unwrap();
+        let before = sim.clock.now_utc();
+        assert!(matches!(
+            tokens.token(GRAPH_SCOPE).await.unwrap_err(),
+            Failure::Transient { .. }
+        ));
+        assert_eq!(sim.clock.now_utc() - before, TimeDelta::seconds(30));
+        assert!(tokens.token(GRAPH_SCOPE).await.is_ok());
+    });
+}
+
+#[test]
+fn a_rotated_secret_file_works_after_the_propagation_delay() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = Sim::new(
+            at("2025-02-14T12:00:00Z"),
+            tenant(at("2025-02-14T11:30:00Z")),
+            55,
+        );
+        let path = std::env::temp_dir().join(format!("maildrill-rotation-{}", std::process::id()));
+        std::fs::write(&path, SECRET).unwrap();
+        let tokens = provider(&sim, SecretSource::File(path.clone()));
+        assert_eq!(
+            tokens.token(GRAPH_SCOPE).await.unwrap_err(),
+            Failure::Credential(CredentialProblem::Expired)
+        );
+        let now = sim.clock.now_utc();
+        let rotated = SecretSpec {
+            value: "New8Q~rotated".into(),
+            display_name: "rotated".into(),
+            start: now,
+            end: now + TimeDelta::days(180),
+        };
+        Directory::lock(sim.mocks.directory()).add_secret(
+            demo::TENANT_ID,
+            demo::APP_ID,
+            &rotated,
+            now,
+        );
+        std::fs::write(&path, "New8Q~rotated\n").unwrap();
+        // Within the 10 s propagation delay the new secret still fails.
+        assert!(matches!(
+            tokens.token(GRAPH_SCOPE).await.unwrap_err(),
+            Failure::Credential(_)
+        ));
+        sim.clock.sleep(Duration::from_secs(10)).await;
+        assert!(tokens.token(GRAPH_SCOPE).await.is_ok());
+        std::fs::remove_file(&path).unwrap();
+    });
+}
