@@ -11,9 +11,11 @@
 //! - [`transport`]: the HTTP transport trait (reqwest in production, duplex streams in replays).
 //! - [`secret`]: where the client secret comes from, re-read so a rotation needs no redeploy.
 //! - [`token`]: client credentials with a cache, refresh ahead of `exp` and single flight.
+//! - [`outbox`]: the durable queue (SQLite, WAL) that survives the restart of 2025.
 
 pub mod backoff;
 pub mod classify;
+pub mod outbox;
 pub mod secret;
 pub mod token;
 pub mod transport;

@@ -1,0 +1,430 @@
+//! The outbox: a durable queue of outgoing mail in SQLite (WAL mode).
+//!
+//! States: `queued` (waiting for its next attempt), `sending` (an attempt is in flight),
+//! `delivered`, `failed` (permanently, with the reason) and `unknown` (sent, but no reply ever
+//! came: the outcome cannot be known). A Message-ID and an idempotency key are fixed at
+//! enqueue, so every retry of a message carries the same ones. Times are the client's calendar
+//! clock, passed in: the outbox never reads a clock itself.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use crate::seed::SeedRng;
+
+/// Where a message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum State {
+    /// Waiting for its next attempt.
+    Queued,
+    /// An attempt is in flight.
+    Sending,
+    /// Accepted by the server.
+    Delivered,
+    /// Refused for good.
+    Failed,
+    /// Sent, but no reply came.
+    Unknown,
+}
+
+impl State {
+    /// The name stored in the database and shown in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Sending => "sending",
+            State::Delivered => "delivered",
+            State::Failed => "failed",
+            State::Unknown => "unknown",
+        }
+    }
+
+    fn parse(text: &str) -> State {
+        match text {
+            "sending" => State::Sending,
+            "delivered" => State::Delivered,
+            "failed" => State::Failed,
+            "unknown" => State::Unknown,
+            _ => State::Queued,
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A message to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Envelope sender (the mailbox).
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Subject.
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+}
+
+/// A message in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Row id.
+    pub id: i64,
+    /// `Message-ID`, fixed at enqueue.
+    pub message_id: String,
+    /// Idempotency key, fixed at enqueue.
+    pub idempotency_key: String,
+    /// Envelope sender.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Subject.
+    pub subject: String,
+    /// Body.
+    pub body: String,
+    /// Where it stands.
+    pub state: State,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it was enqueued.
+    pub enqueued_at: DateTime<Utc>,
+    /// When it may next be tried.
+    pub next_attempt_at: DateTime<Utc>,
+    /// Why it failed, for `failed`.
+    pub reason: Option<String>,
+}
+
+/// The database could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to use the outbox database")]
+pub struct OutboxError(#[from] rusqlite::Error);
+
+/// The durable queue.
+#[derive(Debug)]
+pub struct Outbox {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL UNIQUE,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    sender TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'sending', 'delivered', 'failed', 'unknown')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    enqueued_at TEXT NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    delivered_at TEXT,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS due ON messages (state, next_attempt_at, id);
+";
+
+fn time(at: DateTime<Utc>) -> String {
+    // Fixed width, so text order is time order in the index.
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_time(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox at `path`, in WAL mode.
+    pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Outbox {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// An outbox in memory (benchmarks of the sending path; not durable).
+    pub fn in_memory() -> Result<Outbox, OutboxError> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Outbox {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enqueues a message, fixing its Message-ID and idempotency key.
+    pub fn enqueue(
+        &self,
+        message: &NewMessage,
+        now: DateTime<Utc>,
+        ids: &mut SeedRng,
+    ) -> Result<Message, OutboxError> {
+        let key = ids.guid();
+        let domain = message
+            .from
+            .rsplit_once('@')
+            .map_or("maildrill.invalid", |(_, d)| d);
+        let message_id = format!("<{key}@{domain}>");
+        let recipients = serde_json::to_string(&message.to).expect("strings serialise");
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO messages (message_id, idempotency_key, sender, recipients, subject, body, state, enqueued_at, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?7)",
+            params![message_id, key, message.from, recipients, message.subject, message.body, time(now)],
+        )?;
+        let id = conn.last_insert_rowid();
+        drop(conn);
+        Ok(self.get(id)?.expect("the row was inserted just now"))
+    }
+
+    /// A message by row id.
+    pub fn get(&self, id: i64) -> Result<Option<Message>, OutboxError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(&format!("{SELECT} WHERE id = ?1"))?;
+        Ok(statement.query_row(params![id], row).optional()?)
+    }
+
+    /// The next message due at `now`, marked `sending` (one attempt more).
+    pub fn claim_due(&self, now: DateTime<Utc>) -> Result<Option<Message>, OutboxError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let found = tx
+            .prepare_cached(&format!(
+                "{SELECT} WHERE state = 'queued' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT 1"
+            ))?
+            .query_row(params![time(now)], row)
+            .optional()?;
+        let Some(mut message) = found else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE messages SET state = 'sending', attempts = attempts + 1 WHERE id = ?1",
+            params![message.id],
+        )?;
+        tx.commit()?;
+        message.state = State::Sending;
+        message.attempts += 1;
+        Ok(Some(message))
+    }
+
+    /// When the next queued message becomes due, if any is queued.
+    pub fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, OutboxError> {
+        let conn = self.conn();
+        let at: Option<String> = conn.query_row(
+            "SELECT MIN(next_attempt_at) FROM messages WHERE state = 'queued'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(at.map(|t| parse_time(&t)))
+    }
+
+    /// The server accepted it.
+    pub fn delivered(&self, id: i64, now: DateTime<Utc>) -> Result<(), OutboxError> {
+        self.conn().execute(
+            "UPDATE messages SET state = 'delivered', delivered_at = ?2, reason = NULL WHERE id = ?1",
+            params![id, time(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Try again at `at`; `reason` notes why (auth failures land here, never in `failed`).
+    pub fn retry(&self, id: i64, at: DateTime<Utc>, reason: &str) -> Result<(), OutboxError> {
+        self.conn().execute(
+            "UPDATE messages SET state = 'queued', next_attempt_at = ?2, reason = ?3 WHERE id = ?1",
+            params![id, time(at), reason],
+        )?;
+        Ok(())
+    }
+
+    /// Refused for good.
+    pub fn failed(&self, id: i64, reason: &str) -> Result<(), OutboxError> {
+        self.conn().execute(
+            "UPDATE messages SET state = 'failed', reason = ?2 WHERE id = ?1",
+            params![id, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Sent, but no reply came.
+    pub fn unknown(&self, id: i64, reason: &str) -> Result<(), OutboxError> {
+        self.conn().execute(
+            "UPDATE messages SET state = 'unknown', reason = ?2 WHERE id = ?1",
+            params![id, reason],
+        )?;
+        Ok(())
+    }
+
+    /// After a restart: messages caught `sending` go back to the queue (due now), so nothing is
+    /// lost; they keep their Message-ID and idempotency key. Returns how many.
+    pub fn recover(&self, now: DateTime<Utc>) -> Result<usize, OutboxError> {
+        let changed = self.conn().execute(
+            "UPDATE messages SET state = 'queued', next_attempt_at = ?1, reason = 'interrupted by a restart' WHERE state = 'sending'",
+            params![time(now)],
+        )?;
+        Ok(changed)
+    }
+
+    /// How many messages are in each state.
+    pub fn counts(&self) -> Result<Vec<(State, u64)>, OutboxError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare_cached("SELECT state, COUNT(*) FROM messages GROUP BY state ORDER BY state")?;
+        let rows = statement.query_map([], |r| {
+            Ok((State::parse(&r.get::<_, String>(0)?), r.get::<_, u64>(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Queued and in-flight messages.
+    pub fn depth(&self) -> Result<u64, OutboxError> {
+        let conn = self.conn();
+        Ok(conn.query_row(
+            "SELECT COUNT(*) FROM messages WHERE state IN ('queued', 'sending')",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// When the oldest message still waiting was enqueued.
+    pub fn oldest_waiting(&self) -> Result<Option<DateTime<Utc>>, OutboxError> {
+        let conn = self.conn();
+        let at: Option<String> = conn.query_row(
+            "SELECT MIN(enqueued_at) FROM messages WHERE state IN ('queued', 'sending')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(at.map(|t| parse_time(&t)))
+    }
+}
+
+const SELECT: &str = "SELECT id, message_id, idempotency_key, sender, recipients, subject, body, state, attempts, enqueued_at, next_attempt_at, reason FROM messages";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let recipients: String = r.get(4)?;
+    Ok(Message {
+        id: r.get(0)?,
+        message_id: r.get(1)?,
+        idempotency_key: r.get(2)?,
+        from: r.get(3)?,
+        to: serde_json::from_str(&recipients).unwrap_or_default(),
+        subject: r.get(5)?,
+        body: r.get(6)?,
+        state: State::parse(&r.get::<_, String>(7)?),
+        attempts: r.get(8)?,
+        enqueued_at: parse_time(&r.get::<_, String>(9)?),
+        next_attempt_at: parse_time(&r.get::<_, String>(10)?),
+        reason: r.get(11)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seed::Seed;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn message(subject: &str) -> NewMessage {
+        NewMessage {
+            from: "mailman@contoso.example".into(),
+            to: vec!["a@example.com".into()],
+            subject: subject.into(),
+            body: "hi".into(),
+        }
+    }
+
+    fn path(name: &str) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("maildrill-outbox-{name}-{}.db", std::process::id()));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        path
+    }
+
+    #[test]
+    fn messages_move_through_their_states_in_due_order() {
+        let outbox = Outbox::in_memory().unwrap();
+        let mut ids = Seed(1).stream("outbox");
+        let now = at("2025-02-14T11:00:00Z");
+        let first = outbox.enqueue(&message("one"), now, &mut ids).unwrap();
+        let second = outbox.enqueue(&message("two"), now, &mut ids).unwrap();
+        assert!(first.message_id.ends_with("@contoso.example>"));
+        assert_ne!(first.idempotency_key, second.idempotency_key);
+        let claimed = outbox.claim_due(now).unwrap().unwrap();
+        assert_eq!(
+            (claimed.id, claimed.state, claimed.attempts),
+            (first.id, State::Sending, 1)
+        );
+        outbox
+            .retry(first.id, at("2025-02-14T11:05:00Z"), "535 5.7.3")
+            .unwrap();
+        assert_eq!(outbox.claim_due(now).unwrap().unwrap().id, second.id);
+        assert!(
+            outbox.claim_due(now).unwrap().is_none(),
+            "the first is not due yet"
+        );
+        assert_eq!(
+            outbox.next_due_at().unwrap(),
+            Some(at("2025-02-14T11:05:00Z"))
+        );
+        outbox.delivered(second.id, now).unwrap();
+        let again = outbox
+            .claim_due(at("2025-02-14T11:05:00Z"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (again.id, again.attempts, again.message_id),
+            (first.id, 2, first.message_id)
+        );
+        outbox.failed(first.id, "550 5.1.1 no such user").unwrap();
+        assert_eq!(
+            outbox.counts().unwrap(),
+            [(State::Delivered, 1), (State::Failed, 1)]
+        );
+        assert_eq!(outbox.depth().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_restart_resumes_every_queued_and_in_flight_message() {
+        let path = path("restart");
+        let mut ids = Seed(2).stream("outbox");
+        let now = at("2025-02-14T11:30:00Z");
+        let in_flight = {
+            let outbox = Outbox::open(&path).unwrap();
+            for i in 0..3 {
+                outbox
+                    .enqueue(&message(&format!("m{i}")), now, &mut ids)
+                    .unwrap();
+            }
+            outbox.claim_due(now).unwrap().unwrap()
+            // The process dies here, mid-send.
+        };
+        let outbox = Outbox::open(&path).unwrap();
+        assert_eq!(outbox.depth().unwrap(), 3);
+        assert_eq!(outbox.recover(at("2025-02-15T02:08:00Z")).unwrap(), 1);
+        let resumed = outbox.get(in_flight.id).unwrap().unwrap();
+        assert_eq!(
+            (resumed.state, resumed.message_id),
+            (State::Queued, in_flight.message_id)
+        );
+        assert_eq!(outbox.oldest_waiting().unwrap(), Some(now));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+}
