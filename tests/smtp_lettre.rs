@@ -8,14 +8,12 @@
 
 mod common;
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use common::*;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters,
+    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters,
 };
 use lettre::transport::smtp::extension::ClientId;
 use maildrill::journal::Journal;
@@ -24,45 +22,8 @@ use maildrill::seed::Seed;
 use maildrill::tenant::{Directory, demo};
 use maildrill::time::{ClockExt as _, replay_runtime};
 use maildrill::tls::Pki;
-use maildrill::wiring::memory::MemorySmtp;
+use maildrill::wiring::memory::{MemorySmtp, MemoryStream};
 use oauth2::{Scope, TokenResponse as _};
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
-
-/// lettre wants a stream that knows its peer address.
-#[derive(Debug)]
-struct Pipe(DuplexStream);
-
-impl AsyncRead for Pipe {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Pipe {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-impl AsyncTokioStream for Pipe {
-    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        Ok("127.0.0.1:587".parse().unwrap())
-    }
-}
 
 struct World {
     sim: Sim,
@@ -117,7 +78,7 @@ impl World {
     async fn connect(&self) -> AsyncSmtpConnection {
         let hello = ClientId::Domain("client.example".into());
         let mut conn = AsyncSmtpConnection::connect_with_transport(
-            Box::new(Pipe(self.smtp.connect())),
+            Box::new(MemoryStream(self.smtp.connect())),
             &hello,
         )
         .await
@@ -284,7 +245,7 @@ fn a_tls_failure_fault_breaks_the_starttls_handshake() {
             .unwrap();
         let hello = ClientId::Domain("client.example".into());
         let mut conn = AsyncSmtpConnection::connect_with_transport(
-            Box::new(Pipe(world.smtp.connect())),
+            Box::new(MemoryStream(world.smtp.connect())),
             &hello,
         )
         .await

@@ -12,10 +12,13 @@
 //! - [`secret`]: where the client secret comes from, re-read so a rotation needs no redeploy.
 //! - [`token`]: client credentials with a cache, refresh ahead of `exp` and single flight.
 //! - [`outbox`]: the durable queue (SQLite, WAL) that survives the restart of 2025.
+//! - [`send`]: one delivery attempt over SMTP (STARTTLS, XOAUTH2) or Graph `sendMail`, with one
+//!   token refresh when the token is refused, and its outcome for the outbox.
 
 pub mod backoff;
 pub mod classify;
 pub mod outbox;
 pub mod secret;
+pub mod send;
 pub mod token;
 pub mod transport;

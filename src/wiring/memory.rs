@@ -137,3 +137,65 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// A duplex stream as lettre's custom transport: it needs to know a peer address.
+#[derive(Debug)]
+pub struct MemoryStream(pub DuplexStream);
+
+impl tokio::io::AsyncRead for MemoryStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for MemoryStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl lettre::transport::smtp::client::AsyncTokioStream for MemoryStream {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        // What the client would see for smtp.office365.com:587; nothing routes by it.
+        Ok(std::net::SocketAddr::from(([127, 0, 0, 1], 587)))
+    }
+}
+
+impl crate::client::send::SmtpConnector for MemorySmtp {
+    fn connect(
+        &self,
+    ) -> crate::client::transport::TransportFuture<
+        '_,
+        Box<dyn lettre::transport::smtp::client::AsyncTokioStream>,
+    > {
+        let stream = MemorySmtp::connect(self);
+        Box::pin(async move {
+            Ok(Box::new(MemoryStream(stream))
+                as Box<
+                    dyn lettre::transport::smtp::client::AsyncTokioStream,
+                >)
+        })
+    }
+}

@@ -1,0 +1,333 @@
+//! Sending one message: a token, a transport (SMTP with STARTTLS and XOAUTH2, or Graph
+//! `sendMail`), and what the outcome means for the outbox.
+//!
+//! On `535` or a Graph `401` the cached token is dropped, a new one fetched once, and the send
+//! retried once. A send whose reply never came after the message went out is `Unknown`: the
+//! server may have it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, CertificateStore, TlsParameters,
+};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::ClientId;
+
+use super::classify::{self, CredentialProblem, Failure};
+use super::outbox::Message;
+use super::token::{Token, TokenProvider};
+use super::transport::{HttpTransport, TransportError, TransportFuture};
+use crate::time::{ClockExt as _, SharedClock};
+
+/// Scope of SMTP AUTH tokens.
+pub const EXCHANGE_SCOPE: &str = "https://outlook.office365.com/.default";
+/// Scope of Graph tokens.
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// Opens a byte stream to the SMTP server (TCP in production, a duplex stream in replays).
+pub trait SmtpConnector: Send + Sync + fmt::Debug {
+    /// A fresh connection.
+    fn connect(&self) -> TransportFuture<'_, Box<dyn AsyncTokioStream>>;
+}
+
+/// SMTP over TCP, with `TCP_NODELAY` (lettre does not set it; every reply would wait ~40 ms).
+#[derive(Debug, Clone)]
+pub struct TcpSmtpConnector {
+    /// `host:port`.
+    pub address: String,
+}
+
+impl SmtpConnector for TcpSmtpConnector {
+    fn connect(&self) -> TransportFuture<'_, Box<dyn AsyncTokioStream>> {
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(&self.address)
+                .await
+                .map_err(|e| TransportError(e.to_string()))?;
+            stream
+                .set_nodelay(true)
+                .map_err(|e| TransportError(e.to_string()))?;
+            Ok(Box::new(stream) as Box<dyn AsyncTokioStream>)
+        })
+    }
+}
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// SMTP submission with STARTTLS (required) and AUTH XOAUTH2.
+    Smtp {
+        /// Opens connections.
+        connector: Arc<dyn SmtpConnector>,
+        /// The TLS server name, e.g. `smtp.office365.com`.
+        tls_domain: String,
+        /// Extra CA to trust (PEM), e.g. the harness's generated CA.
+        ca_pem: Option<String>,
+        /// The EHLO name (set explicitly: lettre's default is the machine's host name).
+        hello_name: String,
+    },
+    /// Graph `POST /users/{mailbox}/sendMail`.
+    Graph {
+        /// The HTTP transport.
+        http: Arc<dyn HttpTransport>,
+        /// `https://graph.microsoft.com/v1.0`.
+        graph_url: String,
+    },
+}
+
+/// What one send attempt means for the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted.
+    Delivered,
+    /// Try again later (not before `retry_after`, when given).
+    Retry {
+        /// Why.
+        reason: String,
+        /// The server's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// The credentials are refused: keep the message, open the circuit.
+    Credential(CredentialProblem),
+    /// Refused for good.
+    Failed(String),
+    /// It went out but no reply came.
+    Unknown(String),
+}
+
+/// Sends messages for one mailbox.
+#[derive(Debug)]
+pub struct Sender {
+    /// The token provider.
+    pub tokens: Arc<TokenProvider>,
+    /// The transport.
+    pub transport: Transport,
+    /// The client's clock.
+    pub clock: SharedClock,
+    /// The mailbox sending (the XOAUTH2 user and the Graph user).
+    pub mailbox: String,
+    /// Give up on a whole attempt after this long.
+    pub timeout: Duration,
+}
+
+/// Why an attempt did not deliver.
+enum Attempt {
+    Failed(Failure),
+    Unknown(String),
+}
+
+impl Sender {
+    fn scope(&self) -> &'static str {
+        match self.transport {
+            Transport::Smtp { .. } => EXCHANGE_SCOPE,
+            Transport::Graph { .. } => GRAPH_SCOPE,
+        }
+    }
+
+    /// One delivery attempt of `message`, with one token refresh if the token is refused.
+    pub async fn deliver(&self, message: &Message) -> Outcome {
+        let scope = self.scope();
+        let mut refreshed = false;
+        loop {
+            let token = match self.tokens.token(scope).await {
+                Ok(token) => token,
+                Err(failure) => return outcome(failure),
+            };
+            let attempt = match self
+                .clock
+                .timeout(self.timeout, self.attempt(&token, message))
+                .await
+            {
+                Ok(result) => result,
+                Err(elapsed) => Err(Attempt::Unknown(format!("no reply: {elapsed}"))),
+            };
+            match attempt {
+                Ok(()) => return Outcome::Delivered,
+                Err(Attempt::Unknown(reason)) => return Outcome::Unknown(reason),
+                Err(Attempt::Failed(Failure::TokenRejected)) if !refreshed => {
+                    self.tokens.invalidate(scope);
+                    refreshed = true;
+                }
+                Err(Attempt::Failed(Failure::TokenRejected)) => {
+                    return Outcome::Retry {
+                        reason: "token refused twice".into(),
+                        retry_after: None,
+                    };
+                }
+                Err(Attempt::Failed(failure)) => return outcome(failure),
+            }
+        }
+    }
+
+    async fn attempt(&self, token: &Token, message: &Message) -> Result<(), Attempt> {
+        match &self.transport {
+            Transport::Smtp {
+                connector,
+                tls_domain,
+                ca_pem,
+                hello_name,
+            } => {
+                self.smtp(
+                    connector.as_ref(),
+                    tls_domain,
+                    ca_pem.as_deref(),
+                    hello_name,
+                    token,
+                    message,
+                )
+                .await
+            }
+            Transport::Graph { http, graph_url } => {
+                self.graph(http.as_ref(), graph_url, token, message).await
+            }
+        }
+    }
+
+    async fn smtp(
+        &self,
+        connector: &dyn SmtpConnector,
+        tls_domain: &str,
+        ca_pem: Option<&str>,
+        hello_name: &str,
+        token: &Token,
+        message: &Message,
+    ) -> Result<(), Attempt> {
+        let transient = |e: &dyn fmt::Display| {
+            Attempt::Failed(Failure::Transient {
+                reason: e.to_string(),
+                retry_after: None,
+            })
+        };
+        let smtp = |e: lettre::transport::smtp::Error| Attempt::Failed(classify::smtp_failure(&e));
+        let stream = connector.connect().await.map_err(|e| transient(&e))?;
+        let hello = ClientId::Domain(hello_name.to_string());
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &hello)
+            .await
+            .map_err(smtp)?;
+        let mut tls = TlsParameters::builder(tls_domain.to_string());
+        if let Some(pem) = ca_pem {
+            let certificate = Certificate::from_pem(pem.as_bytes()).map_err(|e| transient(&e))?;
+            tls = tls
+                .certificate_store(CertificateStore::None)
+                .add_root_certificate(certificate);
+        }
+        let tls = tls.build_rustls().map_err(|e| transient(&e))?;
+        // STARTTLS is required: never send a token in the clear.
+        conn.starttls(tls, &hello).await.map_err(smtp)?;
+        let credentials = Credentials::new(self.mailbox.clone(), token.expose().to_string());
+        conn.auth(&[Mechanism::Xoauth2], &credentials)
+            .await
+            .map_err(smtp)?;
+        let address = |a: &str| {
+            a.parse().map_err(|e: lettre::address::AddressError| {
+                Attempt::Failed(Failure::Permanent {
+                    reason: e.to_string(),
+                })
+            })
+        };
+        conn.command(Mail::new(Some(address(&message.from)?), vec![]))
+            .await
+            .map_err(smtp)?;
+        for to in &message.to {
+            conn.command(Rcpt::new(address(to)?, vec![]))
+                .await
+                .map_err(smtp)?;
+        }
+        conn.command(Data).await.map_err(smtp)?;
+        // From here the server may have the message even if no reply arrives.
+        match conn.message(&mime(message)).await {
+            Ok(_) => {
+                let _ = conn.quit().await;
+                Ok(())
+            }
+            Err(error) if error.status().is_some() => Err(smtp(error)),
+            Err(error) => Err(Attempt::Unknown(error.to_string())),
+        }
+    }
+
+    async fn graph(
+        &self,
+        http: &dyn HttpTransport,
+        graph_url: &str,
+        token: &Token,
+        message: &Message,
+    ) -> Result<(), Attempt> {
+        let recipients: Vec<serde_json::Value> = message
+            .to
+            .iter()
+            .map(|a| serde_json::json!({"emailAddress": {"address": a}}))
+            .collect();
+        let body = serde_json::json!({
+            "message": {
+                "subject": message.subject,
+                "body": {"contentType": "Text", "content": message.body},
+                "toRecipients": recipients,
+                "internetMessageHeaders": [{"name": "X-Maildrill-Idempotency-Key", "value": message.idempotency_key}],
+            },
+            "saveToSentItems": false,
+        });
+        let request = http::Request::post(format!("{graph_url}/users/{}/sendMail", self.mailbox))
+            .header("Authorization", format!("Bearer {}", token.expose()))
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&body).expect("JSON values serialise"))
+            .map_err(|e| {
+                Attempt::Failed(Failure::Permanent {
+                    reason: e.to_string(),
+                })
+            })?;
+        // A reset or cut reply after the request went out leaves the outcome unknown.
+        let response = http
+            .send(request)
+            .await
+            .map_err(|e| Attempt::Unknown(e.to_string()))?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| classify::parse_retry_after(v, self.clock.now_utc()));
+        Err(Attempt::Failed(classify::graph_failure(
+            status,
+            retry_after,
+            response.body(),
+        )))
+    }
+}
+
+fn outcome(failure: Failure) -> Outcome {
+    match failure {
+        Failure::Credential(problem) => Outcome::Credential(problem),
+        Failure::Transient {
+            reason,
+            retry_after,
+        } => Outcome::Retry {
+            reason,
+            retry_after,
+        },
+        Failure::TokenRejected => Outcome::Retry {
+            reason: "token refused".into(),
+            retry_after: None,
+        },
+        Failure::Permanent { reason } => Outcome::Failed(reason),
+    }
+}
+
+/// The message as MIME, with the fixed Message-ID and idempotency key, and no `Date` from the
+/// wall clock (the server stamps it).
+fn mime(message: &Message) -> Vec<u8> {
+    format!(
+        "From: {}\r\nTo: {}\r\nSubject: {}\r\nMessage-ID: {}\r\nX-Maildrill-Idempotency-Key: {}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n",
+        message.from,
+        message.to.join(", "),
+        message.subject.replace(['\r', '\n'], " "),
+        message.message_id,
+        message.idempotency_key,
+        message.body
+    )
+    .into_bytes()
+}
