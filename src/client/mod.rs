@@ -14,6 +14,8 @@
 //! - [`outbox`]: the durable queue (SQLite, WAL) that survives the restart of 2025.
 //! - [`send`]: one delivery attempt over SMTP (STARTTLS, XOAUTH2) or Graph `sendMail`, with one
 //!   token refresh when the token is refused, and its outcome for the outbox.
+//! - [`worker`]: the sending loop: backoff, the circuit with one probe per interval, a rotated
+//!   secret probed at once; and the `naive-2025` profile that pins the incident's behaviour.
 
 pub mod backoff;
 pub mod classify;
@@ -22,3 +24,4 @@ pub mod secret;
 pub mod send;
 pub mod token;
 pub mod transport;
+pub mod worker;

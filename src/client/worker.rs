@@ -1,0 +1,268 @@
+//! The sending worker: takes due messages from the outbox and delivers them, backing off on
+//! failure and opening a circuit when the credentials are refused.
+//!
+//! While the circuit is open nothing is sent and the queue is kept; one token probe goes out
+//! per backoff interval (no tight loop against Entra), and a new secret value is probed at
+//! once. The `naive-2025` profile keeps the behaviour of the incident: a fixed 1 s retry, no
+//! circuit, and a message failed after five attempts whatever the reason.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use super::backoff::{Backoff, BackoffConfig};
+use super::outbox::{Outbox, OutboxError};
+use super::secret::SecretSource;
+use super::send::{Outcome, Sender};
+use crate::seed::SeedRng;
+use crate::time::{ClockExt as _, SharedClock};
+
+/// The client's behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// Everything the post-mortem asked for.
+    #[default]
+    Remediated,
+    /// The behaviour of 2025: fixed 1 s retries, five attempts, no circuit.
+    Naive2025,
+}
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The profile.
+    pub profile: Profile,
+    /// Backoff of retries and circuit probes (remediated).
+    pub backoff: BackoffConfig,
+    /// Attempts before a message fails (naive: 5).
+    pub naive_attempts: u32,
+    /// How often to look for a changed secret while the circuit is open.
+    pub secret_poll: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            profile: Profile::Remediated,
+            backoff: BackoffConfig::default(),
+            naive_attempts: 5,
+            secret_poll: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Something the worker did, for the run's event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerEvent {
+    /// A message was accepted.
+    Delivered {
+        /// Outbox id.
+        id: i64,
+    },
+    /// A delivery attempt failed and the message waits.
+    Deferred {
+        /// Outbox id.
+        id: i64,
+        /// Why.
+        reason: String,
+    },
+    /// A message failed for good.
+    Failed {
+        /// Outbox id.
+        id: i64,
+        /// Why.
+        reason: String,
+    },
+    /// No reply came after the message went out.
+    Unknown {
+        /// Outbox id.
+        id: i64,
+    },
+    /// The credentials were refused: sending stops.
+    CircuitOpened,
+    /// A probe worked: sending resumes.
+    CircuitClosed,
+}
+
+/// The worker's event log, shared with whoever reports on the run.
+pub type WorkerLog = Arc<Mutex<Vec<(DateTime<Utc>, WorkerEvent)>>>;
+
+/// Delivers the outbox.
+#[derive(Debug)]
+pub struct Worker {
+    /// Settings.
+    pub config: WorkerConfig,
+    /// The queue.
+    pub outbox: Arc<Outbox>,
+    /// Delivery.
+    pub sender: Sender,
+    /// Where the secret is read (to notice a rotation).
+    pub secret: SecretSource,
+    /// The clock.
+    pub clock: SharedClock,
+    /// Woken when a message is enqueued.
+    pub wake: Arc<Notify>,
+    /// What happened.
+    pub log: WorkerLog,
+    /// Jitter.
+    pub rng: SeedRng,
+}
+
+impl Worker {
+    fn note(&self, event: WorkerEvent) {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((self.clock.now_utc(), event));
+    }
+
+    /// Works until `until` on the client's calendar.
+    pub async fn run(&self, until: DateTime<Utc>) -> Result<(), OutboxError> {
+        let mut retry = Backoff::new(self.config.backoff, self.rng.clone());
+        let mut circuit: Option<Backoff> = None;
+        let mut probe_at = self.clock.now_utc();
+        let mut last_secret = self.secret.current().ok();
+        while self.clock.now_utc() < until {
+            let now = self.clock.now_utc();
+            if let Some(probe_backoff) = circuit.as_mut() {
+                let secret = self.secret.current().ok();
+                let rotated = secret != last_secret;
+                if rotated {
+                    // A new value: probe at once, and start the backoff afresh for it.
+                    last_secret = secret;
+                    probe_backoff.reset();
+                    probe_at = now;
+                }
+                if now >= probe_at {
+                    if self.sender.tokens.token(self.sender_scope()).await.is_ok() {
+                        circuit = None;
+                        retry.reset();
+                        self.note(WorkerEvent::CircuitClosed);
+                        continue;
+                    }
+                    probe_at =
+                        self.clock.now_utc() + crate::time::to_chrono(probe_backoff.next(None));
+                }
+                let next = probe_at
+                    .min(self.clock.now_utc() + crate::time::to_chrono(self.config.secret_poll))
+                    .min(until);
+                self.sleep_until(next).await;
+                continue;
+            }
+            let Some(message) = self.outbox.claim_due(now)? else {
+                let next = self.outbox.next_due_at()?.unwrap_or(until).min(until);
+                self.idle_until(next).await;
+                continue;
+            };
+            let outcome = self.sender.deliver(&message).await;
+            let now = self.clock.now_utc();
+            match (self.config.profile, outcome) {
+                (_, Outcome::Delivered) => {
+                    self.outbox.delivered(message.id, now)?;
+                    retry.reset();
+                    self.note(WorkerEvent::Delivered { id: message.id });
+                }
+                (_, Outcome::Failed(reason)) => {
+                    self.outbox.failed(message.id, &reason)?;
+                    self.note(WorkerEvent::Failed {
+                        id: message.id,
+                        reason,
+                    });
+                }
+                (_, Outcome::Unknown(_)) => {
+                    self.outbox
+                        .unknown(message.id, "no reply after the message went out")?;
+                    self.note(WorkerEvent::Unknown { id: message.id });
+                }
+                (
+                    Profile::Remediated,
+                    Outcome::Retry {
+                        reason,
+                        retry_after,
+                    },
+                ) => {
+                    let wait = retry.next(retry_after);
+                    self.outbox
+                        .retry(message.id, now + crate::time::to_chrono(wait), &reason)?;
+                    self.note(WorkerEvent::Deferred {
+                        id: message.id,
+                        reason,
+                    });
+                }
+                (Profile::Remediated, Outcome::Credential(problem)) => {
+                    // Auth failures never fail a message: it waits for the circuit to close.
+                    self.outbox.retry(
+                        message.id,
+                        now,
+                        &format!("credential refused: {problem:?}"),
+                    )?;
+                    self.note(WorkerEvent::Deferred {
+                        id: message.id,
+                        reason: format!("{problem:?}"),
+                    });
+                    let mut probes = Backoff::new(self.config.backoff, self.rng.clone());
+                    probe_at = now + crate::time::to_chrono(probes.next(None));
+                    circuit = Some(probes);
+                    last_secret = self.secret.current().ok();
+                    self.note(WorkerEvent::CircuitOpened);
+                }
+                (Profile::Naive2025, outcome) => {
+                    // 2025: retry every second, give up after five attempts, whatever the cause.
+                    let reason = describe(&outcome);
+                    if message.attempts >= self.config.naive_attempts {
+                        self.outbox.failed(message.id, &reason)?;
+                        self.note(WorkerEvent::Failed {
+                            id: message.id,
+                            reason,
+                        });
+                    } else {
+                        self.outbox.retry(
+                            message.id,
+                            now + chrono::TimeDelta::seconds(1),
+                            &reason,
+                        )?;
+                        self.note(WorkerEvent::Deferred {
+                            id: message.id,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sender_scope(&self) -> &'static str {
+        match self.sender.transport {
+            super::send::Transport::Smtp { .. } => super::send::EXCHANGE_SCOPE,
+            super::send::Transport::Graph { .. } => super::send::GRAPH_SCOPE,
+        }
+    }
+
+    async fn sleep_until(&self, at: DateTime<Utc>) {
+        let instant = self.clock.instant_at(at);
+        self.clock.sleep_until(instant).await;
+    }
+
+    /// Sleeps until `at`, or until a message is enqueued.
+    async fn idle_until(&self, at: DateTime<Utc>) {
+        let instant = self.clock.instant_at(at);
+        tokio::select! {
+            biased;
+            () = self.wake.notified() => {}
+            () = self.clock.sleep_until(instant) => {}
+        }
+    }
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Retry { reason, .. } | Outcome::Failed(reason) | Outcome::Unknown(reason) => {
+            reason.clone()
+        }
+        Outcome::Credential(problem) => format!("credential refused: {problem:?}"),
+        Outcome::Delivered => "delivered".into(),
+    }
+}
