@@ -14,11 +14,15 @@
 //! - [`outbox`]: the durable queue (SQLite, WAL) that survives the restart of 2025.
 //! - [`send`]: one delivery attempt over SMTP (STARTTLS, XOAUTH2) or Graph `sendMail`, with one
 //!   token refresh when the token is refused, and its outcome for the outbox.
+//! - [`monitor`]: credential expiry alerts at `endDateTime - lead` and delivery latency alerts.
+//! - [`alert`]: PagerDuty Events API v2 to a webhook, queued while the sink is down.
 //! - [`worker`]: the sending loop: backoff, the circuit with one probe per interval, a rotated
 //!   secret probed at once; and the `naive-2025` profile that pins the incident's behaviour.
 
+pub mod alert;
 pub mod backoff;
 pub mod classify;
+pub mod monitor;
 pub mod outbox;
 pub mod secret;
 pub mod send;

@@ -309,6 +309,31 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// Enqueue-to-delivery latencies of messages delivered at or after `since`.
+    pub fn latencies_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<std::time::Duration>, OutboxError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(
+            "SELECT enqueued_at, delivered_at FROM messages WHERE state = 'delivered' AND delivered_at >= ?1",
+        )?;
+        let rows = statement.query_map(params![time(since)], |r| {
+            Ok((
+                parse_time(&r.get::<_, String>(0)?),
+                parse_time(&r.get::<_, String>(1)?),
+            ))
+        })?;
+        let mut latencies = Vec::new();
+        for row in rows {
+            let (enqueued, delivered) = row?;
+            latencies.push((delivered - enqueued).to_std().unwrap_or_default());
+        }
+        Ok(latencies)
+    }
+}
+
 const SELECT: &str = "SELECT id, message_id, idempotency_key, sender, recipients, subject, body, state, attempts, enqueued_at, next_attempt_at, reason FROM messages";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {

@@ -5,6 +5,7 @@
 //! all). It knows nothing of sockets; the wirings in [`crate::wiring`] carry the bytes and
 //! perform the delays on the clock. Every request is journaled with its virtual time.
 
+pub mod alerts;
 pub mod entra;
 pub mod graph;
 pub mod mime;
@@ -279,6 +280,7 @@ impl HttpMocks {
         let (mock, operation) = route(request.uri().path());
         let target = match mock {
             MockName::Graph => Target::Graph,
+            MockName::Alerts => Target::Alerts,
             _ => Target::Entra,
         };
         let fault = self.faults().decide(target, operation, now);
@@ -448,7 +450,9 @@ pub(crate) fn header(request: &HttpRequest, name: &str) -> Option<String> {
 
 /// Which mock and operation a path belongs to.
 pub fn route(path: &str) -> (MockName, &'static str) {
-    if path == "/v1.0" || path.starts_with("/v1.0/") {
+    if path == "/v2/enqueue" {
+        (MockName::Alerts, alerts::operation(path))
+    } else if path == "/v1.0" || path.starts_with("/v1.0/") {
         (MockName::Graph, graph::operation(path))
     } else {
         (MockName::Entra, entra::operation(path))
@@ -458,6 +462,7 @@ pub fn route(path: &str) -> (MockName, &'static str) {
 fn serve(mock: MockName, ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
     match mock {
         MockName::Graph => graph::handle(ctx, request),
+        MockName::Alerts => alerts::handle(ctx, request),
         _ => entra::handle(ctx, request),
     }
 }
