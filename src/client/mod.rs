@@ -16,6 +16,7 @@
 //!   token refresh when the token is refused, and its outcome for the outbox.
 //! - [`monitor`]: credential expiry alerts at `endDateTime - lead` and delivery latency alerts.
 //! - [`alert`]: PagerDuty Events API v2 to a webhook, queued while the sink is down.
+//! - [`sync`]: inbound Graph delta sync with resync after `410` and dedupe.
 //! - [`worker`]: the sending loop: backoff, the circuit with one probe per interval, a rotated
 //!   secret probed at once; and the `naive-2025` profile that pins the incident's behaviour.
 
@@ -26,6 +27,7 @@ pub mod monitor;
 pub mod outbox;
 pub mod secret;
 pub mod send;
+pub mod sync;
 pub mod token;
 pub mod transport;
 pub mod worker;
