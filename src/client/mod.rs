@@ -31,3 +31,6 @@ pub mod sync;
 pub mod token;
 pub mod transport;
 pub mod worker;
+
+/// What a part of the client did, with the client's calendar time, for the run's event stream.
+pub type EventLog<E> = std::sync::Arc<std::sync::Mutex<Vec<(chrono::DateTime<chrono::Utc>, E)>>>;

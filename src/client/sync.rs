@@ -2,7 +2,7 @@
 //! `410 SyncStateNotFound` a full resync, deduplicated, so every message is synced once.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -60,7 +60,7 @@ pub struct InboxSync {
     /// The clock.
     pub clock: SharedClock,
     /// What happened.
-    pub log: Arc<Mutex<Vec<(DateTime<Utc>, SyncEvent)>>>,
+    pub log: super::EventLog<SyncEvent>,
     /// Jitter.
     pub rng: SeedRng,
 }

@@ -6,7 +6,7 @@
 //! once. The `naive-2025` profile keeps the behaviour of the incident: a fixed 1 s retry, no
 //! circuit, and a message failed after five attempts whatever the reason.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -87,7 +87,7 @@ pub enum WorkerEvent {
 }
 
 /// The worker's event log, shared with whoever reports on the run.
-pub type WorkerLog = Arc<Mutex<Vec<(DateTime<Utc>, WorkerEvent)>>>;
+pub type WorkerLog = super::EventLog<WorkerEvent>;
 
 /// Delivers the outbox.
 #[derive(Debug)]
