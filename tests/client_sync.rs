@@ -60,14 +60,15 @@ fn every_inbound_message_is_synced_exactly_once_through_resync_and_rotation() {
         let directory = sim.mocks.directory().clone();
         let inbound = async {
             while sim.clock.now_utc() < end - TimeDelta::minutes(30) {
-                let mut directory = Directory::lock(&directory);
-                let id = directory.next_message_id();
-                let now = sim.clock.now_utc();
-                directory
-                    .mailbox_mut(demo::TENANT_ID, demo::MAILBOX)
-                    .unwrap()
-                    .deliver(id, now, "customer@example.com", "re: order");
-                drop(directory);
+                {
+                    let mut directory = Directory::lock(&directory);
+                    let id = directory.next_message_id();
+                    let now = sim.clock.now_utc();
+                    directory
+                        .mailbox_mut(demo::TENANT_ID, demo::MAILBOX)
+                        .unwrap()
+                        .deliver(id, now, "customer@example.com", "re: order");
+                }
                 sim.clock.sleep(Duration::from_secs(7 * 60)).await;
             }
         };
