@@ -78,6 +78,7 @@ fn incident(profile: Profile, seed: u64) -> Outcome {
         let outbox = Arc::new(Outbox::in_memory().unwrap());
         let wake = Arc::new(tokio::sync::Notify::new());
         let log = Arc::new(Mutex::new(Vec::new()));
+        let metrics = Arc::new(maildrill::client::metrics::Metrics::default());
         let worker = Worker {
             config: WorkerConfig {
                 profile,
@@ -101,6 +102,7 @@ fn incident(profile: Profile, seed: u64) -> Outcome {
             wake: wake.clone(),
             log: log.clone(),
             rng: Seed(seed).stream("client.jitter"),
+            metrics: Some(metrics.clone()),
         };
         // Traffic: one message every two minutes until 06:00.
         let traffic = {
@@ -156,6 +158,12 @@ fn incident(profile: Profile, seed: u64) -> Outcome {
             .iter()
             .find(|(at, event)| *at >= rotation && matches!(event, WorkerEvent::Delivered { .. }))
             .map(|(at, _)| *at);
+        let exposition = metrics.encode();
+        assert!(!exposition.contains(SECRET) && !exposition.contains(ROTATED));
+        assert!(
+            exposition.contains("maildrill_client_outbox_depth 0"),
+            "{exposition}"
+        );
         Outcome {
             enqueued,
             counts: outbox.counts().unwrap(),

@@ -60,6 +60,7 @@ fn expiry_monitor(sim: &Sim, alerter: Arc<Alerter>) -> ExpiryMonitor {
         http: Arc::new(sim.net.clone()),
         alerter,
         clock: sim.clock.clone(),
+        metrics: None,
     }
 }
 

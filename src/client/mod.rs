@@ -15,6 +15,7 @@
 //! - [`send`]: one delivery attempt over SMTP (STARTTLS, XOAUTH2) or Graph `sendMail`, with one
 //!   token refresh when the token is refused, and its outcome for the outbox.
 //! - [`monitor`]: credential expiry alerts at `endDateTime - lead` and delivery latency alerts.
+//! - [`metrics`]: Prometheus text: outbox depth and age, latency, token failures, expiry.
 //! - [`alert`]: PagerDuty Events API v2 to a webhook, queued while the sink is down.
 //! - [`sync`]: inbound Graph delta sync with resync after `410` and dedupe.
 //! - [`worker`]: the sending loop: backoff, the circuit with one probe per interval, a rotated
@@ -23,6 +24,7 @@
 pub mod alert;
 pub mod backoff;
 pub mod classify;
+pub mod metrics;
 pub mod monitor;
 pub mod outbox;
 pub mod secret;

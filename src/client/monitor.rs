@@ -64,6 +64,8 @@ pub struct ExpiryMonitor {
     pub alerter: Arc<Alerter>,
     /// The clock.
     pub clock: SharedClock,
+    /// Metrics to keep up to date, if any.
+    pub metrics: Option<Arc<super::metrics::Metrics>>,
 }
 
 impl ExpiryMonitor {
@@ -127,6 +129,17 @@ impl ExpiryMonitor {
             if now >= next_poll {
                 if let Some(read) = self.read().await {
                     known = read;
+                }
+                if let Some(metrics) = &self.metrics {
+                    for credential in &known {
+                        let label = super::metrics::Credential {
+                            key_id: credential.key_id.clone(),
+                        };
+                        metrics
+                            .credential_expiry
+                            .get_or_create(&label)
+                            .set(credential.end.timestamp());
+                    }
                 }
                 next_poll = now + to_chrono(self.config.poll_every);
                 self.resolve_rotated(&known, &mut fired, now).await;

@@ -108,6 +108,8 @@ pub struct Worker {
     pub log: WorkerLog,
     /// Jitter.
     pub rng: SeedRng,
+    /// Metrics to keep up to date, if any.
+    pub metrics: Option<Arc<super::metrics::Metrics>>,
 }
 
 impl Worker {
@@ -158,6 +160,7 @@ impl Worker {
             };
             let outcome = self.sender.deliver(&message).await;
             let now = self.clock.now_utc();
+            let observed = outcome.clone();
             match (self.config.profile, outcome) {
                 (_, Outcome::Delivered) => {
                     self.outbox.delivered(message.id, now)?;
@@ -230,8 +233,32 @@ impl Worker {
                     }
                 }
             }
+            self.observe(&message, &observed, now);
         }
         Ok(())
+    }
+
+    fn observe(&self, message: &super::outbox::Message, outcome: &Outcome, now: DateTime<Utc>) {
+        let Some(metrics) = &self.metrics else { return };
+        match outcome {
+            Outcome::Delivered => {
+                let latency = (now - message.enqueued_at).to_std().unwrap_or_default();
+                metrics.delivery_latency.observe(latency.as_secs_f64());
+            }
+            Outcome::Credential(problem) => {
+                metrics.token_failure(&super::classify::Failure::Credential(*problem));
+            }
+            _ => {}
+        }
+        if let Ok(depth) = self.outbox.depth() {
+            metrics
+                .outbox_depth
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
+        if let Ok(oldest) = self.outbox.oldest_waiting() {
+            let age = oldest.map_or(0, |t| (now - t).num_seconds().max(0));
+            metrics.oldest_age_seconds.set(age);
+        }
     }
 
     fn sender_scope(&self) -> &'static str {
