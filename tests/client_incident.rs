@@ -55,8 +55,10 @@ fn incident(profile: Profile, seed: u64) -> Outcome {
             Journal::new(),
             smtp_config,
         );
-        let secret_file =
-            std::env::temp_dir().join(format!("maildrill-incident-{}-{seed}", std::process::id()));
+        let secret_file = std::env::temp_dir().join(format!(
+            "maildrill-incident-{}-{profile:?}-{seed}",
+            std::process::id()
+        ));
         std::fs::write(&secret_file, SECRET).unwrap();
         // The naive client read its secret once at start: rotation only by restart.
         let secret = match profile {
@@ -96,6 +98,7 @@ fn incident(profile: Profile, seed: u64) -> Outcome {
                 clock: sim.clock.clone(),
                 mailbox: demo::MAILBOX.into(),
                 timeout: Duration::from_secs(120),
+                session: Default::default(),
             },
             secret,
             clock: sim.clock.clone(),

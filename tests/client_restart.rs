@@ -61,6 +61,7 @@ fn worker(
             clock: sim.clock.clone(),
             mailbox: demo::MAILBOX.into(),
             timeout: Duration::from_secs(120),
+            session: Default::default(),
         },
         secret: source,
         clock: sim.clock.clone(),

@@ -83,6 +83,7 @@ impl World {
             clock: self.sim.clock.clone(),
             mailbox: demo::MAILBOX.into(),
             timeout: Duration::from_secs(120),
+            session: Default::default(),
         }
     }
 
@@ -96,6 +97,7 @@ impl World {
             clock: self.sim.clock.clone(),
             mailbox: demo::MAILBOX.into(),
             timeout: Duration::from_secs(120),
+            session: Default::default(),
         }
     }
 

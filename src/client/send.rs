@@ -110,6 +110,8 @@ pub struct Sender {
     pub mailbox: String,
     /// Give up on a whole attempt after this long.
     pub timeout: Duration,
+    /// The SMTP connection kept between messages.
+    pub session: SessionSlot,
 }
 
 /// Why an attempt did not deliver.
@@ -194,57 +196,47 @@ impl Sender {
         token: &Token,
         message: &Message,
     ) -> Result<(), Attempt> {
-        let transient = |e: &dyn fmt::Display| {
-            Attempt::Failed(Failure::Transient {
-                reason: e.to_string(),
-                retry_after: None,
-            })
-        };
-        let smtp = |e: lettre::transport::smtp::Error| Attempt::Failed(classify::smtp_failure(&e));
-        let stream = connector.connect().await.map_err(|e| transient(&e))?;
-        let hello = ClientId::Domain(hello_name.to_string());
-        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &hello)
-            .await
-            .map_err(smtp)?;
-        let mut tls = TlsParameters::builder(tls_domain.to_string());
-        if let Some(pem) = ca_pem {
-            let certificate = Certificate::from_pem(pem.as_bytes()).map_err(|e| transient(&e))?;
-            tls = tls
-                .certificate_store(CertificateStore::None)
-                .add_root_certificate(certificate);
+        let mut session = self.session.lock().await;
+        // Reuse the authenticated connection while it holds the token in hand: a drain of a
+        // backlog then costs one TLS handshake, not one per message.
+        if session
+            .as_ref()
+            .is_some_and(|s| s.token != token.expose() || s.conn.has_broken())
+        {
+            *session = None;
         }
-        let tls = tls.build_rustls().map_err(|e| transient(&e))?;
-        // STARTTLS is required: never send a token in the clear.
-        conn.starttls(tls, &hello).await.map_err(smtp)?;
-        let credentials = Credentials::new(self.mailbox.clone(), token.expose().to_string());
-        conn.auth(&[Mechanism::Xoauth2], &credentials)
-            .await
-            .map_err(smtp)?;
-        let address = |a: &str| {
-            a.parse().map_err(|e: lettre::address::AddressError| {
-                Attempt::Failed(Failure::Permanent {
-                    reason: e.to_string(),
-                })
-            })
-        };
-        conn.command(Mail::new(Some(address(&message.from)?), vec![]))
-            .await
-            .map_err(smtp)?;
-        for to in &message.to {
-            conn.command(Rcpt::new(address(to)?, vec![]))
-                .await
-                .map_err(smtp)?;
-        }
-        conn.command(Data).await.map_err(smtp)?;
-        // From here the server may have the message even if no reply arrives.
-        match conn.message(&mime(message)).await {
-            Ok(_) => {
-                let _ = conn.quit().await;
-                Ok(())
+        for fresh in [session.is_none(), true] {
+            if fresh {
+                let conn = open_smtp(
+                    connector,
+                    tls_domain,
+                    ca_pem,
+                    hello_name,
+                    &self.mailbox,
+                    token,
+                )
+                .await?;
+                *session = Some(SmtpSession {
+                    conn,
+                    token: token.expose().to_string(),
+                });
             }
-            Err(error) if error.status().is_some() => Err(smtp(error)),
-            Err(error) => Err(Attempt::Unknown(error.to_string())),
+            let conn = &mut session.as_mut().expect("opened just above or reused").conn;
+            match transaction(conn, message).await {
+                Ok(()) => return Ok(()),
+                // A reused connection may have gone stale before anything went out: one
+                // fresh connection, then the failure stands.
+                Err(Attempt::Failed(Failure::Transient { .. })) if !fresh => *session = None,
+                Err(error) => {
+                    *session = None;
+                    return Err(error);
+                }
+            }
         }
+        Err(Attempt::Failed(Failure::Transient {
+            reason: "SMTP connection failed twice".into(),
+            retry_after: None,
+        }))
     }
 
     async fn graph(
@@ -296,6 +288,89 @@ impl Sender {
             retry_after,
             response.body(),
         )))
+    }
+}
+
+/// An authenticated SMTP connection and the token it authenticated with.
+pub struct SmtpSession {
+    conn: AsyncSmtpConnection,
+    token: String,
+}
+
+impl fmt::Debug for SmtpSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpSession").finish_non_exhaustive()
+    }
+}
+
+/// The reusable SMTP connection of a [`Sender`].
+pub type SessionSlot = tokio::sync::Mutex<Option<SmtpSession>>;
+
+fn transient(error: &dyn fmt::Display) -> Attempt {
+    Attempt::Failed(Failure::Transient {
+        reason: error.to_string(),
+        retry_after: None,
+    })
+}
+
+fn smtp_error(error: lettre::transport::smtp::Error) -> Attempt {
+    Attempt::Failed(classify::smtp_failure(&error))
+}
+
+/// Connects, upgrades with STARTTLS (required: a token never goes in the clear) and
+/// authenticates with XOAUTH2.
+async fn open_smtp(
+    connector: &dyn SmtpConnector,
+    tls_domain: &str,
+    ca_pem: Option<&str>,
+    hello_name: &str,
+    mailbox: &str,
+    token: &Token,
+) -> Result<AsyncSmtpConnection, Attempt> {
+    let stream = connector.connect().await.map_err(|e| transient(&e))?;
+    let hello = ClientId::Domain(hello_name.to_string());
+    let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &hello)
+        .await
+        .map_err(smtp_error)?;
+    let mut tls = TlsParameters::builder(tls_domain.to_string());
+    if let Some(pem) = ca_pem {
+        let certificate = Certificate::from_pem(pem.as_bytes()).map_err(|e| transient(&e))?;
+        tls = tls
+            .certificate_store(CertificateStore::None)
+            .add_root_certificate(certificate);
+    }
+    let tls = tls.build_rustls().map_err(|e| transient(&e))?;
+    conn.starttls(tls, &hello).await.map_err(smtp_error)?;
+    let credentials = Credentials::new(mailbox.to_string(), token.expose().to_string());
+    conn.auth(&[Mechanism::Xoauth2], &credentials)
+        .await
+        .map_err(smtp_error)?;
+    Ok(conn)
+}
+
+/// MAIL, RCPT, DATA and the message; a missing final reply leaves the outcome unknown.
+async fn transaction(conn: &mut AsyncSmtpConnection, message: &Message) -> Result<(), Attempt> {
+    let address = |a: &str| {
+        a.parse().map_err(|e: lettre::address::AddressError| {
+            Attempt::Failed(Failure::Permanent {
+                reason: e.to_string(),
+            })
+        })
+    };
+    conn.command(Mail::new(Some(address(&message.from)?), vec![]))
+        .await
+        .map_err(smtp_error)?;
+    for to in &message.to {
+        conn.command(Rcpt::new(address(to)?, vec![]))
+            .await
+            .map_err(smtp_error)?;
+    }
+    conn.command(Data).await.map_err(smtp_error)?;
+    // From here the server may have the message even if no reply arrives.
+    match conn.message(&mime(message)).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.status().is_some() => Err(smtp_error(error)),
+        Err(error) => Err(Attempt::Unknown(error.to_string())),
     }
 }
 
