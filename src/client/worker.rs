@@ -40,6 +40,8 @@ pub struct WorkerConfig {
     pub naive_attempts: u32,
     /// How often to look for a changed secret while the circuit is open.
     pub secret_poll: Duration,
+    /// Return once nothing is queued (a drain), instead of waiting for more mail.
+    pub stop_when_empty: bool,
 }
 
 impl Default for WorkerConfig {
@@ -49,6 +51,7 @@ impl Default for WorkerConfig {
             backoff: BackoffConfig::default(),
             naive_attempts: 5,
             secret_poll: Duration::from_secs(10),
+            stop_when_empty: false,
         }
     }
 }
@@ -154,6 +157,9 @@ impl Worker {
                 continue;
             }
             let Some(message) = self.outbox.claim_due(now)? else {
+                if self.config.stop_when_empty && self.outbox.depth()? == 0 {
+                    return Ok(());
+                }
                 let next = self.outbox.next_due_at()?.unwrap_or(until).min(until);
                 self.idle_until(next).await;
                 continue;
