@@ -17,7 +17,7 @@ use common::*;
 use maildrill::client::outbox::{NewMessage, Outbox, State};
 use maildrill::client::secret::{Secret, SecretSource};
 use maildrill::client::send::{Sender, Transport};
-use maildrill::client::token::{ClientAuth, TokenConfig, TokenProvider};
+use maildrill::client::token::ClientAuth;
 use maildrill::client::worker::{Profile, Worker, WorkerConfig, WorkerEvent};
 use maildrill::journal::Journal;
 use maildrill::mock::smtp::{SmtpConfig, SmtpServer};
@@ -65,18 +65,12 @@ fn incident(profile: Profile, seed: u64) -> Outcome {
             Profile::Remediated => SecretSource::File(secret_file.clone()),
             Profile::Naive2025 => SecretSource::Value(Secret::new(SECRET)),
         };
-        let tokens = Arc::new(TokenProvider::new(
-            TokenConfig {
-                token_url: sim.token_url(),
-                client_id: demo::APP_ID.into(),
-                secret: secret.clone(),
-                auth: ClientAuth::Basic,
-                refresh_ahead: Duration::from_secs(300),
-                request_timeout: Duration::from_secs(30),
-            },
-            sim.clock.clone(),
-            Arc::new(sim.net.clone()),
-        ));
+        let tokens = token_provider(
+            &sim,
+            secret.clone(),
+            ClientAuth::Basic,
+            Duration::from_secs(300),
+        );
         let outbox = Arc::new(Outbox::in_memory().unwrap());
         let wake = Arc::new(tokio::sync::Notify::new());
         let log = Arc::new(Mutex::new(Vec::new()));

@@ -18,7 +18,7 @@ use maildrill::client::monitor::{
 };
 use maildrill::client::outbox::{NewMessage, Outbox};
 use maildrill::client::secret::{Secret, SecretSource};
-use maildrill::client::token::{ClientAuth, TokenConfig, TokenProvider};
+use maildrill::client::token::ClientAuth;
 use maildrill::fault::{Activation, Fault, FaultKind, Target};
 use maildrill::seed::Seed;
 use maildrill::tenant::{Directory, SecretSpec, demo};
@@ -36,18 +36,12 @@ fn alerter(sim: &Sim) -> Arc<Alerter> {
 }
 
 fn expiry_monitor(sim: &Sim, alerter: Arc<Alerter>) -> ExpiryMonitor {
-    let tokens = Arc::new(TokenProvider::new(
-        TokenConfig {
-            token_url: sim.token_url(),
-            client_id: demo::APP_ID.into(),
-            secret: SecretSource::Value(Secret::new(SECRET)),
-            auth: ClientAuth::Basic,
-            refresh_ahead: Duration::from_secs(300),
-            request_timeout: Duration::from_secs(30),
-        },
-        sim.clock.clone(),
-        Arc::new(sim.net.clone()),
-    ));
+    let tokens = token_provider(
+        sim,
+        SecretSource::Value(Secret::new(SECRET)),
+        ClientAuth::Basic,
+        Duration::from_secs(300),
+    );
     ExpiryMonitor {
         config: ExpiryConfig {
             app_id: demo::APP_ID.into(),

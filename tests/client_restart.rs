@@ -16,7 +16,7 @@ use common::*;
 use maildrill::client::outbox::{NewMessage, Outbox, State};
 use maildrill::client::secret::{Secret, SecretSource};
 use maildrill::client::send::{Sender, Transport};
-use maildrill::client::token::{ClientAuth, TokenConfig, TokenProvider};
+use maildrill::client::token::ClientAuth;
 use maildrill::client::worker::{Worker, WorkerConfig};
 use maildrill::journal::Journal;
 use maildrill::mock::smtp::{SmtpConfig, SmtpServer};
@@ -35,18 +35,12 @@ fn worker(
     seed: u64,
 ) -> Worker {
     let source = SecretSource::Value(Secret::new(secret));
-    let tokens = Arc::new(TokenProvider::new(
-        TokenConfig {
-            token_url: sim.token_url(),
-            client_id: demo::APP_ID.into(),
-            secret: source.clone(),
-            auth: ClientAuth::Body,
-            refresh_ahead: Duration::from_secs(300),
-            request_timeout: Duration::from_secs(30),
-        },
-        sim.clock.clone(),
-        Arc::new(sim.net.clone()),
-    ));
+    let tokens = token_provider(
+        sim,
+        source.clone(),
+        ClientAuth::Body,
+        Duration::from_secs(300),
+    );
     Worker {
         config: WorkerConfig::default(),
         outbox,

@@ -14,7 +14,7 @@ use maildrill::client::classify::CredentialProblem;
 use maildrill::client::outbox::{Message, NewMessage, Outbox};
 use maildrill::client::secret::{Secret, SecretSource};
 use maildrill::client::send::{Outcome, Sender, Transport};
-use maildrill::client::token::{ClientAuth, TokenConfig, TokenProvider};
+use maildrill::client::token::{ClientAuth, TokenProvider};
 use maildrill::fault::{Activation, CatalogueReply, Fault, FaultKind, Target};
 use maildrill::journal::Journal;
 use maildrill::mock::smtp::{SmtpConfig, SmtpServer};
@@ -56,19 +56,8 @@ fn world(secret_end: &str) -> World {
 
 impl World {
     fn tokens(&self, refresh_ahead: Duration) -> Arc<TokenProvider> {
-        let config = TokenConfig {
-            token_url: self.sim.token_url(),
-            client_id: demo::APP_ID.into(),
-            secret: SecretSource::Value(Secret::new(SECRET)),
-            auth: ClientAuth::Basic,
-            refresh_ahead,
-            request_timeout: Duration::from_secs(30),
-        };
-        Arc::new(TokenProvider::new(
-            config,
-            self.sim.clock.clone(),
-            Arc::new(self.sim.net.clone()),
-        ))
+        let secret = SecretSource::Value(Secret::new(SECRET));
+        token_provider(&self.sim, secret, ClientAuth::Basic, refresh_ahead)
     }
 
     fn smtp_sender(&self, tokens: Arc<TokenProvider>) -> Sender {

@@ -16,7 +16,7 @@ use common::*;
 use maildrill::client::backoff::BackoffConfig;
 use maildrill::client::secret::SecretSource;
 use maildrill::client::sync::{InboxSync, SyncConfig, SyncEvent};
-use maildrill::client::token::{ClientAuth, TokenConfig, TokenProvider};
+use maildrill::client::token::ClientAuth;
 use maildrill::seed::Seed;
 use maildrill::tenant::{Directory, SecretSpec, demo};
 use maildrill::time::{ClockExt as _, replay_runtime};
@@ -30,18 +30,12 @@ fn every_inbound_message_is_synced_exactly_once_through_resync_and_rotation() {
         let secret_file =
             std::env::temp_dir().join(format!("maildrill-sync-{}", std::process::id()));
         std::fs::write(&secret_file, SECRET).unwrap();
-        let tokens = Arc::new(TokenProvider::new(
-            TokenConfig {
-                token_url: sim.token_url(),
-                client_id: demo::APP_ID.into(),
-                secret: SecretSource::File(secret_file.clone()),
-                auth: ClientAuth::Basic,
-                refresh_ahead: Duration::from_secs(300),
-                request_timeout: Duration::from_secs(30),
-            },
-            sim.clock.clone(),
-            Arc::new(sim.net.clone()),
-        ));
+        let tokens = token_provider(
+            &sim,
+            SecretSource::File(secret_file.clone()),
+            ClientAuth::Basic,
+            Duration::from_secs(300),
+        );
         let log = Arc::new(Mutex::new(Vec::new()));
         let sync = InboxSync {
             config: SyncConfig {

@@ -13,25 +13,13 @@ use chrono::TimeDelta;
 use common::*;
 use maildrill::client::classify::{CredentialProblem, Failure};
 use maildrill::client::secret::{Secret, SecretSource};
-use maildrill::client::token::{ClientAuth, TokenConfig, TokenProvider};
+use maildrill::client::token::{ClientAuth, TokenProvider};
 use maildrill::fault::{Activation, CatalogueReply, Fault, FaultKind, Target};
 use maildrill::tenant::{Directory, SecretSpec, demo};
 use maildrill::time::{ClockExt as _, replay_runtime};
 
 fn provider(sim: &Sim, secret: SecretSource) -> Arc<TokenProvider> {
-    let config = TokenConfig {
-        token_url: sim.token_url(),
-        client_id: demo::APP_ID.into(),
-        secret,
-        auth: ClientAuth::Basic,
-        refresh_ahead: Duration::from_secs(300),
-        request_timeout: Duration::from_secs(30),
-    };
-    Arc::new(TokenProvider::new(
-        config,
-        sim.clock.clone(),
-        Arc::new(sim.net.clone()),
-    ))
+    token_provider(sim, secret, ClientAuth::Basic, Duration::from_secs(300))
 }
 
 fn secret() -> SecretSource {

@@ -106,3 +106,25 @@ pub fn oauth_client(
         .set_client_secret(oauth2::ClientSecret::new(secret.into()))
         .set_token_uri(oauth2::TokenUrl::new(token_url.into()).expect("valid URL"))
 }
+
+/// The client's token provider for the demo app against the mock token endpoint in memory.
+pub fn token_provider(
+    sim: &Sim,
+    secret: maildrill::client::secret::SecretSource,
+    auth: maildrill::client::token::ClientAuth,
+    refresh_ahead: std::time::Duration,
+) -> std::sync::Arc<maildrill::client::token::TokenProvider> {
+    let config = maildrill::client::token::TokenConfig {
+        token_url: sim.token_url(),
+        client_id: demo::APP_ID.into(),
+        secret,
+        auth,
+        refresh_ahead,
+        request_timeout: std::time::Duration::from_secs(30),
+    };
+    std::sync::Arc::new(maildrill::client::token::TokenProvider::new(
+        config,
+        sim.clock.clone(),
+        std::sync::Arc::new(sim.net.clone()),
+    ))
+}
