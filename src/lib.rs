@@ -62,10 +62,12 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod client;
 pub mod fault;
 pub mod journal;
 pub mod mock;
+pub mod runner;
 pub mod scenario;
 pub mod seed;
 pub mod serve;

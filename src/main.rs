@@ -19,6 +19,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Replay scenario files (or folders of them) in virtual time and check the client.
+    Run {
+        /// Scenario files or folders (default: scenarios/).
+        paths: Vec<PathBuf>,
+        /// Override every scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Run the mock Entra token endpoint, Graph and SMTP on loopback, in real time, for any client.
     Serve {
         /// Serve this scenario's tenant instead of the built-in demo tenant.
@@ -84,8 +95,85 @@ fn main() -> ExitCode {
     }
 }
 
+/// The scenario files named by `paths`: files as given, folders' `*.toml` in name order.
+fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let defaults = [PathBuf::from("scenarios")];
+    let paths = if paths.is_empty() {
+        &defaults[..]
+    } else {
+        paths
+    };
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("failed to read {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn run_scenarios(
+    paths: &[PathBuf],
+    seed: Option<u64>,
+    json: Option<&PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let files = scenario_files(paths)?;
+    let mut reports = Vec::new();
+    let mut errors = 0;
+    for file in &files {
+        match maildrill::runner::run_file(file, seed) {
+            Ok(report) => {
+                let status = if report.passed { "PASS" } else { "FAIL" };
+                say(format!(
+                    "{status} {} ({}, seed {}, {} ms)",
+                    report.name, report.file, report.seed, report.wall_ms
+                ));
+                for check in report.checks.iter().filter(|c| c.verdict != c.expected) {
+                    say(format!(
+                        "     {}: expected {}, got {}: {} (required: {})",
+                        check.id, check.expected, check.verdict, check.observed, check.detail
+                    ));
+                }
+                reports.push(report);
+            }
+            Err(error) => {
+                errors += 1;
+                eprintln!("ERROR {}: {error}", file.display());
+            }
+        }
+    }
+    if let Some(path) = json {
+        let body = serde_json::json!({ "scenarios": reports });
+        let text = serde_json::to_string_pretty(&body).context("failed to encode the report")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    let failed = reports.iter().filter(|r| !r.passed).count();
+    say(format!(
+        "{} scenarios: {} as expected, {failed} not, {errors} errors",
+        files.len(),
+        reports.len() - failed
+    ));
+    Ok(if errors > 0 {
+        ExitCode::from(2)
+    } else if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run { paths, seed, json } => run_scenarios(&paths, seed, json.as_ref()),
         Command::Serve {
             scenario,
             at,

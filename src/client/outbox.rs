@@ -309,7 +309,39 @@ impl Outbox {
     }
 }
 
+/// A message's life in brief, for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Row id.
+    pub id: i64,
+    /// Where it stands.
+    pub state: State,
+    /// When it was enqueued.
+    pub enqueued_at: DateTime<Utc>,
+    /// When it was delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Its idempotency key.
+    pub idempotency_key: String,
+}
+
 impl Outbox {
+    /// Every message in brief, in enqueue order.
+    pub fn summaries(&self) -> Result<Vec<Summary>, OutboxError> {
+        let conn = self.conn();
+        let mut statement =
+            conn.prepare_cached("SELECT id, state, enqueued_at, delivered_at, idempotency_key FROM messages ORDER BY id")?;
+        let rows = statement.query_map([], |r| {
+            Ok(Summary {
+                id: r.get(0)?,
+                state: State::parse(&r.get::<_, String>(1)?),
+                enqueued_at: parse_time(&r.get::<_, String>(2)?),
+                delivered_at: r.get::<_, Option<String>>(3)?.map(|t| parse_time(&t)),
+                idempotency_key: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Enqueue-to-delivery latencies of messages delivered at or after `since`.
     pub fn latencies_since(
         &self,

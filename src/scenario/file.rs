@@ -33,6 +33,115 @@ pub struct ScenarioFile {
     pub end: Option<When>,
     /// The simulated tenant.
     pub tenant: TenantFile,
+    /// The client under test.
+    #[serde(default)]
+    pub client: Option<ClientFile>,
+    /// Outbound traffic windows.
+    #[serde(default)]
+    pub traffic: Vec<TrafficFile>,
+    /// What happens when.
+    #[serde(default)]
+    pub timeline: Vec<StepFile>,
+    /// The checks and the verdict each must have.
+    #[serde(default)]
+    pub expect: Vec<ExpectFile>,
+}
+
+/// The `[client]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    /// `smtp` (default) or `graph`.
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    /// `remediated` (default) or `naive-2025`.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// Latency alert threshold (default 5m).
+    #[serde(default)]
+    pub latency_threshold: Option<HumanDuration>,
+    /// Backoff cap (default 5m).
+    #[serde(default)]
+    pub backoff_cap: Option<HumanDuration>,
+}
+
+fn default_transport() -> String {
+    "smtp".into()
+}
+
+fn default_profile() -> String {
+    "remediated".into()
+}
+
+/// A `[[traffic]]` window: one outbound message every `every` from `from` until `until`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficFile {
+    /// Window start.
+    pub from: When,
+    /// Window end.
+    pub until: When,
+    /// Interval between messages.
+    pub every: HumanDuration,
+}
+
+/// A `[[timeline]]` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepFile {
+    /// When.
+    pub at: When,
+    /// `rotate-secret` (a new secret in the tenant and in the client's secret file),
+    /// `fault` or `clear-faults`.
+    pub action: String,
+    /// For `rotate-secret`: the new secret's value.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// For `fault` and `clear-faults`: `entra`, `graph`, `smtp` or `alerts`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// For `fault`: `latency`, `timeout`, `reset_peer`, `respond`, `drop_after_data`, ...
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// For `fault`: only this operation (`token`, `send-mail`, `end-of-data`, ...).
+    #[serde(default)]
+    pub operation: Option<String>,
+    /// For `fault` `respond`: the catalogue reply key.
+    #[serde(default)]
+    pub reply: Option<String>,
+    /// For `fault` `latency`: the delay.
+    #[serde(default)]
+    pub delay: Option<HumanDuration>,
+    /// For `fault`: active for this long (default: until cleared).
+    #[serde(default)]
+    pub duration: Option<HumanDuration>,
+    /// For `fault`: only the first N matching requests.
+    #[serde(default)]
+    pub first: Option<u64>,
+}
+
+/// An `[[expect]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectFile {
+    /// The check's id, e.g. `no-loss`.
+    pub check: String,
+    /// `pass` (default) or `fail`.
+    #[serde(default = "default_verdict")]
+    pub verdict: String,
+    /// A duration parameter: `lead` of `expiry-alert-lead`, `within` of the `*-within` checks.
+    #[serde(default)]
+    pub within: Option<HumanDuration>,
+    /// `expiry-alert-lead`: the lead required.
+    #[serde(default)]
+    pub lead: Option<HumanDuration>,
+    /// `token-request-budget`: the most token requests in any hour while credentials fail.
+    #[serde(default)]
+    pub per_hour: Option<u64>,
+}
+
+fn default_verdict() -> String {
+    "pass".into()
 }
 
 /// An RFC 3339 instant.
