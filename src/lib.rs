@@ -67,6 +67,7 @@ pub mod client;
 pub mod fault;
 pub mod journal;
 pub mod mock;
+pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod seed;

@@ -29,6 +29,24 @@ enum Command {
         /// Write the JSON report here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Write a JUnit XML report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
+    /// Load and validate scenario files without running them.
+    Check {
+        /// Scenario files or folders (default: scenarios/).
+        paths: Vec<PathBuf>,
+    },
+    /// Print a scenario's lowered timeline.
+    Explain {
+        /// The scenario file.
+        file: PathBuf,
+    },
+    /// List the scenarios in files or folders.
+    List {
+        /// Scenario files or folders (default: scenarios/).
+        paths: Vec<PathBuf>,
     },
     /// Run the mock Entra token endpoint, Graph and SMTP on loopback, in real time, for any client.
     Serve {
@@ -124,6 +142,7 @@ fn run_scenarios(
     paths: &[PathBuf],
     seed: Option<u64>,
     json: Option<&PathBuf>,
+    junit: Option<&PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let files = scenario_files(paths)?;
     let mut reports = Vec::new();
@@ -156,6 +175,11 @@ fn run_scenarios(
         std::fs::write(path, text + "\n")
             .with_context(|| format!("failed to write {}", path.display()))?;
     }
+    if let Some(path) = junit {
+        let xml =
+            maildrill::report::junit(&reports).context("failed to encode the JUnit report")?;
+        std::fs::write(path, xml).with_context(|| format!("failed to write {}", path.display()))?;
+    }
     let failed = reports.iter().filter(|r| !r.passed).count();
     say(format!(
         "{} scenarios: {} as expected, {failed} not, {errors} errors",
@@ -173,7 +197,49 @@ fn run_scenarios(
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { paths, seed, json } => run_scenarios(&paths, seed, json.as_ref()),
+        Command::Run {
+            paths,
+            seed,
+            json,
+            junit,
+        } => run_scenarios(&paths, seed, json.as_ref(), junit.as_ref()),
+        Command::Check { paths } => {
+            let files = scenario_files(&paths)?;
+            let mut errors = 0;
+            for file in &files {
+                match maildrill::runner::check_file(file) {
+                    Ok(_) => say(format!("ok    {}", file.display())),
+                    Err(error) => {
+                        errors += 1;
+                        eprintln!("error {error}");
+                    }
+                }
+            }
+            Ok(if errors > 0 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Explain { file } => {
+            let plan = maildrill::runner::check_file(&file)?;
+            say(plan.explain());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List { paths } => {
+            for file in scenario_files(&paths)? {
+                match maildrill::scenario::load(&file) {
+                    Ok(scenario) => say(format!(
+                        "{}  {}  {}",
+                        scenario.name,
+                        file.display(),
+                        scenario.description
+                    )),
+                    Err(error) => eprintln!("error {error}"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve {
             scenario,
             at,

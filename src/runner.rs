@@ -141,7 +141,10 @@ fn target(path: &Path, i: usize, name: Option<&str>) -> Result<Target, RunError>
         other => Err(semantic(
             path,
             format!("timeline[{i}].target"),
-            format!("expected entra, graph, smtp or alerts, got {other:?}"),
+            format!(
+                "expected entra, graph, smtp or alerts, got {}",
+                other.map_or("nothing".into(), |o| format!("{o:?}"))
+            ),
         )),
     }
 }
@@ -150,7 +153,46 @@ fn target(path: &Path, i: usize, name: Option<&str>) -> Result<Target, RunError>
     clippy::too_many_lines,
     reason = "one linear set-up of a run, read top to bottom"
 )]
-fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioReport, RunError> {
+/// A scenario lowered and validated: everything a replay needs, nothing run yet.
+pub struct Plan {
+    seed: Seed,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    tenant: crate::tenant::TenantSpec,
+    app: crate::tenant::AppSpec,
+    secret: SecretSpec,
+    mailbox: String,
+    profile: Profile,
+    graph: bool,
+    faults: Vec<Fault>,
+    steps: Vec<Step>,
+    rotated_at: Option<DateTime<Utc>>,
+    traffic: Vec<(DateTime<Utc>, DateTime<Utc>, Duration)>,
+    latency_threshold: Duration,
+    backoff_cap: Duration,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("seed", &self.seed)
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads and validates a scenario file without running it (`maildrill check`).
+pub fn check_file(path: &Path) -> Result<Plan, RunError> {
+    let file = crate::scenario::load(path)?;
+    lower(path, &file, None)
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear validation of a scenario, read top to bottom"
+)]
+fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan, RunError> {
     let seed = Seed(seed.unwrap_or(file.seed));
     let start = file.start();
     let end = file
@@ -289,7 +331,10 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
                         return Err(semantic(
                             path,
                             format!("timeline[{i}].kind"),
-                            format!("unknown fault kind {other:?}"),
+                            format!(
+                                "expected latency, timeout, reset_peer, drop_after_data, tls_failure, malformed_body, respond or fail_but_deliver, got {}",
+                                other.map_or("nothing".into(), |o| format!("{o:?}"))
+                            ),
                         ));
                     }
                 };
@@ -344,6 +389,100 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
         .and_then(|c| c.backoff_cap)
         .map_or(Duration::from_secs(300), |d| d.0);
 
+    Ok(Plan {
+        seed,
+        start,
+        end,
+        tenant,
+        app,
+        secret,
+        mailbox,
+        profile,
+        graph,
+        faults,
+        steps,
+        rotated_at,
+        traffic,
+        latency_threshold,
+        backoff_cap,
+    })
+}
+
+impl Plan {
+    /// The lowered timeline, one line per instant (`maildrill explain`).
+    pub fn explain(&self) -> String {
+        let t = crate::time::rfc3339;
+        let mut lines = vec![
+            format!("{} start; seed {}", t(self.start), self.seed),
+            format!(
+                "{} secret {} works until here ({})",
+                t(self.secret.end),
+                self.secret.display_name,
+                t(self.secret.start)
+            ),
+        ];
+        for (from, until, every) in &self.traffic {
+            lines.push(format!(
+                "{} traffic: one message every {} until {}",
+                t(*from),
+                humantime::format_duration(*every),
+                t(*until)
+            ));
+        }
+        for fault in &self.faults {
+            let from = fault.activation.from.unwrap_or(self.start);
+            let until = fault.activation.until.map_or_else(|| "cleared".into(), t);
+            let op = fault.operation.as_deref().unwrap_or("every operation");
+            lines.push(format!(
+                "{} fault on {} ({op}): {} until {until}",
+                t(from),
+                fault.target.name(),
+                fault.kind
+            ));
+        }
+        for step in &self.steps {
+            let what = match &step.action {
+                Action::Rotate(_) => {
+                    "rotate the secret (new value in the tenant and the client's secret file)"
+                        .to_string()
+                }
+                Action::ClearFaults(target) => format!("clear the faults on {}", target.name()),
+            };
+            lines.push(format!("{} {what}", t(step.at)));
+        }
+        lines.push(format!(
+            "{} end; client {:?} over {}",
+            t(self.end),
+            self.profile,
+            if self.graph { "Graph" } else { "SMTP" }
+        ));
+        lines.sort();
+        lines.join("\n")
+    }
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear set-up of a run, read top to bottom"
+)]
+fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioReport, RunError> {
+    let Plan {
+        seed,
+        start,
+        end,
+        tenant,
+        app,
+        secret,
+        mailbox,
+        profile,
+        graph,
+        faults,
+        steps,
+        rotated_at,
+        traffic,
+        latency_threshold,
+        backoff_cap,
+    } = lower(path, file, seed)?;
     let secret_file = std::env::temp_dir().join(format!(
         "maildrill-run-{}-{}-{}.secret",
         std::process::id(),
