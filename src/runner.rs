@@ -562,6 +562,7 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
         };
         let outbox = Arc::new(Outbox::in_memory().map_err(|e| harness(path, e))?);
         let wake = Arc::new(tokio::sync::Notify::new());
+        let monitor_wake = Arc::new(tokio::sync::Notify::new());
         let worker = Worker {
             config: WorkerConfig {
                 profile,
@@ -615,6 +616,7 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
             outbox: outbox.clone(),
             alerter: alerter.clone(),
             clock: clock.clone(),
+            wake: Some(monitor_wake.clone()),
         };
         let monitors = async {
             // The 2025 client had no monitors.
@@ -641,6 +643,7 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
                         return;
                     }
                     wake.notify_one();
+                    monitor_wake.notify_one();
                     n += 1;
                     at += to_chrono(every);
                 }

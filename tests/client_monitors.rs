@@ -178,6 +178,7 @@ fn a_stalled_queue_alerts_at_the_threshold_and_resolves_after_recovery() {
             outbox: outbox.clone(),
             alerter: alerter.clone(),
             clock: sim.clock.clone(),
+            wake: None,
         };
         let deliver = async {
             sim.clock.sleep(Duration::from_secs(600)).await;
@@ -233,6 +234,7 @@ fn alerts_wait_while_the_sink_is_down_and_go_out_after() {
             outbox,
             alerter: alerter.clone(),
             clock: sim.clock.clone(),
+            wake: None,
         };
         monitor.run(at("2025-02-14T11:10:00Z")).await;
         assert_eq!(alerter.pending(), 1);

@@ -309,6 +309,8 @@ pub struct LatencyMonitor {
     pub alerter: Arc<Alerter>,
     /// The clock.
     pub clock: SharedClock,
+    /// Woken on enqueue, so an empty queue costs nothing while idle.
+    pub wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl LatencyMonitor {
