@@ -91,6 +91,14 @@ pub enum Outcome {
     },
     /// The credentials are refused: keep the message, open the circuit.
     Credential(CredentialProblem),
+    /// No token could be had for a transient reason (throttled, unavailable): keep the
+    /// message and pause every send, not just this one, until the token endpoint is back.
+    TokenUnavailable {
+        /// Why.
+        reason: String,
+        /// The endpoint's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
     /// Refused for good.
     Failed(String),
     /// It went out but no reply came.
@@ -135,6 +143,16 @@ impl Sender {
         loop {
             let token = match self.tokens.token(scope).await {
                 Ok(token) => token,
+                // The token endpoint is throttling or down: no message can go until it is back.
+                Err(Failure::Transient {
+                    reason,
+                    retry_after,
+                }) => {
+                    return Outcome::TokenUnavailable {
+                        reason,
+                        retry_after,
+                    };
+                }
                 Err(failure) => return outcome(failure),
             };
             let attempt = match self

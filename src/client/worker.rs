@@ -200,6 +200,26 @@ impl Worker {
                         reason,
                     });
                 }
+                (
+                    Profile::Remediated,
+                    Outcome::TokenUnavailable {
+                        reason,
+                        retry_after,
+                    },
+                ) => {
+                    // A throttled token endpoint throttles the app, not the message: hold every
+                    // send and probe once per interval, never sooner than its Retry-After.
+                    self.outbox.retry(message.id, now, &reason)?;
+                    self.note(WorkerEvent::Deferred {
+                        id: message.id,
+                        reason,
+                    });
+                    let mut probes = Backoff::new(self.config.backoff, self.rng.clone());
+                    probe_at = now + crate::time::to_chrono(probes.next(retry_after));
+                    circuit = Some(probes);
+                    last_secret = self.secret.current().ok();
+                    self.note(WorkerEvent::CircuitOpened);
+                }
                 (Profile::Remediated, Outcome::Credential(problem)) => {
                     // Auth failures never fail a message: it waits for the circuit to close.
                     self.outbox.retry(
@@ -292,9 +312,10 @@ impl Worker {
 
 fn describe(outcome: &Outcome) -> String {
     match outcome {
-        Outcome::Retry { reason, .. } | Outcome::Failed(reason) | Outcome::Unknown(reason) => {
-            reason.clone()
-        }
+        Outcome::Retry { reason, .. }
+        | Outcome::TokenUnavailable { reason, .. }
+        | Outcome::Failed(reason)
+        | Outcome::Unknown(reason) => reason.clone(),
         Outcome::Credential(problem) => format!("credential refused: {problem:?}"),
         Outcome::Delivered => "delivered".into(),
     }
