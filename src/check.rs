@@ -13,6 +13,9 @@ use crate::time::{rfc3339, to_chrono};
 pub struct AlertSeen {
     /// `credential-expiry` or `delivery-latency`.
     pub kind: String,
+    /// Which alert of the kind (its dedup key's last part).
+    #[serde(skip)]
+    pub key: String,
     /// `trigger` or `resolve`.
     pub action: String,
     /// When (RFC 3339).
@@ -55,6 +58,10 @@ pub struct Observations {
     pub secret_end: Option<DateTime<Utc>>,
     /// The end of the run.
     pub end: DateTime<Utc>,
+    /// Everything the run wrote down (journals, alert bodies), to search for leaks.
+    pub written: String,
+    /// Secret values that must never appear in `written` or the report.
+    pub secrets: Vec<String>,
 }
 
 impl Observations {
@@ -96,7 +103,7 @@ pub struct Verdict {
 }
 
 /// The ids of every check.
-pub const CHECKS: [&str; 7] = [
+pub const CHECKS: [&str; 9] = [
     "no-loss",
     "no-duplicates",
     "expiry-alert-lead",
@@ -104,7 +111,21 @@ pub const CHECKS: [&str; 7] = [
     "token-request-budget",
     "recovery-within",
     "drained-within",
+    "alerts-resolved",
+    "no-secret-leak",
 ];
+
+/// Whether `text` holds something shaped like a JWT access token.
+fn has_jwt(text: &str) -> bool {
+    text.match_indices("eyJ").any(|(i, _)| {
+        let rest = &text[i..];
+        let token: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .collect();
+        token.matches('.').count() >= 2 && token.len() > 20
+    })
+}
 
 /// Evaluates check `id`; `None` for an unknown id (scenario lowering rejects those).
 pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, String, String)> {
@@ -247,6 +268,44 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
                 (Some(_), None) => (false, "backlog never drained".into(), required),
             }
         }
+        "alerts-resolved" => {
+            let mut open = std::collections::BTreeSet::new();
+            for alert in &o.alerts {
+                let key = (alert.kind.clone(), alert.key.clone());
+                if alert.action == "trigger" {
+                    open.insert(key);
+                } else {
+                    open.remove(&key);
+                }
+            }
+            (
+                open.is_empty(),
+                format!(
+                    "{} alert(s) still open at the end: {:?}",
+                    open.len(),
+                    open.iter()
+                        .map(|(k, d)| format!("{k} {d}"))
+                        .collect::<Vec<_>>()
+                ),
+                "every triggered alert resolved by the end".into(),
+            )
+        }
+        "no-secret-leak" => {
+            let secrets = o
+                .secrets
+                .iter()
+                .filter(|s| !s.is_empty() && o.written.contains(s.as_str()))
+                .count();
+            let tokens = has_jwt(&o.written);
+            (
+                secrets == 0 && !tokens,
+                format!(
+                    "{secrets} secret value(s) and {} access token(s) found in journals, alerts and the report",
+                    usize::from(tokens)
+                ),
+                "no secret or token value anywhere in what the run wrote".into(),
+            )
+        }
         _ => return None,
     })
 }
@@ -268,6 +327,7 @@ mod tests {
             first_failure_at: Some(at("2025-02-14T12:30:00Z")),
             alerts: vec![AlertSeen {
                 kind: "delivery-latency".into(),
+                key: "k".into(),
                 action: "trigger".into(),
                 at: at("2025-02-14T12:35:00Z"),
             }],
@@ -300,5 +360,26 @@ mod tests {
             "{observed}"
         );
         assert!(evaluate("unknown-check", Params::default(), &o).is_none());
+        let (ok, _, _) = evaluate("alerts-resolved", Params::default(), &o).unwrap();
+        assert!(!ok, "the latency alert was never resolved");
+        let leaky = Observations {
+            written: "token eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ4In0.c2lnbmF0dXJl".into(),
+            ..o.clone()
+        };
+        assert!(
+            !evaluate("no-secret-leak", Params::default(), &leaky)
+                .unwrap()
+                .0
+        );
+        let secret = Observations {
+            written: "client_secret=Xk78Q~x".into(),
+            secrets: vec!["Xk78Q~x".into()],
+            ..o
+        };
+        assert!(
+            !evaluate("no-secret-leak", Params::default(), &secret)
+                .unwrap()
+                .0
+        );
     }
 }

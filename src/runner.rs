@@ -721,10 +721,29 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
             .iter()
             .map(|e| AlertSeen {
                 kind: e.kind.to_string(),
+                key: e.dedup_key.clone(),
                 action: e.action.to_string(),
                 at: e.at,
             })
             .collect();
+        let mut written = journal.render();
+        for event in alerter
+            .raised
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            written.push_str(&event.body("maildrill", "maildrill-client").to_string());
+        }
+        let mut secrets: Vec<String> = tenant
+            .apps
+            .iter()
+            .flat_map(|a| a.secrets.iter().map(|s| s.value.clone()))
+            .collect();
+        secrets.extend(steps.iter().filter_map(|s| match &s.action {
+            Action::Rotate(value) => Some(value.clone()),
+            Action::ClearFaults(_) => None,
+        }));
         Ok::<_, RunError>(Observations {
             enqueued: summaries.len() as u64,
             delivered: count(State::Delivered),
@@ -740,6 +759,8 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
             drained_at,
             secret_end: Some(secret.end),
             end,
+            written,
+            secrets,
         })
     });
     let _ = std::fs::remove_file(&secret_file);
@@ -748,6 +769,11 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
 }
 
 fn report(path: &Path, file: &ScenarioFile, seed: Seed, o: &Observations) -> ScenarioReport {
+    // The report is written too: what the stats say must not leak either.
+    let mut o = o.clone();
+    o.written
+        .push_str(&serde_json::to_string(&o.alerts).unwrap_or_default());
+    let o = &o;
     let checks: Vec<Verdict> = file
         .expect
         .iter()
