@@ -106,6 +106,9 @@ struct Step {
 enum Action {
     Rotate(String),
     ClearFaults(Target),
+    /// Kill the client and start it again: a new process reads its secret afresh, starts with
+    /// an empty token cache, and resumes from the same outbox database.
+    Restart,
 }
 
 /// Replays one scenario file; `seed` overrides the file's.
@@ -289,6 +292,10 @@ fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan, Ru
                     action: Action::Rotate(value),
                 });
             }
+            "restart-client" => steps.push(Step {
+                at,
+                action: Action::Restart,
+            }),
             "clear-faults" => steps.push(Step {
                 at,
                 action: Action::ClearFaults(target(path, i, step.target.as_deref())?),
@@ -358,7 +365,9 @@ fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan, Ru
                 return Err(semantic(
                     path,
                     format!("timeline[{i}].action"),
-                    format!("expected rotate-secret, fault or clear-faults, got {other:?}"),
+                    format!(
+                        "expected rotate-secret, restart-client, fault or clear-faults, got {other:?}"
+                    ),
                 ));
             }
         }
@@ -447,6 +456,9 @@ impl Plan {
                         .to_string()
                 }
                 Action::ClearFaults(target) => format!("clear the faults on {}", target.name()),
+                Action::Restart => {
+                    "restart the client (new process, same outbox, secret read afresh)".to_string()
+                }
             };
             lines.push(format!("{} {what}", t(step.at)));
         }
@@ -563,30 +575,80 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
         let outbox = Arc::new(Outbox::in_memory().map_err(|e| harness(path, e))?);
         let wake = Arc::new(tokio::sync::Notify::new());
         let monitor_wake = Arc::new(tokio::sync::Notify::new());
-        let worker = Worker {
-            config: WorkerConfig {
-                profile,
-                backoff: BackoffConfig {
-                    cap: backoff_cap,
-                    ..BackoffConfig::default()
+        let worker_log: crate::client::worker::WorkerLog = Default::default();
+        // One client process: its own token cache and secret, read when it starts.
+        // The first process shares its token cache with the monitors, as one process would.
+        let process = |secret_now: String, first: bool| {
+            let source = match profile {
+                Profile::Remediated => SecretSource::File(secret_file.clone()),
+                Profile::Naive2025 => SecretSource::Value(Secret::new(secret_now)),
+            };
+            let fresh = || {
+                Arc::new(TokenProvider::new(
+                    TokenConfig {
+                        token_url: format!(
+                            "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
+                            tenant.id
+                        ),
+                        client_id: app.app_id.clone(),
+                        secret: source.clone(),
+                        auth: ClientAuth::Basic,
+                        refresh_ahead: Duration::from_secs(300),
+                        request_timeout: Duration::from_secs(30),
+                    },
+                    clock.clone(),
+                    net.clone(),
+                ))
+            };
+            let tokens = if first { tokens.clone() } else { fresh() };
+            Worker {
+                config: WorkerConfig {
+                    profile,
+                    backoff: BackoffConfig {
+                        cap: backoff_cap,
+                        ..BackoffConfig::default()
+                    },
+                    ..WorkerConfig::default()
                 },
-                ..WorkerConfig::default()
-            },
-            outbox: outbox.clone(),
-            sender: Sender {
-                tokens: tokens.clone(),
-                transport,
+                outbox: outbox.clone(),
+                sender: Sender {
+                    tokens,
+                    transport: transport.clone(),
+                    clock: clock.clone(),
+                    mailbox: mailbox.clone(),
+                    timeout: Duration::from_secs(120),
+                    session: Default::default(),
+                },
+                secret: source,
                 clock: clock.clone(),
-                mailbox: mailbox.clone(),
-                timeout: Duration::from_secs(120),
-                session: Default::default(),
-            },
-            secret: source,
-            clock: clock.clone(),
-            wake: wake.clone(),
-            log: Default::default(),
-            rng: seed.stream("client.jitter"),
-            metrics: None,
+                wake: wake.clone(),
+                log: worker_log.clone(),
+                rng: seed.stream("client.jitter"),
+                metrics: None,
+            }
+        };
+        let restarts: Vec<DateTime<Utc>> = steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::Restart))
+            .map(|s| s.at)
+            .collect();
+        let client_task = async {
+            let mut secret_now = secret.value.clone();
+            for (i, boundary) in restarts.iter().copied().chain([end]).enumerate() {
+                process(secret_now.clone(), i == 0)
+                    .run(boundary.min(end))
+                    .await?;
+                if boundary < end {
+                    // The new process: in-flight messages go back to the queue, and the secret
+                    // is whatever the file holds now (how a redeploy picks up a rotation).
+                    outbox.recover(clock.now_utc())?;
+                    secret_now = std::fs::read_to_string(&secret_file)
+                        .unwrap_or(secret_now)
+                        .trim()
+                        .to_string();
+                }
+            }
+            Ok::<_, crate::client::outbox::OutboxError>(())
         };
         let alerter = Arc::new(Alerter::new(
             net.clone(),
@@ -665,11 +727,12 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
                         let _ = std::fs::write(&secret_file, value);
                     }
                     Action::ClearFaults(target) => mocks.clear_target(*target),
+                    // The client task restarts itself at these instants.
+                    Action::Restart => {}
                 }
             }
         };
-        let (worked, (), (), ()) =
-            tokio::join!(worker.run(end), monitors, traffic_task, timeline_task);
+        let (worked, (), (), ()) = tokio::join!(client_task, monitors, traffic_task, timeline_task);
         worked.map_err(|e| harness(path, e))?;
         // The last alerts of a run that ended while the sink was down still count as raised.
         alerter.flush().await;
@@ -686,7 +749,7 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
                 }
             }
         }
-        let log = worker.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let log = worker_log.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let first_failure_at = log
             .iter()
             .find(|(_, e)| matches!(e, WorkerEvent::Deferred { .. } | WorkerEvent::Failed { .. }))
@@ -742,7 +805,7 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
             .collect();
         secrets.extend(steps.iter().filter_map(|s| match &s.action {
             Action::Rotate(value) => Some(value.clone()),
-            Action::ClearFaults(_) => None,
+            Action::ClearFaults(_) | Action::Restart => None,
         }));
         Ok::<_, RunError>(Observations {
             enqueued: summaries.len() as u64,
