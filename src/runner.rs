@@ -537,27 +537,27 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
         )
         .with_faults(mocks.faults_handle());
         let net = Arc::new(MemoryNet::new(mocks.clone()));
-        // The naive client read its secret once at start: a rotation needs a restart.
-        let source = match profile {
+        // The naive client reads its secret once at start: a rotation needs a restart.
+        let secret_source = |value: String| match profile {
             Profile::Remediated => SecretSource::File(secret_file.clone()),
-            Profile::Naive2025 => SecretSource::Value(Secret::new(secret.value.clone())),
+            Profile::Naive2025 => SecretSource::Value(Secret::new(value)),
         };
         let token_url = format!(
             "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
             tenant.id
         );
-        let tokens = Arc::new(TokenProvider::new(
-            TokenConfig {
-                token_url,
+        let token_provider = |source: SecretSource| {
+            let config = TokenConfig {
+                token_url: token_url.clone(),
                 client_id: app.app_id.clone(),
-                secret: source.clone(),
+                secret: source,
                 auth: ClientAuth::Basic,
                 refresh_ahead: Duration::from_secs(300),
                 request_timeout: Duration::from_secs(30),
-            },
-            clock.clone(),
-            net.clone(),
-        ));
+            };
+            Arc::new(TokenProvider::new(config, clock.clone(), net.clone()))
+        };
+        let tokens = token_provider(secret_source(secret.value.clone()));
         let graph_url = "https://graph.microsoft.com/v1.0".to_string();
         let transport = if graph {
             Transport::Graph {
@@ -579,28 +579,12 @@ fn run(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<ScenarioRe
         // One client process: its own token cache and secret, read when it starts.
         // The first process shares its token cache with the monitors, as one process would.
         let process = |secret_now: String, first: bool| {
-            let source = match profile {
-                Profile::Remediated => SecretSource::File(secret_file.clone()),
-                Profile::Naive2025 => SecretSource::Value(Secret::new(secret_now)),
+            let source = secret_source(secret_now);
+            let tokens = if first {
+                tokens.clone()
+            } else {
+                token_provider(source.clone())
             };
-            let fresh = || {
-                Arc::new(TokenProvider::new(
-                    TokenConfig {
-                        token_url: format!(
-                            "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
-                            tenant.id
-                        ),
-                        client_id: app.app_id.clone(),
-                        secret: source.clone(),
-                        auth: ClientAuth::Basic,
-                        refresh_ahead: Duration::from_secs(300),
-                        request_timeout: Duration::from_secs(30),
-                    },
-                    clock.clone(),
-                    net.clone(),
-                ))
-            };
-            let tokens = if first { tokens.clone() } else { fresh() };
             Worker {
                 config: WorkerConfig {
                     profile,

@@ -83,13 +83,17 @@ impl World {
         )
         .await
         .unwrap();
-        let tls = TlsParameters::builder("localhost".into())
+        conn.starttls(self.tls(), &hello).await.unwrap();
+        conn
+    }
+
+    /// TLS parameters that trust the generated CA.
+    fn tls(&self) -> TlsParameters {
+        TlsParameters::builder("localhost".into())
             .certificate_store(CertificateStore::None)
             .add_root_certificate(Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
             .build_rustls()
-            .unwrap();
-        conn.starttls(tls, &hello).await.unwrap();
-        conn
+            .unwrap()
     }
 
     fn sent_subjects(&self) -> Vec<String> {
@@ -250,12 +254,7 @@ fn a_tls_failure_fault_breaks_the_starttls_handshake() {
         )
         .await
         .unwrap();
-        let tls = TlsParameters::builder("localhost".into())
-            .certificate_store(CertificateStore::None)
-            .add_root_certificate(Certificate::from_pem(world.ca_pem.as_bytes()).unwrap())
-            .build_rustls()
-            .unwrap();
-        let error = conn.starttls(tls, &hello).await.unwrap_err();
+        let error = conn.starttls(world.tls(), &hello).await.unwrap_err();
         assert!(
             error.is_tls() || error.to_string().to_lowercase().contains("connection"),
             "{error}"

@@ -129,7 +129,8 @@ enum Attempt {
 }
 
 impl Sender {
-    fn scope(&self) -> &'static str {
+    /// The token scope of this sender's transport.
+    pub fn scope(&self) -> &'static str {
         match self.transport {
             Transport::Smtp { .. } => EXCHANGE_SCOPE,
             Transport::Graph { .. } => GRAPH_SCOPE,

@@ -141,7 +141,7 @@ impl Worker {
                     probe_at = now;
                 }
                 if now >= probe_at {
-                    if self.sender.tokens.token(self.sender_scope()).await.is_ok() {
+                    if self.sender.tokens.token(self.sender.scope()).await.is_ok() {
                         circuit = None;
                         retry.reset();
                         self.note(WorkerEvent::CircuitClosed);
@@ -214,11 +214,9 @@ impl Worker {
                         id: message.id,
                         reason,
                     });
-                    let mut probes = Backoff::new(self.config.backoff, self.rng.clone());
-                    probe_at = now + crate::time::to_chrono(probes.next(retry_after));
-                    circuit = Some(probes);
+                    let (probes, first_probe) = self.open_circuit(now, retry_after);
+                    (circuit, probe_at) = (Some(probes), first_probe);
                     last_secret = self.secret.current().ok();
-                    self.note(WorkerEvent::CircuitOpened);
                 }
                 (Profile::Remediated, Outcome::Credential(problem)) => {
                     // Auth failures never fail a message: it waits for the circuit to close.
@@ -231,11 +229,9 @@ impl Worker {
                         id: message.id,
                         reason: format!("{problem:?}"),
                     });
-                    let mut probes = Backoff::new(self.config.backoff, self.rng.clone());
-                    probe_at = now + crate::time::to_chrono(probes.next(None));
-                    circuit = Some(probes);
+                    let (probes, first_probe) = self.open_circuit(now, None);
+                    (circuit, probe_at) = (Some(probes), first_probe);
                     last_secret = self.secret.current().ok();
-                    self.note(WorkerEvent::CircuitOpened);
                 }
                 (Profile::Naive2025, outcome) => {
                     // 2025: retry every second, give up after five attempts, whatever the cause.
@@ -287,11 +283,16 @@ impl Worker {
         }
     }
 
-    fn sender_scope(&self) -> &'static str {
-        match self.sender.transport {
-            super::send::Transport::Smtp { .. } => super::send::EXCHANGE_SCOPE,
-            super::send::Transport::Graph { .. } => super::send::GRAPH_SCOPE,
-        }
+    /// Opens the circuit: the probes' backoff and the first probe, never before `retry_after`.
+    fn open_circuit(
+        &self,
+        now: DateTime<Utc>,
+        retry_after: Option<Duration>,
+    ) -> (Backoff, DateTime<Utc>) {
+        let mut probes = Backoff::new(self.config.backoff, self.rng.clone());
+        let first_probe = now + crate::time::to_chrono(probes.next(retry_after));
+        self.note(WorkerEvent::CircuitOpened);
+        (probes, first_probe)
     }
 
     async fn sleep_until(&self, at: DateTime<Utc>) {

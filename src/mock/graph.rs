@@ -463,13 +463,6 @@ fn get_applications(
         let Some(app_id) = parse_app_id_filter(&filter) else {
             return err(ctx, GraphError::InvalidFilter);
         };
-        let apps: Vec<Value> = ctx
-            .directory
-            .app(&claims.tid, &app_id)
-            .filter(|a| a.app_id.eq_ignore_ascii_case(&app_id))
-            .into_iter()
-            .map(application_json)
-            .collect();
         if !has_role(
             claims,
             &[
@@ -480,6 +473,13 @@ fn get_applications(
         ) {
             return err(ctx, GraphError::DirectoryDenied);
         }
+        let apps: Vec<Value> = ctx
+            .directory
+            .app(&claims.tid, &app_id)
+            .filter(|a| a.app_id.eq_ignore_ascii_case(&app_id))
+            .into_iter()
+            .map(application_json)
+            .collect();
         let body =
             json!({"@odata.context": format!("{base}/v1.0/$metadata#applications"), "value": apps});
         return wire::graph_ok(200, Some(&body), &[], &ctx.vars);
