@@ -95,6 +95,7 @@ fn worker(
             auth: ClientAuth::Basic,
             refresh_ahead: Duration::from_secs(300),
             request_timeout: Duration::from_secs(30),
+            refusal_hold_cap: Duration::from_secs(300),
         },
         clock.clone(),
         http,

@@ -1,6 +1,7 @@
 //! Checks: pure functions from a run's observations to verdicts. Each verdict says, in words
 //! and numbers, what was required and what was observed.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -27,6 +28,21 @@ fn as_rfc3339<S: serde::Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S
     s.serialize_str(&rfc3339(*at))
 }
 
+/// A wait of the client after a failure (a retry or a circuit probe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitSeen {
+    /// When the wait began.
+    pub at: DateTime<Utc>,
+    /// How long.
+    pub wait: Duration,
+    /// The server's `Retry-After`, if it sent one.
+    pub retry_after: Option<Duration>,
+    /// Failures in a row in its loop, this one included.
+    pub streak: u32,
+    /// A circuit probe's wait (else a message retry's).
+    pub probe: bool,
+}
+
 /// What a run observed; the checks read nothing else.
 #[derive(Debug, Clone, Default)]
 pub struct Observations {
@@ -40,6 +56,9 @@ pub struct Observations {
     pub waiting: u64,
     /// Sent with no reply (the server may have them).
     pub unknown: u64,
+    /// Sends whose outcome the client could not know: no reply, or a failure reply for a
+    /// message the server kept (each may explain one duplicate).
+    pub unknowable: u64,
     /// Messages the server holds more than once (by idempotency key).
     pub duplicated: u64,
     /// Token requests: (instant, succeeded).
@@ -48,6 +67,8 @@ pub struct Observations {
     pub alerts: Vec<AlertSeen>,
     /// The first delivery attempt that failed.
     pub first_failure_at: Option<DateTime<Utc>>,
+    /// The enqueue instant of the first message that waited longer than the latency threshold.
+    pub stalled_from: Option<DateTime<Utc>>,
     /// When the timeline made a working credential available.
     pub rotated_at: Option<DateTime<Utc>>,
     /// The first successful delivery at or after `rotated_at`.
@@ -62,12 +83,26 @@ pub struct Observations {
     pub written: String,
     /// Secret values that must never appear in `written` or the report.
     pub secrets: Vec<String>,
+    /// The client's waits after failures, in order.
+    pub waits: Vec<WaitSeen>,
+    /// The client's backoff cap.
+    pub backoff_cap: Duration,
+    /// Inbound messages: (Graph id, arrival).
+    pub inbound: Vec<(String, DateTime<Utc>)>,
+    /// Messages the sync reported: id to (first time, how many times).
+    pub synced: BTreeMap<String, (DateTime<Utc>, u64)>,
+    /// The run's event stream in brief: each kind of event and how often it happened.
+    pub events: BTreeMap<String, u64>,
 }
 
 impl Observations {
     /// The first alert naming the delivery problem, at or after the first failure.
     pub fn detected_at(&self) -> Option<DateTime<Utc>> {
-        let since = self.first_failure_at?;
+        self.latency_alert_since(self.first_failure_at?)
+    }
+
+    /// The first latency alert at or after `since`.
+    fn latency_alert_since(&self, since: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.alerts
             .iter()
             .filter(|a| a.action == "trigger" && a.at >= since && a.kind == "delivery-latency")
@@ -85,6 +120,8 @@ pub struct Params {
     pub lead: Option<Duration>,
     /// `token-request-budget`: requests per hour.
     pub per_hour: Option<u64>,
+    /// `no-duplicates`: allow one duplicate per send whose outcome was unknowable.
+    pub allow_unknowable: bool,
 }
 
 /// A check's outcome.
@@ -103,15 +140,17 @@ pub struct Verdict {
 }
 
 /// The ids of every check.
-pub const CHECKS: [&str; 9] = [
+pub const CHECKS: [&str; 11] = [
     "no-loss",
     "no-duplicates",
     "expiry-alert-lead",
     "latency-alert-within",
     "token-request-budget",
+    "backoff-shape",
     "recovery-within",
     "drained-within",
     "alerts-resolved",
+    "sync-complete",
     "no-secret-leak",
 ];
 
@@ -141,6 +180,14 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
                 "every enqueued message delivered; a send with unknown outcome is counted, not lost".into(),
             )
         }
+        "no-duplicates" if params.allow_unknowable => (
+            o.duplicated <= o.unknowable,
+            format!(
+                "{} of {} delivered more than once; {} send(s) had an unknowable outcome",
+                o.duplicated, o.delivered, o.unknowable
+            ),
+            "no message held twice by the server, except one per send whose outcome the client could not know".into(),
+        ),
         "no-duplicates" => (
             o.duplicated == 0,
             format!(
@@ -178,28 +225,30 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
         "latency-alert-within" => {
             let bound = within(600);
             let required = format!(
-                "a latency alert within {} of the first failed delivery",
+                "a latency alert within {} of the first message that waited longer than the threshold",
                 humantime::format_duration(bound)
             );
-            match (o.first_failure_at, o.detected_at()) {
-                (None, _) => (true, "no delivery failed".into(), required),
-                (Some(failure), Some(alert)) => (
-                    alert - failure <= to_chrono(bound),
-                    format!(
-                        "alert {} after the first failure ({})",
-                        fmt_duration(alert - failure),
-                        rfc3339(failure)
+            match o.stalled_from {
+                None => (true, "no message waited longer than the threshold".into(), required),
+                Some(stalled) => match o.latency_alert_since(stalled) {
+                    Some(alert) => (
+                        alert - stalled <= to_chrono(bound),
+                        format!(
+                            "alert {} after the first stalled message was enqueued ({})",
+                            fmt_duration(alert - stalled),
+                            rfc3339(stalled)
+                        ),
+                        required,
                     ),
-                    required,
-                ),
-                (Some(failure), None) => (
-                    false,
-                    format!(
-                        "no latency alert after the first failure at {}",
-                        rfc3339(failure)
+                    None => (
+                        false,
+                        format!(
+                            "no latency alert after the first stalled message was enqueued ({})",
+                            rfc3339(stalled)
+                        ),
+                        required,
                     ),
-                    required,
-                ),
+                },
             }
         }
         "token-request-budget" => {
@@ -290,6 +339,26 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
                 "every triggered alert resolved by the end".into(),
             )
         }
+        "backoff-shape" => backoff_shape(o),
+        "sync-complete" => {
+            let grace = to_chrono(within(900));
+            let due: Vec<&(String, DateTime<Utc>)> =
+                o.inbound.iter().filter(|(_, at)| *at + grace <= o.end).collect();
+            let missing = due.iter().filter(|(id, _)| !o.synced.contains_key(id)).count();
+            let twice = o.synced.values().filter(|(_, n)| *n > 1).count();
+            (
+                missing == 0 && twice == 0,
+                format!(
+                    "{} of {} inbound messages synced ({missing} missing, {twice} synced more than once)",
+                    due.len() - missing,
+                    due.len()
+                ),
+                format!(
+                    "every inbound message that arrived at least {} before the end synced exactly once",
+                    fmt_duration(grace)
+                ),
+            )
+        }
         "no-secret-leak" => {
             let secrets = o
                 .secrets
@@ -308,6 +377,69 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
         }
         _ => return None,
     })
+}
+
+/// `backoff-shape`: waits honour `Retry-After`, stay under the cap, grow over a run of
+/// failures, and are spread by jitter.
+fn backoff_shape(o: &Observations) -> (bool, String, String) {
+    let required = format!(
+        "every wait at least its Retry-After and at most {} (or the Retry-After), growing over 4 failures in a row, and jittered",
+        humantime::format_duration(o.backoff_cap)
+    );
+    if o.waits.is_empty() {
+        return (true, "no failure, no wait".into(), required);
+    }
+    let ra = |w: &WaitSeen| w.retry_after.unwrap_or_default();
+    let short = o.waits.iter().filter(|w| w.wait < ra(w)).count();
+    let over = o
+        .waits
+        .iter()
+        .filter(|w| w.wait > o.backoff_cap.max(ra(w)))
+        .count();
+    // Growth: in each loop, the fourth failure in a row waits at least twice the first's wait.
+    let mut flat = 0;
+    let mut runs = 0;
+    for probe in [false, true] {
+        let mut first: Option<Duration> = None;
+        for w in o.waits.iter().filter(|w| w.probe == probe) {
+            if w.streak <= 1 {
+                first = Some(w.wait);
+            } else if w.streak == 4
+                && let Some(first) = first
+                && w.retry_after.is_none()
+            {
+                runs += 1;
+                if w.wait < first.saturating_mul(2) && w.wait < o.backoff_cap / 2 {
+                    flat += 1;
+                }
+            }
+        }
+    }
+    // Jitter: waits the backoff chose (not a Retry-After) should rarely repeat exactly.
+    let chosen: Vec<Duration> = o
+        .waits
+        .iter()
+        .filter(|w| w.streak >= 2 && w.wait > ra(w))
+        .map(|w| w.wait)
+        .collect();
+    let distinct = chosen
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let jitter_ok = chosen.len() < 8 || distinct * 2 >= chosen.len();
+    let longest = o.waits.iter().map(|w| w.wait).max().unwrap_or_default();
+    (
+        short == 0 && over == 0 && flat == 0 && jitter_ok,
+        format!(
+            "{} waits, longest {}; {short} shorter than Retry-After, {over} over the cap; {flat} of {runs} runs of 4 failures did not grow; {distinct} distinct of {} chosen waits",
+            o.waits.len(),
+            humantime::format_duration(Duration::from_millis(
+                u64::try_from(longest.as_millis()).unwrap_or(u64::MAX)
+            )),
+            chosen.len()
+        ),
+        required,
+    )
 }
 
 #[cfg(test)]

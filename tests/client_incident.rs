@@ -17,7 +17,7 @@ use common::*;
 use maildrill::client::outbox::{NewMessage, Outbox, State};
 use maildrill::client::secret::{Secret, SecretSource};
 use maildrill::client::send::{Sender, Transport};
-use maildrill::client::token::ClientAuth;
+use maildrill::client::token::TokenConfig;
 use maildrill::client::worker::{Profile, Worker, WorkerConfig, WorkerEvent};
 use maildrill::journal::Journal;
 use maildrill::mock::smtp::{SmtpConfig, SmtpServer};
@@ -62,15 +62,15 @@ fn incident(profile: Profile, seed: u64) -> Outcome {
         std::fs::write(&secret_file, SECRET).unwrap();
         // The naive client read its secret once at start: rotation only by restart.
         let secret = match profile {
-            Profile::Remediated => SecretSource::File(secret_file.clone()),
             Profile::Naive2025 => SecretSource::Value(Secret::new(SECRET)),
+            Profile::Remediated | Profile::Mutant(_) => SecretSource::File(secret_file.clone()),
         };
-        let tokens = token_provider(
-            &sim,
-            secret.clone(),
-            ClientAuth::Basic,
-            Duration::from_secs(300),
-        );
+        let mut config = TokenConfig::new(sim.token_url(), demo::APP_ID, secret.clone());
+        if profile == Profile::Naive2025 {
+            // The 2025 client asked Entra every time: no hold after a refusal.
+            config.refusal_hold_cap = Duration::ZERO;
+        }
+        let tokens = provider(&sim, config);
         let outbox = Arc::new(Outbox::in_memory().unwrap());
         let wake = Arc::new(tokio::sync::Notify::new());
         let log = Arc::new(Mutex::new(Vec::new()));

@@ -1,5 +1,5 @@
 //! Every shipped scenario replays to its expected verdicts, twice to the same bytes, and its
-//! report (without `wall_ms`) is a snapshot.
+//! report (without `wall_ms`) and the tally of its event stream are a snapshot.
 #![allow(
     clippy::unwrap_used,
     reason = "a test fails loudly on the first broken expectation"
@@ -9,6 +9,7 @@ fn report_without_wall_time(path: &std::path::Path) -> serde_json::Value {
     let report = maildrill::runner::run_file(path, None).unwrap_or_else(|e| panic!("{e}"));
     let mut value = serde_json::to_value(&report).unwrap();
     value.as_object_mut().unwrap().remove("wall_ms");
+    value["events"] = serde_json::to_value(&report.events).unwrap();
     let file = std::path::Path::new(value["file"].as_str().unwrap())
         .file_name()
         .unwrap()

@@ -128,6 +128,8 @@ CREATE TABLE IF NOT EXISTS messages (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS due ON messages (state, next_attempt_at, id);
+CREATE INDEX IF NOT EXISTS waiting ON messages (state, enqueued_at);
+CREATE INDEX IF NOT EXISTS delivered ON messages (state, delivered_at);
 ";
 
 fn time(at: DateTime<Utc>) -> String {
@@ -222,11 +224,9 @@ impl Outbox {
     /// When the next queued message becomes due, if any is queued.
     pub fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, OutboxError> {
         let conn = self.conn();
-        let at: Option<String> = conn.query_row(
-            "SELECT MIN(next_attempt_at) FROM messages WHERE state = 'queued'",
-            [],
-            |r| r.get(0),
-        )?;
+        let at: Option<String> = conn
+            .prepare_cached("SELECT MIN(next_attempt_at) FROM messages WHERE state = 'queued'")?
+            .query_row([], |r| r.get(0))?;
         Ok(at.map(|t| parse_time(&t)))
     }
 
@@ -290,21 +290,19 @@ impl Outbox {
     /// Queued and in-flight messages.
     pub fn depth(&self) -> Result<u64, OutboxError> {
         let conn = self.conn();
-        Ok(conn.query_row(
-            "SELECT COUNT(*) FROM messages WHERE state IN ('queued', 'sending')",
-            [],
-            |r| r.get(0),
-        )?)
+        Ok(conn
+            .prepare_cached("SELECT COUNT(*) FROM messages WHERE state IN ('queued', 'sending')")?
+            .query_row([], |r| r.get(0))?)
     }
 
     /// When the oldest message still waiting was enqueued.
     pub fn oldest_waiting(&self) -> Result<Option<DateTime<Utc>>, OutboxError> {
         let conn = self.conn();
-        let at: Option<String> = conn.query_row(
-            "SELECT MIN(enqueued_at) FROM messages WHERE state IN ('queued', 'sending')",
-            [],
-            |r| r.get(0),
-        )?;
+        let at: Option<String> = conn
+            .prepare_cached(
+                "SELECT MIN(enqueued_at) FROM messages WHERE state IN ('queued', 'sending')",
+            )?
+            .query_row([], |r| r.get(0))?;
         Ok(at.map(|t| parse_time(&t)))
     }
 }

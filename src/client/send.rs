@@ -54,6 +54,9 @@ impl SmtpConnector for TcpSmtpConnector {
     }
 }
 
+/// The reason of a retry after a fresh token was refused as well.
+pub const TOKEN_REFUSED_TWICE: &str = "token refused twice";
+
 /// How to reach the server.
 #[derive(Debug, Clone)]
 pub enum Transport {
@@ -173,7 +176,7 @@ impl Sender {
                 }
                 Err(Attempt::Failed(Failure::TokenRejected)) => {
                     return Outcome::Retry {
-                        reason: "token refused twice".into(),
+                        reason: TOKEN_REFUSED_TWICE.into(),
                         retry_after: None,
                     };
                 }

@@ -1,5 +1,10 @@
 //! The token provider: client credentials on the `oauth2` crate, a cache per scope, refresh
 //! ahead of `exp`, one request in flight however many senders wait, and failures classified.
+//!
+//! A refused credential is held: until its hold ends (1 s, doubling to 5 min) every caller,
+//! the sender, the monitors and the sync alike, gets the same refusal without a request, so
+//! however many parts of the client ask, Entra sees one probe per interval. A new secret value
+//! ends the hold at once.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,7 +16,7 @@ use oauth2::{AuthType, ClientId, ClientSecret, Scope, TokenResponse as _, TokenU
 use tokio::time::Instant;
 
 use super::classify::{self, Failure, Seen};
-use super::secret::SecretSource;
+use super::secret::{Secret, SecretSource};
 use super::transport::{HttpTransport, TransportError};
 use crate::time::{ClockExt as _, SharedClock};
 
@@ -40,6 +45,35 @@ pub struct TokenConfig {
     pub refresh_ahead: Duration,
     /// Give up on a token request after this long on the clock.
     pub request_timeout: Duration,
+    /// The longest hold after a refused credential (the first is 1 s, then it doubles).
+    pub refusal_hold_cap: Duration,
+}
+
+impl TokenConfig {
+    /// Settings with the defaults: Basic auth, refresh 5 min ahead, 30 s timeout, 5 min hold.
+    pub fn new(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        secret: SecretSource,
+    ) -> TokenConfig {
+        TokenConfig {
+            token_url: token_url.into(),
+            client_id: client_id.into(),
+            secret,
+            auth: ClientAuth::Basic,
+            refresh_ahead: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(30),
+            refusal_hold_cap: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A refused credential and until when it stays refused without asking again.
+struct Refusal {
+    failure: Failure,
+    secret: Option<Secret>,
+    until: Instant,
+    refusals: u32,
 }
 
 /// An access token. Its `Debug` never shows the value.
@@ -74,6 +108,7 @@ pub struct TokenProvider {
     cache: Mutex<BTreeMap<String, Token>>,
     flight: tokio::sync::Mutex<()>,
     requests: std::sync::atomic::AtomicU64,
+    refusal: Mutex<Option<Refusal>>,
 }
 
 impl fmt::Debug for TokenProvider {
@@ -98,6 +133,7 @@ impl TokenProvider {
             cache: Mutex::new(BTreeMap::new()),
             flight: tokio::sync::Mutex::new(()),
             requests: std::sync::atomic::AtomicU64::new(0),
+            refusal: Mutex::new(None),
         }
     }
 
@@ -136,22 +172,63 @@ impl TokenProvider {
         if let Some(token) = self.cached(scope).filter(|t| fresh(t, self.clock.now())) {
             return Ok(token);
         }
+        let secret = self.config.secret.current().ok();
+        if let Some(held) = self.held(secret.as_ref()) {
+            return match self.still_valid(scope) {
+                Some(token) => Ok(token),
+                None => Err(held),
+            };
+        }
         match self.fetch(scope).await {
             Ok(token) => {
+                *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 self.cache
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(scope.to_string(), token.clone());
                 Ok(token)
             }
-            Err(failure) => match self
-                .cached(scope)
-                .filter(|t| self.clock.now() < t.expires_at)
-            {
-                Some(still_valid) => Ok(still_valid),
-                None => Err(failure),
-            },
+            Err(failure) => {
+                if matches!(failure, Failure::Credential(_)) {
+                    self.hold(&failure, secret);
+                }
+                match self.still_valid(scope) {
+                    Some(still_valid) => Ok(still_valid),
+                    None => Err(failure),
+                }
+            }
         }
+    }
+
+    fn still_valid(&self, scope: &str) -> Option<Token> {
+        self.cached(scope)
+            .filter(|t| self.clock.now() < t.expires_at)
+    }
+
+    /// The refusal still held for this secret value, if any.
+    fn held(&self, secret: Option<&Secret>) -> Option<Failure> {
+        let refusal = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
+        refusal
+            .as_ref()
+            .filter(|r| r.secret.as_ref() == secret && self.clock.now() < r.until)
+            .map(|r| r.failure.clone())
+    }
+
+    fn hold(&self, failure: &Failure, secret: Option<Secret>) {
+        let mut refusal = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
+        let refusals = match refusal.as_ref() {
+            Some(r) if r.secret == secret => r.refusals.saturating_add(1),
+            _ => 0,
+        };
+        let hold = Duration::from_secs(1)
+            .saturating_mul(2u32.saturating_pow(refusals.min(20)))
+            .min(self.config.refusal_hold_cap);
+        *refusal = Some(Refusal {
+            failure: failure.clone(),
+            secret,
+            until: self.clock.now() + hold,
+            refusals,
+        });
     }
 
     async fn fetch(&self, scope: &str) -> Result<Token, Failure> {

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use super::backoff::{Backoff, BackoffConfig};
+use super::classify::Failure;
 use super::outbox::{Outbox, OutboxError};
 use super::secret::SecretSource;
 use super::send::{Outcome, Sender};
@@ -27,6 +28,101 @@ pub enum Profile {
     Remediated,
     /// The behaviour of 2025: fixed 1 s retries, five attempts, no circuit.
     Naive2025,
+    /// The remediated client with one deliberate bug, to prove the harness catches it.
+    Mutant(Mutation),
+}
+
+/// One deliberate bug in an otherwise remediated client (mutation testing of the harness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mutation {
+    /// Every client waits the same: no jitter in the backoff.
+    NoJitter,
+    /// `Retry-After` is not read.
+    IgnoresRetryAfter,
+    /// A message whose credentials or token are refused is failed, not kept.
+    DropsAfterAuthFailure,
+    /// Refused credentials are retried every second, with no hold at the token provider.
+    TightAuthLoop,
+    /// No credential expiry monitor.
+    NoExpiryMonitor,
+    /// The latency monitor's threshold is never reached.
+    LatencyNeverFires,
+    /// A send with no reply after the final dot is marked failed (it may have been delivered).
+    FailsUnknownSends,
+    /// A restarted process starts with an empty outbox.
+    ForgetsOutbox,
+}
+
+impl Mutation {
+    /// Every mutation, in a fixed order.
+    pub const ALL: [Mutation; 8] = [
+        Mutation::NoJitter,
+        Mutation::IgnoresRetryAfter,
+        Mutation::DropsAfterAuthFailure,
+        Mutation::TightAuthLoop,
+        Mutation::NoExpiryMonitor,
+        Mutation::LatencyNeverFires,
+        Mutation::FailsUnknownSends,
+        Mutation::ForgetsOutbox,
+    ];
+
+    /// Its name in a profile (`mutant:NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::NoJitter => "no-jitter",
+            Mutation::IgnoresRetryAfter => "ignores-retry-after",
+            Mutation::DropsAfterAuthFailure => "drops-after-auth-failure",
+            Mutation::TightAuthLoop => "tight-auth-loop",
+            Mutation::NoExpiryMonitor => "no-expiry-monitor",
+            Mutation::LatencyNeverFires => "latency-never-fires",
+            Mutation::FailsUnknownSends => "fails-unknown-sends",
+            Mutation::ForgetsOutbox => "forgets-outbox",
+        }
+    }
+}
+
+impl Profile {
+    /// Parses `remediated`, `naive-2025` or `mutant:NAME`.
+    pub fn parse(name: &str) -> Option<Profile> {
+        match name {
+            "remediated" => Some(Profile::Remediated),
+            "naive-2025" => Some(Profile::Naive2025),
+            _ => {
+                let mutation = name.strip_prefix("mutant:")?;
+                Mutation::ALL
+                    .into_iter()
+                    .find(|m| m.name() == mutation)
+                    .map(Profile::Mutant)
+            }
+        }
+    }
+
+    /// Every profile name `parse` accepts.
+    pub fn names() -> Vec<String> {
+        let mut names = vec!["remediated".to_string(), "naive-2025".to_string()];
+        names.extend(Mutation::ALL.iter().map(|m| format!("mutant:{}", m.name())));
+        names
+    }
+
+    /// Whether this profile carries `mutation`.
+    pub fn has(self, mutation: Mutation) -> bool {
+        self == Profile::Mutant(mutation)
+    }
+
+    /// Whether the client has the post-mortem's features (remediated, or a mutant of it).
+    pub fn remediated(self) -> bool {
+        self != Profile::Naive2025
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Profile::Remediated => f.write_str("remediated"),
+            Profile::Naive2025 => f.write_str("naive-2025"),
+            Profile::Mutant(m) => write!(f, "mutant:{}", m.name()),
+        }
+    }
 }
 
 /// Worker settings.
@@ -82,6 +178,17 @@ pub enum WorkerEvent {
     Unknown {
         /// Outbox id.
         id: i64,
+    },
+    /// A failure was followed by a wait before the next try (a retry or a circuit probe).
+    Waited {
+        /// The wait chosen.
+        wait: Duration,
+        /// What the server asked for, if anything.
+        retry_after: Option<Duration>,
+        /// Failures in a row in this loop, this one included.
+        streak: u32,
+        /// Whether it is the circuit's probe loop (else the per-message retry loop).
+        probe: bool,
     },
     /// The credentials were refused: sending stops.
     CircuitOpened,
@@ -141,14 +248,18 @@ impl Worker {
                     probe_at = now;
                 }
                 if now >= probe_at {
-                    if self.sender.tokens.token(self.sender.scope()).await.is_ok() {
-                        circuit = None;
-                        retry.reset();
-                        self.note(WorkerEvent::CircuitClosed);
-                        continue;
-                    }
-                    probe_at =
-                        self.clock.now_utc() + crate::time::to_chrono(probe_backoff.next(None));
+                    let retry_after = match self.sender.tokens.token(self.sender.scope()).await {
+                        Ok(_) => {
+                            circuit = None;
+                            retry.reset();
+                            self.note(WorkerEvent::CircuitClosed);
+                            continue;
+                        }
+                        Err(Failure::Transient { retry_after, .. }) => retry_after,
+                        Err(_) => None,
+                    };
+                    let wait = self.wait(probe_backoff, retry_after, true);
+                    probe_at = self.clock.now_utc() + crate::time::to_chrono(wait);
                 }
                 let next = probe_at
                     .min(self.clock.now_utc() + crate::time::to_chrono(self.config.secret_poll))
@@ -180,19 +291,46 @@ impl Worker {
                         reason,
                     });
                 }
+                (profile, Outcome::Unknown(reason)) if profile.has(Mutation::FailsUnknownSends) => {
+                    self.outbox.failed(message.id, &reason)?;
+                    self.note(WorkerEvent::Failed {
+                        id: message.id,
+                        reason,
+                    });
+                }
+                (profile, Outcome::Credential(problem))
+                    if profile.has(Mutation::DropsAfterAuthFailure) =>
+                {
+                    let reason = format!("credential refused: {problem:?}");
+                    self.outbox.failed(message.id, &reason)?;
+                    self.note(WorkerEvent::Failed {
+                        id: message.id,
+                        reason,
+                    });
+                }
                 (_, Outcome::Unknown(_)) => {
                     self.outbox
                         .unknown(message.id, "no reply after the message went out")?;
                     self.note(WorkerEvent::Unknown { id: message.id });
                 }
                 (
-                    Profile::Remediated,
+                    profile,
                     Outcome::Retry {
                         reason,
                         retry_after,
                     },
-                ) => {
-                    let wait = retry.next(retry_after);
+                ) if profile.remediated() => {
+                    if profile.has(Mutation::DropsAfterAuthFailure)
+                        && reason == super::send::TOKEN_REFUSED_TWICE
+                    {
+                        self.outbox.failed(message.id, &reason)?;
+                        self.note(WorkerEvent::Failed {
+                            id: message.id,
+                            reason,
+                        });
+                        continue;
+                    }
+                    let wait = self.wait(&mut retry, retry_after, false);
                     self.outbox
                         .retry(message.id, now + crate::time::to_chrono(wait), &reason)?;
                     self.note(WorkerEvent::Deferred {
@@ -201,12 +339,12 @@ impl Worker {
                     });
                 }
                 (
-                    Profile::Remediated,
+                    profile,
                     Outcome::TokenUnavailable {
                         reason,
                         retry_after,
                     },
-                ) => {
+                ) if profile.remediated() => {
                     // A throttled token endpoint throttles the app, not the message: hold every
                     // send and probe once per interval, never sooner than its Retry-After.
                     self.outbox.retry(message.id, now, &reason)?;
@@ -218,7 +356,7 @@ impl Worker {
                     (circuit, probe_at) = (Some(probes), first_probe);
                     last_secret = self.secret.current().ok();
                 }
-                (Profile::Remediated, Outcome::Credential(problem)) => {
+                (profile, Outcome::Credential(problem)) if profile.remediated() => {
                     // Auth failures never fail a message: it waits for the circuit to close.
                     self.outbox.retry(
                         message.id,
@@ -233,7 +371,7 @@ impl Worker {
                     (circuit, probe_at) = (Some(probes), first_probe);
                     last_secret = self.secret.current().ok();
                 }
-                (Profile::Naive2025, outcome) => {
+                (_, outcome) => {
                     // 2025: retry every second, give up after five attempts, whatever the cause.
                     let reason = describe(&outcome);
                     if message.attempts >= self.config.naive_attempts {
@@ -243,6 +381,12 @@ impl Worker {
                             reason,
                         });
                     } else {
+                        self.note(WorkerEvent::Waited {
+                            wait: Duration::from_secs(1),
+                            retry_after: None,
+                            streak: message.attempts,
+                            probe: false,
+                        });
                         self.outbox.retry(
                             message.id,
                             now + chrono::TimeDelta::seconds(1),
@@ -289,10 +433,31 @@ impl Worker {
         now: DateTime<Utc>,
         retry_after: Option<Duration>,
     ) -> (Backoff, DateTime<Utc>) {
-        let mut probes = Backoff::new(self.config.backoff, self.rng.clone());
-        let first_probe = now + crate::time::to_chrono(probes.next(retry_after));
+        let mut config = self.config.backoff;
+        if self.config.profile.has(Mutation::TightAuthLoop) {
+            config.cap = config.base;
+        }
+        let mut probes = Backoff::new(config, self.rng.clone());
         self.note(WorkerEvent::CircuitOpened);
+        let first_probe = now + crate::time::to_chrono(self.wait(&mut probes, retry_after, true));
         (probes, first_probe)
+    }
+
+    /// The next wait of `backoff` after a failure, noted for the run's event stream.
+    fn wait(&self, backoff: &mut Backoff, retry_after: Option<Duration>, probe: bool) -> Duration {
+        let heard = if self.config.profile.has(Mutation::IgnoresRetryAfter) {
+            None
+        } else {
+            retry_after
+        };
+        let wait = backoff.next(heard);
+        self.note(WorkerEvent::Waited {
+            wait,
+            retry_after,
+            streak: backoff.failures(),
+            probe,
+        });
+        wait
     }
 
     async fn sleep_until(&self, at: DateTime<Utc>) {

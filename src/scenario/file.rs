@@ -9,19 +9,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::seed::Seed;
 use crate::tenant::{AppSpec, MailboxSpec, Resource, SecretSpec, TenantSettings, TenantSpec};
 
 /// A scenario file as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     /// A short name.
     pub name: String,
     /// What the scenario shows.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// The seed of every random choice in the run.
     #[serde(default)]
@@ -29,40 +29,48 @@ pub struct ScenarioFile {
     /// The calendar instant the replay starts at (RFC 3339).
     pub start: Instant,
     /// Where the replay ends: an instant or an offset from `start` such as `+45d`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<When>,
     /// The simulated tenant.
     pub tenant: TenantFile,
     /// The client under test.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientFile>,
     /// Outbound traffic windows.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traffic: Vec<TrafficFile>,
     /// What happens when.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<StepFile>,
     /// The checks and the verdict each must have.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expect: Vec<ExpectFile>,
 }
 
 /// The `[client]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientFile {
     /// `smtp` (default) or `graph`.
     #[serde(default = "default_transport")]
     pub transport: String,
-    /// `remediated` (default) or `naive-2025`.
+    /// `remediated` (default), `naive-2025`, or `mutant:NAME` (a remediated client with one
+    /// deliberate bug, for mutation tests of the harness).
     #[serde(default = "default_profile")]
     pub profile: String,
     /// Latency alert threshold (default 5m).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_threshold: Option<HumanDuration>,
     /// Backoff cap (default 5m).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_cap: Option<HumanDuration>,
+    /// Fetch a new token this long before the cached one expires (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_ahead: Option<HumanDuration>,
+    /// Time between inbound delta sync rounds (default 1m; the sync runs when the scenario has
+    /// inbound traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_interval: Option<HumanDuration>,
 }
 
 fn default_transport() -> String {
@@ -73,10 +81,14 @@ fn default_profile() -> String {
     "remediated".into()
 }
 
-/// A `[[traffic]]` window: one outbound message every `every` from `from` until `until`.
-#[derive(Debug, Clone, Deserialize)]
+/// A `[[traffic]]` window: one message every `every` from `from` until `until`, sent by the
+/// client (`outbound`, the default) or arriving in the mailbox for the sync (`inbound`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficFile {
+    /// `outbound` (default) or `inbound`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
     /// Window start.
     pub from: When,
     /// Window end.
@@ -86,62 +98,71 @@ pub struct TrafficFile {
 }
 
 /// A `[[timeline]]` step.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepFile {
     /// When.
     pub at: When,
     /// `rotate-secret` (a new secret in the tenant and in the client's secret file),
-    /// `fault` or `clear-faults`.
+    /// `paste-secret` (a value into the client's secret file only: a wrong paste),
+    /// `delete-app`, `restore-app`, `expire-delta-tokens`, `restart-client`, `fault` or
+    /// `clear-faults`.
     pub action: String,
-    /// For `rotate-secret`: the new secret's value.
-    #[serde(default)]
+    /// For `rotate-secret` and `paste-secret`: the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// For `fault` and `clear-faults`: `entra`, `graph`, `smtp` or `alerts`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// For `fault`: `latency`, `timeout`, `reset_peer`, `respond`, `drop_after_data`, ...
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// For `fault`: only this operation (`token`, `send-mail`, `end-of-data`, ...).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
     /// For `fault` `respond`: the catalogue reply key.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<String>,
     /// For `fault` `latency`: the delay.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<HumanDuration>,
     /// For `fault`: active for this long (default: until cleared).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<HumanDuration>,
     /// For `fault`: only the first N matching requests.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<u64>,
 }
 
 /// An `[[expect]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectFile {
     /// The check's id, e.g. `no-loss`.
     pub check: String,
     /// `pass` (default) or `fail`.
-    #[serde(default = "default_verdict")]
+    #[serde(default = "default_verdict", skip_serializing_if = "is_pass")]
     pub verdict: String,
     /// A duration parameter: `lead` of `expiry-alert-lead`, `within` of the `*-within` checks.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within: Option<HumanDuration>,
     /// `expiry-alert-lead`: the lead required.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lead: Option<HumanDuration>,
     /// `token-request-budget`: the most token requests in any hour while credentials fail.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_hour: Option<u64>,
+    /// `no-duplicates`: allow one duplicate per send whose outcome the client could not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_unknowable: Option<bool>,
 }
 
 fn default_verdict() -> String {
     "pass".into()
+}
+
+fn is_pass(verdict: &str) -> bool {
+    verdict == "pass"
 }
 
 /// An RFC 3339 instant.
@@ -154,6 +175,12 @@ impl<'de> Deserialize<'de> for Instant {
         parse_instant(&text)
             .map(Instant)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Instant {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::time::rfc3339(self.0))
     }
 }
 
@@ -205,6 +232,16 @@ impl<'de> Deserialize<'de> for When {
     }
 }
 
+impl Serialize for When {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            When::At(at) => s.serialize_str(&crate::time::rfc3339(*at)),
+            When::After(d) => s.serialize_str(&format!("+{}", humantime::format_duration(*d))),
+            When::Before(d) => s.serialize_str(&format!("-{}", humantime::format_duration(*d))),
+        }
+    }
+}
+
 /// A duration written as humantime text (`10s`, `3599s`, `7d`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -222,8 +259,14 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
 /// The `[tenant]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantFile {
     /// Tenant id (GUID).
@@ -231,56 +274,56 @@ pub struct TenantFile {
     /// Initial domain, e.g. `contoso.onmicrosoft.com`.
     pub domain: String,
     /// How long a new secret keeps failing (default 10s).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub propagation_delay: Option<HumanDuration>,
     /// Access token lifetime (default 3599s).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_lifetime: Option<HumanDuration>,
     /// Age after which delta tokens get 410 (default 7d).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta_token_max_age: Option<HumanDuration>,
     /// Whether SMTP AUTH is enabled for the tenant (default true).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp_auth: Option<bool>,
     /// App registrations.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<AppFile>,
     /// Mailboxes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mailboxes: Vec<MailboxFile>,
 }
 
 /// A `[[tenant.apps]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppFile {
     /// The client id.
     pub app_id: String,
     /// The application object id (derived from the seed when absent).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_id: Option<String>,
     /// Display name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// Roles per resource (`graph`, `exchange`); absent resources get the defaults.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub roles: BTreeMap<String, Vec<String>>,
     /// Client secrets.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretFile>,
 }
 
 /// A `[[tenant.apps.secrets]]` entry.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretFile {
     /// The secret value a client sends.
     pub value: String,
     /// Portal description.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// `startDateTime` (default: one year before the scenario start).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<When>,
     /// `endDateTime`.
     pub end: When,
@@ -298,16 +341,16 @@ impl fmt::Debug for SecretFile {
 }
 
 /// A `[[tenant.mailboxes]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MailboxFile {
     /// User principal name (also the SMTP address).
     pub upn: String,
     /// Object id (derived from the seed when absent).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Display name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
 }
 

@@ -72,6 +72,8 @@ pub struct Tenant {
     pub settings: TenantSettings,
     /// App registrations; a deleted app is removed.
     pub apps: Vec<App>,
+    /// Deleted apps, restorable as from the portal's "Deleted applications" (30 days there).
+    pub deleted_apps: Vec<App>,
     /// Mailboxes.
     pub mailboxes: Vec<Mailbox>,
 }
@@ -125,6 +127,7 @@ impl Directory {
                     .iter()
                     .map(|a| App::from_spec(a, &mut || ids.guid()))
                     .collect(),
+                deleted_apps: Vec::new(),
                 mailboxes: spec
                     .mailboxes
                     .iter()
@@ -363,11 +366,33 @@ impl Directory {
         let Some(tenant) = self.tenant_mut(tenant_id) else {
             return false;
         };
-        let before = tenant.apps.len();
-        tenant
+        let Some(i) = tenant
             .apps
-            .retain(|a| !a.app_id.eq_ignore_ascii_case(app_id));
-        tenant.apps.len() != before
+            .iter()
+            .position(|a| a.app_id.eq_ignore_ascii_case(app_id))
+        else {
+            return false;
+        };
+        let app = tenant.apps.remove(i);
+        tenant.deleted_apps.push(app);
+        true
+    }
+
+    /// Restores a deleted app with its secrets and permissions; false if none was deleted.
+    pub fn restore_app(&mut self, tenant_id: &str, app_id: &str) -> bool {
+        let Some(tenant) = self.tenant_mut(tenant_id) else {
+            return false;
+        };
+        let Some(i) = tenant
+            .deleted_apps
+            .iter()
+            .position(|a| a.app_id.eq_ignore_ascii_case(app_id))
+        else {
+            return false;
+        };
+        let app = tenant.deleted_apps.remove(i);
+        tenant.apps.push(app);
+        true
     }
 
     /// A fresh seeded GUID, for message ids and the like.

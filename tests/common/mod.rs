@@ -114,14 +114,18 @@ pub fn token_provider(
     auth: maildrill::client::token::ClientAuth,
     refresh_ahead: std::time::Duration,
 ) -> std::sync::Arc<maildrill::client::token::TokenProvider> {
-    let config = maildrill::client::token::TokenConfig {
-        token_url: sim.token_url(),
-        client_id: demo::APP_ID.into(),
-        secret,
-        auth,
-        refresh_ahead,
-        request_timeout: std::time::Duration::from_secs(30),
-    };
+    let mut config =
+        maildrill::client::token::TokenConfig::new(sim.token_url(), demo::APP_ID, secret);
+    config.auth = auth;
+    config.refresh_ahead = refresh_ahead;
+    provider(sim, config)
+}
+
+/// A token provider with `config` over the in-memory wiring.
+pub fn provider(
+    sim: &Sim,
+    config: maildrill::client::token::TokenConfig,
+) -> std::sync::Arc<maildrill::client::token::TokenProvider> {
     std::sync::Arc::new(maildrill::client::token::TokenProvider::new(
         config,
         sim.clock.clone(),

@@ -519,6 +519,7 @@ impl Backend for TenantBackend<'_> {
                 tenant: String::new(),
                 over_connection_limit: false,
                 slot: None,
+                expires: None,
             });
         }
         let directory = Directory::lock(&self.server.directory);
@@ -553,10 +554,15 @@ impl Backend for TenantBackend<'_> {
         };
         Ok(Login {
             user: mailbox.upn.clone(),
-            tenant: claims.tid,
+            tenant: claims.tid.clone(),
             over_connection_limit: over,
             slot,
+            expires: Some(claims.expires_at()),
         })
+    }
+
+    fn login_valid(&mut self, login: &Login) -> bool {
+        login.expires.is_none_or(|end| self.now < end)
     }
 
     fn submit(

@@ -33,6 +33,8 @@ pub struct Login {
     pub over_connection_limit: bool,
     /// Held for the session's life; releases the mailbox's connection slot on drop.
     pub slot: Option<crate::mock::InFlight>,
+    /// When the token the session authenticated with expires (`None`: never).
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Why the backend refuses.
@@ -77,6 +79,8 @@ pub trait Backend {
     ) -> Result<String, Refusal>;
     /// The failure trailer `[HOST.REGION.PROD.OUTLOOK.COM time id]` for this instant.
     fn trailer(&mut self) -> String;
+    /// Whether an authenticated session may still submit: false once its token has expired.
+    fn login_valid(&mut self, login: &Login) -> bool;
 }
 
 /// What the I/O layer must do after a step.
@@ -465,6 +469,17 @@ impl Session {
         if self.transaction.is_some() {
             return Session::step(self.reply("sender_already"), shown);
         }
+        if let Some(login) = &self.login
+            && !backend.login_valid(login)
+        {
+            // The session outlived its token: refused as a failed AUTH is, and closed (see
+            // `expired_session` in fixtures/wire/smtp.toml for why).
+            self.login = None;
+            return Step {
+                next: Next::Close,
+                ..Session::step(self.reply_with("auth_failed", backend, &[]), shown)
+            };
+        }
         for (keyword, value) in params {
             let ok = match (keyword.as_str(), value.as_deref()) {
                 ("SIZE", Some(size)) => match size.parse::<usize>() {
@@ -666,12 +681,21 @@ mod tests {
                     tenant: "t".into(),
                     over_connection_limit: false,
                     slot: None,
+                    expires: None,
                 }),
                 "crowded" => Ok(Login {
                     user: user.into(),
                     tenant: "t".into(),
                     over_connection_limit: true,
                     slot: None,
+                    expires: None,
+                }),
+                "expiring" => Ok(Login {
+                    user: user.into(),
+                    tenant: "t".into(),
+                    over_connection_limit: false,
+                    slot: None,
+                    expires: Some(chrono::DateTime::UNIX_EPOCH),
                 }),
                 _ => Err(Refusal::AuthFailed),
             }
@@ -685,6 +709,10 @@ mod tests {
         ) -> Result<String, Refusal> {
             self.submitted.push((envelope.clone(), message.to_vec()));
             Ok("<m1@x>".into())
+        }
+
+        fn login_valid(&mut self, login: &Login) -> bool {
+            login.expires.is_none()
         }
 
         fn trailer(&mut self) -> String {
@@ -749,6 +777,26 @@ mod tests {
         assert!(!replies[0].contains("AUTH"));
         assert!(replies[1].starts_with("504 5.7.4 Unrecognized authentication type"));
         assert!(replies[2].starts_with("530 5.7.57 Client not authenticated to send mail."));
+    }
+
+    #[test]
+    fn a_session_that_outlived_its_token_gets_535_at_mail_and_is_closed() {
+        let mut s = session(true);
+        let mut b = Fake::default();
+        s.on_line(b"EHLO c\r\n", &mut b);
+        s.on_line(b"STARTTLS\r\n", &mut b);
+        s.tls_started();
+        let auth = format!("AUTH XOAUTH2 {}", xoauth2("a@x", "expiring"));
+        let replies = talk(&mut s, &mut b, &["EHLO c", &auth]);
+        assert!(replies[1].starts_with("235 2.7.0"), "{replies:?}");
+        let step = s.on_line(b"MAIL FROM:<a@x>\r\n", &mut b);
+        assert!(
+            step.reply
+                .starts_with("535 5.7.3 Authentication unsuccessful [H.R."),
+            "{}",
+            step.reply
+        );
+        assert_eq!(step.next, Next::Close);
     }
 
     #[test]

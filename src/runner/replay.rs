@@ -1,0 +1,570 @@
+//! The replay: the tenant, the mocks, the client and the timeline on one paused runtime,
+//! until the scenario's end; then what happened, read into [`Observations`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::plan::{Action, Plan};
+use crate::check::{AlertSeen, Observations, WaitSeen};
+use crate::client::alert::Alerter;
+use crate::client::backoff::{BackoffConfig, Jitter};
+use crate::client::monitor::{
+    ExpiryConfig, ExpiryMonitor, LatencyConfig, LatencyMonitor, default_lead_times,
+};
+use crate::client::outbox::{NewMessage, Outbox, OutboxError, State};
+use crate::client::secret::{Secret, SecretSource};
+use crate::client::send::{Sender, Transport};
+use crate::client::sync::{InboxSync, SyncConfig, SyncEvent};
+use crate::client::token::{TokenConfig, TokenProvider};
+use crate::client::worker::{Mutation, Profile, Worker, WorkerConfig, WorkerEvent};
+use crate::journal::Journal;
+use crate::mock::smtp::{SmtpConfig, SmtpServer};
+use crate::mock::{HttpMocks, HttpMocksConfig};
+use crate::tenant::{Directory, DirectoryConfig, SecretSpec, SharedDirectory};
+use crate::time::{ClockExt as _, SharedClock, VirtualClock, replay_runtime, to_chrono};
+use crate::wiring::memory::{MemoryNet, MemorySmtp};
+
+const GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
+const ALERTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+/// A latency threshold no stall reaches (the `latency-never-fires` mutant).
+const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Replays `plan`; the client's secret file lives at `secret_file` for the run.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear set-up of a run, read top to bottom"
+)]
+pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, String> {
+    let Plan {
+        seed,
+        start,
+        end,
+        ref tenant,
+        ref app,
+        ref secret,
+        ref mailbox,
+        profile,
+        graph,
+        ref faults,
+        ref steps,
+        rotated_at,
+        ref traffic,
+        latency_threshold,
+        backoff_cap,
+        refresh_ahead,
+        sync_interval,
+    } = *plan;
+    std::fs::write(secret_file, &secret.value).map_err(|e| e.to_string())?;
+    let pki = crate::tls::Pki::generate().map_err(|e| e.to_string())?;
+    let runtime = replay_runtime().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let clock: SharedClock = VirtualClock::starting_at(start).shared();
+        let directory = Directory::new(&DirectoryConfig {
+            seed,
+            tenants: vec![tenant.clone()],
+        })
+        .shared();
+        let journal = Journal::new();
+        let mocks = HttpMocks::new(
+            directory.clone(),
+            clock.clone(),
+            journal.clone(),
+            HttpMocksConfig {
+                seed,
+                ..HttpMocksConfig::default()
+            },
+        );
+        for fault in faults {
+            mocks.inject(fault.clone()).map_err(|e| e.to_string())?;
+        }
+        let smtp = SmtpServer::new(
+            directory.clone(),
+            clock.clone(),
+            journal.clone(),
+            SmtpConfig {
+                seed,
+                tls: Some(pki.server_config(false).map_err(|e| e.to_string())?),
+                ..SmtpConfig::default()
+            },
+        )
+        .with_faults(mocks.faults_handle());
+        let net = Arc::new(MemoryNet::new(mocks.clone()));
+        // The naive client reads its secret once at start: a rotation needs a restart.
+        let secret_source = |value: String| match profile {
+            Profile::Naive2025 => SecretSource::Value(Secret::new(value)),
+            Profile::Remediated | Profile::Mutant(_) => {
+                SecretSource::File(secret_file.to_path_buf())
+            }
+        };
+        let token_url = format!(
+            "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
+            tenant.id
+        );
+        let token_provider = |source: SecretSource| {
+            let mut config = TokenConfig::new(token_url.clone(), app.app_id.clone(), source);
+            config.refresh_ahead = refresh_ahead;
+            if profile.has(Mutation::TightAuthLoop) || profile == Profile::Naive2025 {
+                config.refusal_hold_cap = Duration::ZERO;
+            }
+            Arc::new(TokenProvider::new(config, clock.clone(), net.clone()))
+        };
+        let tokens = token_provider(secret_source(secret.value.clone()));
+        let transport = if graph {
+            Transport::Graph {
+                http: net.clone(),
+                graph_url: GRAPH_URL.into(),
+            }
+        } else {
+            Transport::Smtp {
+                connector: Arc::new(MemorySmtp::new(smtp.clone())),
+                tls_domain: "localhost".into(),
+                ca_pem: Some(pki.ca_pem().to_string()),
+                hello_name: "mailman.client.example".into(),
+            }
+        };
+        // Each process's outbox: one database, unless the process forgets it on restart.
+        let outboxes = Mutex::new(vec![Arc::new(
+            Outbox::in_memory().map_err(|e| e.to_string())?,
+        )]);
+        let current_outbox = || {
+            outboxes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last()
+                .cloned()
+                .expect("there is always an outbox")
+        };
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let monitor_wake = Arc::new(tokio::sync::Notify::new());
+        let worker_log: crate::client::worker::WorkerLog = Arc::default();
+        let backoff = BackoffConfig {
+            cap: backoff_cap,
+            jitter: if profile.has(Mutation::NoJitter) {
+                Jitter::None
+            } else {
+                Jitter::Equal
+            },
+            ..BackoffConfig::default()
+        };
+        // One client process: its own token cache and secret, read when it starts.
+        // The first process shares its token cache with the monitors, as one process would.
+        let process = |secret_now: String, first: bool, outbox: Arc<Outbox>| {
+            let source = secret_source(secret_now);
+            let tokens = if first {
+                tokens.clone()
+            } else {
+                token_provider(source.clone())
+            };
+            Worker {
+                config: WorkerConfig {
+                    profile,
+                    backoff,
+                    ..WorkerConfig::default()
+                },
+                outbox,
+                sender: Sender {
+                    tokens,
+                    transport: transport.clone(),
+                    clock: clock.clone(),
+                    mailbox: mailbox.clone(),
+                    timeout: Duration::from_secs(120),
+                    session: tokio::sync::Mutex::default(),
+                },
+                secret: source,
+                clock: clock.clone(),
+                wake: wake.clone(),
+                log: worker_log.clone(),
+                rng: seed.stream("client.jitter"),
+                metrics: None,
+            }
+        };
+        let restarts: Vec<DateTime<Utc>> = steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::Restart))
+            .map(|s| s.at)
+            .collect();
+        let client_task = async {
+            let mut secret_now = secret.value.clone();
+            for (i, boundary) in restarts.iter().copied().chain([end]).enumerate() {
+                process(secret_now.clone(), i == 0, current_outbox())
+                    .run(boundary.min(end))
+                    .await?;
+                if boundary < end {
+                    if profile.has(Mutation::ForgetsOutbox) {
+                        let fresh = Arc::new(Outbox::in_memory()?);
+                        outboxes
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(fresh);
+                    }
+                    // The new process: in-flight messages go back to the queue, and the secret
+                    // is whatever the file holds now (how a redeploy picks up a rotation).
+                    current_outbox().recover(clock.now_utc())?;
+                    secret_now = std::fs::read_to_string(secret_file)
+                        .unwrap_or(secret_now)
+                        .trim()
+                        .to_string();
+                }
+            }
+            Ok::<_, OutboxError>(())
+        };
+        let alerter = Arc::new(Alerter::new(
+            net.clone(),
+            ALERTS_URL.into(),
+            "maildrill".into(),
+            clock.clone(),
+        ));
+        let expiry = ExpiryMonitor {
+            config: ExpiryConfig {
+                app_id: app.app_id.clone(),
+                graph_url: GRAPH_URL.into(),
+                lead_times: default_lead_times(),
+                poll_every: Duration::from_secs(6 * 3600),
+                fallback: vec![],
+            },
+            tokens: tokens.clone(),
+            http: net.clone(),
+            alerter: alerter.clone(),
+            clock: clock.clone(),
+            metrics: None,
+        };
+        let latency = LatencyMonitor {
+            config: LatencyConfig {
+                threshold: if profile.has(Mutation::LatencyNeverFires) {
+                    NEVER
+                } else {
+                    latency_threshold
+                },
+                ..LatencyConfig::default()
+            },
+            outbox: current_outbox(),
+            alerter: alerter.clone(),
+            clock: clock.clone(),
+            wake: Some(monitor_wake.clone()),
+        };
+        let monitors = async {
+            // The 2025 client had no monitors.
+            if profile.remediated() {
+                let expiry = async {
+                    if !profile.has(Mutation::NoExpiryMonitor) {
+                        expiry.run(end).await;
+                    }
+                };
+                tokio::join!(expiry, latency.run(end));
+            }
+        };
+        let sync_log: crate::client::EventLog<SyncEvent> = Arc::default();
+        let syncing = traffic.iter().any(|t| t.inbound);
+        let sync = InboxSync {
+            config: SyncConfig {
+                graph_url: GRAPH_URL.into(),
+                mailbox: mailbox.clone(),
+                interval: sync_interval,
+                page_size: 50,
+                backoff,
+            },
+            tokens: tokens.clone(),
+            http: net.clone(),
+            clock: clock.clone(),
+            log: sync_log.clone(),
+            rng: seed.stream("client.sync"),
+        };
+        let sync_task = async {
+            if syncing {
+                sync.run(end).await;
+            }
+        };
+        let enqueued = Mutex::new(0u64);
+        let inbound = Mutex::new(Vec::<(String, DateTime<Utc>)>::new());
+        let traffic_task = async {
+            let mut ids = seed.stream("client.ids");
+            // Every message of every window, in time order (windows may overlap).
+            let mut arrivals: Vec<(DateTime<Utc>, bool)> = Vec::new();
+            for window in traffic {
+                let mut at = window.from;
+                while at < window.until.min(end) {
+                    arrivals.push((at, window.inbound));
+                    at += to_chrono(window.every);
+                }
+            }
+            arrivals.sort();
+            for (n, (at, is_inbound)) in arrivals.into_iter().enumerate() {
+                clock.sleep_until(clock.instant_at(at)).await;
+                if is_inbound {
+                    let mut directory = Directory::lock(&directory);
+                    let id = directory.next_message_id();
+                    if let Some(mailbox) = directory.mailbox_mut(&tenant.id, mailbox) {
+                        mailbox.deliver(id.clone(), at, "customer@example.com", "a reply");
+                        inbound
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((id, at));
+                    }
+                    continue;
+                }
+                let message = NewMessage {
+                    from: mailbox.clone(),
+                    to: vec!["customer@example.com".into()],
+                    subject: format!("message {n}"),
+                    body: "Hello.".into(),
+                };
+                if current_outbox()
+                    .enqueue(&message, clock.now_utc(), &mut ids)
+                    .is_err()
+                {
+                    return;
+                }
+                *enqueued.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                wake.notify_one();
+                monitor_wake.notify_one();
+            }
+        };
+        let timeline_task = async {
+            for step in steps {
+                clock.sleep_until(clock.instant_at(step.at)).await;
+                perform(
+                    &step.action,
+                    clock.now_utc(),
+                    &directory,
+                    plan,
+                    &mocks,
+                    secret_file,
+                );
+            }
+        };
+        let (worked, (), (), (), ()) = tokio::join!(
+            client_task,
+            monitors,
+            sync_task,
+            traffic_task,
+            timeline_task
+        );
+        worked.map_err(|e| e.to_string())?;
+        // The last alerts of a run that ended while the sink was down still count as raised.
+        alerter.flush().await;
+
+        let mut summaries = Vec::new();
+        for outbox in outboxes.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            summaries.extend(outbox.summaries().map_err(|e| e.to_string())?);
+        }
+        let count = |state: State| summaries.iter().filter(|s| s.state == state).count() as u64;
+        let mut keys = BTreeMap::<String, u64>::new();
+        for tenant in Directory::lock(&directory).tenants() {
+            for mailbox in &tenant.mailboxes {
+                for sent in mailbox.sent() {
+                    if let Some(key) = &sent.idempotency_key {
+                        *keys.entry(key.clone()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        let log = worker_log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let first_failure_at = log
+            .iter()
+            .find(|(_, e)| matches!(e, WorkerEvent::Deferred { .. } | WorkerEvent::Failed { .. }))
+            .map(|(at, _)| *at);
+        let recovered_at = rotated_at.and_then(|r| {
+            log.iter()
+                .find(|(at, e)| *at >= r && matches!(e, WorkerEvent::Delivered { .. }))
+                .map(|(at, _)| *at)
+        });
+        let drained_at = rotated_at.and_then(|r| {
+            let backlog: Vec<_> = summaries.iter().filter(|s| s.enqueued_at < r).collect();
+            if backlog.iter().any(|s| s.state != State::Delivered) {
+                None
+            } else {
+                backlog
+                    .iter()
+                    .filter_map(|s| s.delivered_at)
+                    .max()
+                    .map(|d| d.max(r))
+            }
+        });
+        // The first message that waited longer than the threshold: where a stall begins.
+        let stalled_from = summaries
+            .iter()
+            .filter(|s| {
+                let done = s.delivered_at.unwrap_or(end);
+                done - s.enqueued_at > to_chrono(latency_threshold)
+            })
+            .map(|s| s.enqueued_at)
+            .min();
+        let waits = log
+            .iter()
+            .filter_map(|(at, e)| match e {
+                WorkerEvent::Waited {
+                    wait,
+                    retry_after,
+                    streak,
+                    probe,
+                } => Some(WaitSeen {
+                    at: *at,
+                    wait: *wait,
+                    retry_after: *retry_after,
+                    streak: *streak,
+                    probe: *probe,
+                }),
+                _ => None,
+            })
+            .collect();
+        let entries = journal.entries();
+        let token_requests = entries
+            .iter()
+            .filter(|e| e.operation == "token")
+            .map(|e| (e.at, e.status == Some(200)))
+            .collect();
+        let fail_but_deliver = entries
+            .iter()
+            .filter(|e| {
+                e.fault
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with("fail_but_deliver"))
+            })
+            .count() as u64;
+        let raised = alerter
+            .raised
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let alerts = raised
+            .iter()
+            .map(|e| AlertSeen {
+                kind: e.kind.to_string(),
+                key: e.dedup_key.clone(),
+                action: e.action.to_string(),
+                at: e.at,
+            })
+            .collect();
+        let mut written = journal.render();
+        for event in &raised {
+            written.push_str(&event.body("maildrill", "maildrill-client").to_string());
+        }
+        let mut secrets: Vec<String> = tenant
+            .apps
+            .iter()
+            .flat_map(|a| a.secrets.iter().map(|s| s.value.clone()))
+            .collect();
+        secrets.extend(steps.iter().filter_map(|s| match &s.action {
+            Action::Rotate(value) | Action::Paste(value) => Some(value.clone()),
+            _ => None,
+        }));
+        let mut synced = BTreeMap::<String, (DateTime<Utc>, u64)>::new();
+        for (at, event) in sync_log.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if let SyncEvent::Synced { id } = event {
+                synced.entry(id.clone()).or_insert((*at, 0)).1 += 1;
+            }
+        }
+        // A tally of the run's event stream: what each service answered, what the client did.
+        let mut events = BTreeMap::<String, u64>::new();
+        for e in &entries {
+            let status = e
+                .status
+                .map_or_else(|| e.delivery.clone(), |s| s.to_string());
+            *events
+                .entry(format!("{} {} {status}", e.mock, e.operation))
+                .or_default() += 1;
+        }
+        for (_, e) in &log {
+            let kind = match e {
+                WorkerEvent::Delivered { .. } => "delivered",
+                WorkerEvent::Deferred { .. } => "deferred",
+                WorkerEvent::Failed { .. } => "failed",
+                WorkerEvent::Unknown { .. } => "unknown",
+                WorkerEvent::Waited { probe: true, .. } => "probe wait",
+                WorkerEvent::Waited { probe: false, .. } => "retry wait",
+                WorkerEvent::CircuitOpened => "circuit opened",
+                WorkerEvent::CircuitClosed => "circuit closed",
+            };
+            *events.entry(format!("client {kind}")).or_default() += 1;
+        }
+        for (_, e) in sync_log.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let kind = match e {
+                SyncEvent::Synced { .. } => "synced",
+                SyncEvent::Resync => "resync",
+                SyncEvent::Failed { .. } => "round failed",
+            };
+            *events.entry(format!("sync {kind}")).or_default() += 1;
+        }
+        for e in &raised {
+            *events
+                .entry(format!("alert {} {}", e.action, e.kind))
+                .or_default() += 1;
+        }
+        let delivered = count(State::Delivered);
+        let unknown = count(State::Unknown);
+        let failed = count(State::Failed);
+        let enqueued = *enqueued.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Observations {
+            enqueued,
+            delivered,
+            failed,
+            // Whatever is neither delivered, failed nor unknown waits, or was forgotten.
+            waiting: enqueued.saturating_sub(delivered + failed + unknown),
+            unknown,
+            unknowable: unknown + fail_but_deliver,
+            duplicated: keys.values().filter(|n| **n > 1).count() as u64,
+            token_requests,
+            alerts,
+            first_failure_at,
+            stalled_from,
+            rotated_at,
+            recovered_at,
+            drained_at,
+            secret_end: Some(secret.end),
+            end,
+            written,
+            secrets,
+            waits,
+            backoff_cap,
+            inbound: inbound.into_inner().unwrap_or_else(|p| p.into_inner()),
+            synced,
+            events,
+        })
+    })
+}
+
+/// Performs one timeline step on the tenant, the mocks or the client's secret file.
+fn perform(
+    action: &Action,
+    now: DateTime<Utc>,
+    directory: &SharedDirectory,
+    plan: &Plan,
+    mocks: &HttpMocks,
+    secret_file: &Path,
+) {
+    let (tenant, app) = (&plan.tenant.id, &plan.app.app_id);
+    let mut directory = Directory::lock(directory);
+    match action {
+        Action::Rotate(value) => {
+            let spec = SecretSpec {
+                value: value.clone(),
+                display_name: "rotated".into(),
+                start: now,
+                end: now + TimeDelta::days(365),
+            };
+            directory.add_secret(tenant, app, &spec, now);
+            let _ = std::fs::write(secret_file, value);
+        }
+        Action::Paste(value) => {
+            let _ = std::fs::write(secret_file, value);
+        }
+        Action::DeleteApp => {
+            directory.delete_app(tenant, app);
+        }
+        Action::RestoreApp => {
+            directory.restore_app(tenant, app);
+        }
+        Action::ExpireDeltaTokens => {
+            if let Some(mailbox) = directory.mailbox_mut(tenant, &plan.mailbox) {
+                mailbox.reset_sync_state();
+            }
+        }
+        Action::ClearFaults(target) => mocks.clear_target(*target),
+        // The client task restarts itself at these instants.
+        Action::Restart => {}
+    }
+}
