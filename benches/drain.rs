@@ -123,7 +123,7 @@ fn worker(
         clock,
         wake: Arc::new(tokio::sync::Notify::new()),
         log: Arc::new(Mutex::new(Vec::new())),
-        rng: Seed(7).stream("jitter"),
+        rng: std::sync::Mutex::new(Seed(7).stream("jitter")),
         metrics: None,
     }
 }

@@ -101,11 +101,18 @@ impl Observations {
         self.latency_alert_since(self.first_failure_at?)
     }
 
-    /// The first latency alert at or after `since`.
+    /// When a latency alert was first active at or after `since`: `since` itself if one
+    /// triggered earlier and was still open then, else the next trigger.
     fn latency_alert_since(&self, since: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.alerts
-            .iter()
-            .filter(|a| a.action == "trigger" && a.at >= since && a.kind == "delivery-latency")
+        let latency = || self.alerts.iter().filter(|a| a.kind == "delivery-latency");
+        let open_at_since = latency()
+            .rfind(|a| a.at <= since)
+            .is_some_and(|a| a.action == "trigger");
+        if open_at_since {
+            return Some(since);
+        }
+        latency()
+            .filter(|a| a.action == "trigger" && a.at >= since)
             .map(|a| a.at)
             .min()
     }
@@ -403,7 +410,8 @@ fn backoff_shape(o: &Observations) -> (bool, String, String) {
         let mut first: Option<Duration> = None;
         for w in o.waits.iter().filter(|w| w.probe == probe) {
             if w.streak <= 1 {
-                first = Some(w.wait);
+                // A first wait set by the server's Retry-After says nothing about growth.
+                first = Some(w.wait).filter(|_| w.retry_after.is_none());
             } else if w.streak == 4
                 && let Some(first) = first
                 && w.retry_after.is_none()

@@ -62,6 +62,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod chaos;
 pub mod check;
 pub mod client;
 pub mod fault;

@@ -33,6 +33,35 @@ enum Command {
         #[arg(long)]
         junit: Option<PathBuf>,
     },
+    /// Throw random 24-hour timelines at the client; shrink and save each failure.
+    Chaos {
+        /// Cases to run.
+        #[arg(long, default_value_t = 200)]
+        cases: usize,
+        /// The run's seed (default: drawn from the clock, and printed first).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The client profile: remediated, naive-2025 or mutant:NAME.
+        #[arg(long, default_value = "remediated")]
+        profile: String,
+        /// Write each shrunk failure here as a scenario file.
+        #[arg(long)]
+        save_failures: Option<PathBuf>,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write a JUnit XML report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Worker threads (default: the machine's cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Most replays spent shrinking one failure (0: no shrinking).
+        #[arg(long, default_value_t = 256)]
+        shrink_budget: usize,
+    },
+    /// Print the JSON Schema of scenario files (for editor completion).
+    Schema,
     /// Load and validate scenario files without running them.
     Check {
         /// Scenario files or folders (default: scenarios/).
@@ -138,6 +167,36 @@ fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// A progress bar on a terminal; hidden in CI and when piped.
+fn progress_bar(len: usize, template: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Prints a scenario's verdict line and, for a failure, each check that differs.
+fn print_report(bar: &indicatif::ProgressBar, report: &maildrill::runner::ScenarioReport) {
+    let status = if report.passed { "PASS" } else { "FAIL" };
+    bar.suspend(|| {
+        say(format!(
+            "{status} {} ({}, seed {}, {} ms)",
+            report.name, report.file, report.seed, report.wall_ms
+        ));
+        for check in report.checks.iter().filter(|c| c.verdict != c.expected) {
+            say(format!(
+                "     {}: expected {}, got {}: {} (required: {})",
+                check.id, check.expected, check.verdict, check.observed, check.detail
+            ));
+        }
+    });
+}
+
 fn run_scenarios(
     paths: &[PathBuf],
     seed: Option<u64>,
@@ -147,39 +206,27 @@ fn run_scenarios(
     let files = scenario_files(paths)?;
     let mut reports = Vec::new();
     let mut errors = 0;
+    let bar = if files.len() > 1 {
+        progress_bar(files.len(), "{bar:30} {pos}/{len} scenarios {msg}")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     for file in &files {
+        bar.set_message(file.display().to_string());
         match maildrill::runner::run_file(file, seed) {
             Ok(report) => {
-                let status = if report.passed { "PASS" } else { "FAIL" };
-                say(format!(
-                    "{status} {} ({}, seed {}, {} ms)",
-                    report.name, report.file, report.seed, report.wall_ms
-                ));
-                for check in report.checks.iter().filter(|c| c.verdict != c.expected) {
-                    say(format!(
-                        "     {}: expected {}, got {}: {} (required: {})",
-                        check.id, check.expected, check.verdict, check.observed, check.detail
-                    ));
-                }
+                print_report(&bar, &report);
                 reports.push(report);
             }
             Err(error) => {
                 errors += 1;
-                eprintln!("ERROR {}: {error}", file.display());
+                bar.suspend(|| eprintln!("ERROR {}: {error}", file.display()));
             }
         }
+        bar.inc(1);
     }
-    if let Some(path) = json {
-        let body = serde_json::json!({ "scenarios": reports });
-        let text = serde_json::to_string_pretty(&body).context("failed to encode the report")?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("failed to write {}", path.display()))?;
-    }
-    if let Some(path) = junit {
-        let xml =
-            maildrill::report::junit(&reports).context("failed to encode the JUnit report")?;
-        std::fs::write(path, xml).with_context(|| format!("failed to write {}", path.display()))?;
-    }
+    bar.finish_and_clear();
+    write_reports(&reports, json, junit)?;
     let failed = reports.iter().filter(|r| !r.passed).count();
     say(format!(
         "{} scenarios: {} as expected, {failed} not, {errors} errors",
@@ -195,6 +242,95 @@ fn run_scenarios(
     })
 }
 
+/// The JSON and JUnit reports of a run, where asked for.
+fn write_reports(
+    reports: &[maildrill::runner::ScenarioReport],
+    json: Option<&PathBuf>,
+    junit: Option<&PathBuf>,
+) -> anyhow::Result<()> {
+    if let Some(path) = json {
+        let body = serde_json::json!({ "scenarios": reports });
+        let text = serde_json::to_string_pretty(&body).context("failed to encode the report")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    if let Some(path) = junit {
+        let xml = maildrill::report::junit(reports).context("failed to encode the JUnit report")?;
+        std::fs::write(path, xml).with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+struct ChaosBar {
+    bar: indicatif::ProgressBar,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl maildrill::chaos::Progress for ChaosBar {
+    fn case_done(&self, failed: bool) {
+        let failures = self
+            .failures
+            .fetch_add(u64::from(failed), std::sync::atomic::Ordering::Relaxed)
+            + u64::from(failed);
+        self.bar.set_message(format!("{failures} failing"));
+        self.bar.inc(1);
+    }
+}
+
+fn chaos(
+    config: &maildrill::chaos::ChaosConfig,
+    save: Option<&PathBuf>,
+    json: Option<&PathBuf>,
+    junit: Option<&PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    say(format!(
+        "maildrill chaos: seed {}, {} cases, profile {}, {} jobs",
+        config.seed, config.cases, config.profile, config.jobs
+    ));
+    let progress = ChaosBar {
+        bar: progress_bar(
+            config.cases,
+            "{bar:30} {pos}/{len} cases, {msg}, {per_sec} [{elapsed_precise}]",
+        ),
+        failures: std::sync::atomic::AtomicU64::new(0),
+    };
+    let (results, wall_ms) = maildrill::time::wall_ms(|| maildrill::chaos::run(config, &progress));
+    let results = results?;
+    progress.bar.finish_and_clear();
+    let mut reports = Vec::new();
+    let mut failures = 0;
+    for result in results {
+        if !result.failed_checks.is_empty() {
+            failures += 1;
+            print_report(&progress.bar, &result.report);
+            say(format!(
+                "     case {} failed {}; shrunk in {} replays",
+                result.index,
+                result.failed_checks.join(", "),
+                result.shrink_steps
+            ));
+            if let Some(dir) = save {
+                let path = maildrill::chaos::save(dir, config, &result)
+                    .with_context(|| format!("failed to write into {}", dir.display()))?;
+                say(format!("     saved {}", path.display()));
+            }
+        }
+        reports.push(result.report);
+    }
+    write_reports(&reports, json, junit)?;
+    say(format!(
+        "{} cases: {} passed, {failures} failed ({:.0} cases/min)",
+        reports.len(),
+        reports.len() - failures,
+        reports.len() as f64 * 60_000.0 / wall_ms.max(1) as f64
+    ));
+    Ok(if failures > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run {
@@ -203,6 +339,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             junit,
         } => run_scenarios(&paths, seed, json.as_ref(), junit.as_ref()),
+        Command::Chaos {
+            cases,
+            seed,
+            profile,
+            save_failures,
+            json,
+            junit,
+            jobs,
+            shrink_budget,
+        } => {
+            let profile =
+                maildrill::client::worker::Profile::parse(&profile).with_context(|| {
+                    format!(
+                        "unknown profile {profile:?}: expected one of {}",
+                        maildrill::client::worker::Profile::names().join(", ")
+                    )
+                })?;
+            let config = maildrill::chaos::ChaosConfig {
+                cases,
+                // Only the default seed reads the clock; it is printed so the run can be repeated.
+                seed: seed.unwrap_or_else(maildrill::time::wall_seed),
+                profile,
+                stop_at_first_failure: false,
+                shrink: shrink_budget > 0,
+                shrink_budget,
+                jobs: jobs.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+                }),
+            };
+            chaos(
+                &config,
+                save_failures.as_ref(),
+                json.as_ref(),
+                junit.as_ref(),
+            )
+        }
+        Command::Schema => {
+            say(maildrill::scenario::schema());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { paths } => {
             let files = scenario_files(&paths)?;
             let mut errors = 0;

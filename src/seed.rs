@@ -70,6 +70,12 @@ impl SeedRng {
             .collect()
     }
 
+    /// A new independent stream drawn from this one: each use gets its own sequence, where a
+    /// clone would repeat this one's.
+    pub fn fork(&mut self) -> SeedRng {
+        SeedRng(ChaCha8Rng::from_seed(self.bytes()))
+    }
+
     /// Raw random bytes.
     pub fn bytes<const N: usize>(&mut self) -> [u8; N] {
         let mut out = [0u8; N];

@@ -222,6 +222,18 @@ pub fn wall_ms<T>(f: impl FnOnce() -> T) -> (T, u64) {
     (output, u64::try_from(elapsed).unwrap_or(u64::MAX))
 }
 
+/// A seed from the wall clock, for a run whose user gave none (it is printed, so the run can
+/// be repeated with `--seed`).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "only picks a default seed, which is then printed"
+)]
+pub fn wall_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The runtime replays run on: current-thread, time paused, and no I/O driver.
 ///
 /// Without an I/O driver any accidental kernel socket fails at once instead of letting the

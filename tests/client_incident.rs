@@ -98,7 +98,7 @@ fn incident(profile: Profile, seed: u64) -> Outcome {
             clock: sim.clock.clone(),
             wake: wake.clone(),
             log: log.clone(),
-            rng: Seed(seed).stream("client.jitter"),
+            rng: std::sync::Mutex::new(Seed(seed).stream("client.jitter")),
             metrics: Some(metrics.clone()),
         };
         // Traffic: one message every two minutes until 06:00.

@@ -61,7 +61,7 @@ fn worker(
         clock: sim.clock.clone(),
         wake: Arc::new(tokio::sync::Notify::new()),
         log: Arc::new(Mutex::new(Vec::new())),
-        rng: Seed(seed).stream("client.jitter"),
+        rng: std::sync::Mutex::new(Seed(seed).stream("client.jitter")),
         metrics: None,
     }
 }

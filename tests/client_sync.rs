@@ -50,6 +50,7 @@ fn every_inbound_message_is_synced_exactly_once_through_resync_and_rotation() {
             clock: sim.clock.clone(),
             log: log.clone(),
             rng: Seed(91).stream("sync"),
+            state: Arc::default(),
         };
         let directory = sim.mocks.directory().clone();
         let inbound = async {

@@ -137,6 +137,17 @@ fn throttling_outages_and_hangs_are_transient() {
             }
             other => panic!("{other:?}"),
         }
+        // Held until Retry-After: callers get the refusal again without a request.
+        let sent = tokens.requests();
+        sim.clock.sleep(Duration::from_secs(59)).await;
+        match tokens.token(GRAPH_SCOPE).await.unwrap_err() {
+            Failure::Transient { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(1)))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(tokens.requests(), sent, "no request while held");
+        sim.clock.sleep(Duration::from_secs(1)).await;
         sim.mocks.clear_target(Target::Entra);
         let mut unavailable = entra_fault(FaultKind::Respond {
             reply: CatalogueReply::parse(Target::Entra, "unavailable").unwrap(),
@@ -148,6 +159,8 @@ fn throttling_outages_and_hangs_are_transient() {
             tokens.token(GRAPH_SCOPE).await.unwrap_err(),
             Failure::Transient { .. }
         ));
+        // The second failure in a row is held for 2 s.
+        sim.clock.sleep(Duration::from_secs(2)).await;
         sim.mocks.clear_target(Target::Entra);
         let mut hang = entra_fault(FaultKind::Timeout);
         hang.activation.first = Some(1);
@@ -158,6 +171,7 @@ fn throttling_outages_and_hangs_are_transient() {
             Failure::Transient { .. }
         ));
         assert_eq!(sim.clock.now_utc() - before, TimeDelta::seconds(30));
+        sim.clock.sleep(Duration::from_secs(4)).await;
         assert!(tokens.token(GRAPH_SCOPE).await.is_ok());
     });
 }
@@ -199,5 +213,54 @@ fn a_rotated_secret_file_works_after_the_propagation_delay() {
         sim.clock.sleep(Duration::from_secs(10)).await;
         assert!(tokens.token(GRAPH_SCOPE).await.is_ok());
         std::fs::remove_file(&path).unwrap();
+    });
+}
+
+#[test]
+fn a_refused_credential_stays_held_across_a_restart_until_the_secret_changes() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = Sim::new(
+            at("2025-02-14T12:00:00Z"),
+            tenant(at("2025-02-14T11:30:00Z")),
+            56,
+        );
+        let outbox = Arc::new(maildrill::client::outbox::Outbox::in_memory().unwrap());
+        let process = || {
+            let config =
+                maildrill::client::token::TokenConfig::new(sim.token_url(), demo::APP_ID, secret());
+            Arc::new(
+                TokenProvider::new(config, sim.clock.clone(), Arc::new(sim.net.clone()))
+                    .with_hold_store(outbox.clone()),
+            )
+        };
+        let first = process();
+        for _ in 0..4 {
+            assert!(matches!(
+                first.token(GRAPH_SCOPE).await.unwrap_err(),
+                Failure::Credential(CredentialProblem::Expired)
+            ));
+            // Past each hold: 1 s, 2 s, 4 s, then 8 s.
+            sim.clock.sleep(Duration::from_secs(8)).await;
+        }
+        assert_eq!(first.requests(), 4);
+        sim.clock.sleep(Duration::from_secs(7)).await;
+        assert!(matches!(
+            first.token(GRAPH_SCOPE).await.unwrap_err(),
+            Failure::Credential(_)
+        ));
+        // A new process with the same database resumes the 16 s hold: no request at start.
+        let second = process();
+        assert!(matches!(
+            second.token(GRAPH_SCOPE).await.unwrap_err(),
+            Failure::Credential(CredentialProblem::Expired)
+        ));
+        assert_eq!(
+            second.requests(),
+            0,
+            "the restarted process waits out the hold"
+        );
+        sim.clock.sleep(Duration::from_secs(16)).await;
+        assert!(second.token(GRAPH_SCOPE).await.is_err());
+        assert_eq!(second.requests(), 1);
     });
 }

@@ -28,6 +28,32 @@ pub enum CredentialProblem {
     Other(Option<u32>),
 }
 
+impl CredentialProblem {
+    /// The problem an AADSTS code names.
+    pub fn from_code(code: Option<u32>) -> CredentialProblem {
+        match code {
+            Some(7000222) => CredentialProblem::Expired,
+            Some(7000215) => CredentialProblem::Invalid,
+            Some(7000218) => CredentialProblem::Missing,
+            Some(700016) => CredentialProblem::UnknownApp,
+            Some(90002) => CredentialProblem::UnknownTenant,
+            other => CredentialProblem::Other(other),
+        }
+    }
+
+    /// Its AADSTS code, if it has one.
+    pub fn code(self) -> Option<u32> {
+        match self {
+            CredentialProblem::Expired => Some(7000222),
+            CredentialProblem::Invalid => Some(7000215),
+            CredentialProblem::Missing => Some(7000218),
+            CredentialProblem::UnknownApp => Some(700016),
+            CredentialProblem::UnknownTenant => Some(90002),
+            CredentialProblem::Other(code) => code,
+        }
+    }
+}
+
 /// A failure as the client acts on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -74,14 +100,7 @@ pub fn token_failure<E: std::error::Error>(
     match error {
         RequestTokenError::ServerResponse(response) => {
             let code = response.error_description().and_then(|d| aadsts_code(d));
-            let problem = match code {
-                Some(7000222) => CredentialProblem::Expired,
-                Some(7000215) => CredentialProblem::Invalid,
-                Some(7000218) => CredentialProblem::Missing,
-                Some(700016) => CredentialProblem::UnknownApp,
-                Some(90002) => CredentialProblem::UnknownTenant,
-                other => CredentialProblem::Other(other),
-            };
+            let problem = CredentialProblem::from_code(code);
             match response.error() {
                 BasicErrorResponseType::Extension(kind) if kind == "temporarily_unavailable" => {
                     Failure::Transient {

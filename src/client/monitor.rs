@@ -358,9 +358,20 @@ impl LatencyMonitor {
                 Some(_) => now + to_chrono(self.config.check_every),
                 None => now + threshold,
             };
-            self.clock
-                .sleep_until(self.clock.instant_at(next.min(until)))
-                .await;
+            let sleep = self
+                .clock
+                .sleep_until(self.clock.instant_at(next.min(until)));
+            match (&self.wake, oldest) {
+                // An empty queue: the next enqueue starts the watch at once.
+                (Some(wake), None) => {
+                    tokio::select! {
+                        biased;
+                        () = wake.notified() => {}
+                        () = sleep => {}
+                    }
+                }
+                _ => sleep.await,
+            }
         }
     }
 }

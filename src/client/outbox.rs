@@ -130,6 +130,13 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS due ON messages (state, next_attempt_at, id);
 CREATE INDEX IF NOT EXISTS waiting ON messages (state, enqueued_at);
 CREATE INDEX IF NOT EXISTS delivered ON messages (state, delivered_at);
+CREATE TABLE IF NOT EXISTS credential_hold (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    secret TEXT NOT NULL,
+    code INTEGER,
+    until TEXT NOT NULL,
+    refusals INTEGER NOT NULL
+);
 ";
 
 fn time(at: DateTime<Utc>) -> String {
@@ -382,6 +389,40 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         next_attempt_at: parse_time(&r.get::<_, String>(10)?),
         reason: r.get(11)?,
     })
+}
+
+/// The outbox database keeps the token provider's hold on a refused credential, so a restarted
+/// process does not probe Entra afresh.
+impl super::token::HoldStore for Outbox {
+    fn load(&self) -> Option<super::token::StoredHold> {
+        let conn = self.conn();
+        conn.prepare_cached("SELECT secret, code, until, refusals FROM credential_hold")
+            .and_then(|mut s| {
+                s.query_row([], |r| {
+                    Ok(super::token::StoredHold {
+                        secret: r.get(0)?,
+                        code: r.get(1)?,
+                        until: parse_time(&r.get::<_, String>(2)?),
+                        refusals: r.get(3)?,
+                    })
+                })
+                .optional()
+            })
+            .ok()
+            .flatten()
+    }
+
+    fn save(&self, hold: Option<&super::token::StoredHold>) {
+        let conn = self.conn();
+        // A lost hold only costs an early probe: a write error is not worth failing a send.
+        let _ = match hold {
+            Some(h) => conn.execute(
+                "INSERT OR REPLACE INTO credential_hold (id, secret, code, until, refusals) VALUES (1, ?1, ?2, ?3, ?4)",
+                params![h.secret, h.code, time(h.until), h.refusals],
+            ),
+            None => conn.execute("DELETE FROM credential_hold", []),
+        };
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,16 @@ pub enum SyncEvent {
     },
 }
 
+/// What the sync keeps between rounds and across restarts (a client persists it): the
+/// `deltaLink` to resume from and the ids already synced.
+#[derive(Debug, Default)]
+pub struct SyncState {
+    /// Where the next round starts; `None` for a full sync.
+    pub delta_link: Option<String>,
+    /// Ids synced so far, so a resync reports each message once.
+    pub seen: BTreeSet<String>,
+}
+
 /// The inbox sync.
 #[derive(Debug)]
 pub struct InboxSync {
@@ -63,6 +73,8 @@ pub struct InboxSync {
     pub log: super::EventLog<SyncEvent>,
     /// Jitter.
     pub rng: SeedRng,
+    /// The persisted state, shared with the next process after a restart.
+    pub state: Arc<std::sync::Mutex<SyncState>>,
 }
 
 enum Round {
@@ -87,32 +99,48 @@ impl InboxSync {
 
     /// Syncs until `until`.
     pub async fn run(&self, until: DateTime<Utc>) {
-        let mut seen: BTreeSet<String> = BTreeSet::new();
-        let mut delta_link: Option<String> = None;
         let mut backoff = Backoff::new(self.config.backoff, self.rng.clone());
         while self.clock.now_utc() < until {
-            let start = delta_link.clone().unwrap_or_else(|| self.initial_url());
-            let wait = match self.round(start, &mut seen).await {
-                Ok(Round::Done(link)) => {
-                    delta_link = Some(link);
-                    backoff.reset();
-                    self.config.interval
-                }
-                Ok(Round::Gone) => {
-                    // SyncStateNotFound means "start over", not "retry": resync at once.
-                    delta_link = None;
-                    self.note(SyncEvent::Resync);
-                    continue;
-                }
-                Err(failure) => {
-                    let retry_after = match &failure {
-                        Failure::Transient { retry_after, .. } => *retry_after,
-                        _ => None,
-                    };
-                    self.note(SyncEvent::Failed {
-                        reason: format!("{failure:?}"),
-                    });
-                    backoff.next(retry_after)
+            let start = self
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .delta_link
+                .clone()
+                .unwrap_or_else(|| self.initial_url());
+            let round = self.round(start).await;
+            let wait = {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                match round {
+                    Ok(Round::Done(link)) => {
+                        state.delta_link = Some(link);
+                        backoff.reset();
+                        self.config.interval
+                    }
+                    Ok(Round::Gone) if state.delta_link.is_some() => {
+                        // SyncStateNotFound means "start over", not "retry": resync at once.
+                        state.delta_link = None;
+                        self.note(SyncEvent::Resync);
+                        continue;
+                    }
+                    Ok(Round::Gone) => {
+                        // A full sync refused as well: the server is at fault, not the delta link.
+                        // Starting over again at once would loop without end; back off instead.
+                        self.note(SyncEvent::Failed {
+                            reason: "410 on a full sync".into(),
+                        });
+                        backoff.next(None)
+                    }
+                    Err(failure) => {
+                        let retry_after = match &failure {
+                            Failure::Transient { retry_after, .. } => *retry_after,
+                            _ => None,
+                        };
+                        self.note(SyncEvent::Failed {
+                            reason: format!("{failure:?}"),
+                        });
+                        backoff.next(retry_after)
+                    }
                 }
             };
             let next = (self.clock.now_utc() + crate::time::to_chrono(wait)).min(until);
@@ -121,7 +149,7 @@ impl InboxSync {
     }
 
     /// Follows `nextLink`s from `url` to the `deltaLink`.
-    async fn round(&self, mut url: String, seen: &mut BTreeSet<String>) -> Result<Round, Failure> {
+    async fn round(&self, mut url: String) -> Result<Round, Failure> {
         let mut refreshed = false;
         loop {
             let token = self.tokens.token(GRAPH_SCOPE).await?;
@@ -181,7 +209,14 @@ impl InboxSync {
                     continue;
                 };
                 // A resync returns messages already seen: dedupe by id.
-                if message.get("@removed").is_none() && seen.insert(id.to_string()) {
+                if message.get("@removed").is_none()
+                    && self
+                        .state
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .seen
+                        .insert(id.to_string())
+                {
                     self.note(SyncEvent::Synced { id: id.to_string() });
                 }
             }

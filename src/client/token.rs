@@ -1,10 +1,10 @@
 //! The token provider: client credentials on the `oauth2` crate, a cache per scope, refresh
 //! ahead of `exp`, one request in flight however many senders wait, and failures classified.
 //!
-//! A refused credential is held: until its hold ends (1 s, doubling to 5 min) every caller,
-//! the sender, the monitors and the sync alike, gets the same refusal without a request, so
-//! however many parts of the client ask, Entra sees one probe per interval. A new secret value
-//! ends the hold at once.
+//! A failed request is held: until its hold ends (1 s, doubling to 5 min over failures in a
+//! row, never before the endpoint's `Retry-After`) every caller, the sender, the monitors and
+//! the sync alike, gets the same failure without a request, so however many parts of the
+//! client ask, Entra sees one probe per interval. A new secret value ends the hold at once.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,7 +15,9 @@ use oauth2::basic::BasicClient;
 use oauth2::{AuthType, ClientId, ClientSecret, Scope, TokenResponse as _, TokenUrl};
 use tokio::time::Instant;
 
-use super::classify::{self, Failure, Seen};
+use chrono::{DateTime, Utc};
+
+use super::classify::{self, CredentialProblem, Failure, Seen};
 use super::secret::{Secret, SecretSource};
 use super::transport::{HttpTransport, TransportError};
 use crate::time::{ClockExt as _, SharedClock};
@@ -45,7 +47,8 @@ pub struct TokenConfig {
     pub refresh_ahead: Duration,
     /// Give up on a token request after this long on the clock.
     pub request_timeout: Duration,
-    /// The longest hold after a refused credential (the first is 1 s, then it doubles).
+    /// The longest hold after a failed request (the first is 1 s, then it doubles); zero turns
+    /// holding off. A longer `Retry-After` is honoured as given.
     pub refusal_hold_cap: Duration,
 }
 
@@ -68,7 +71,36 @@ impl TokenConfig {
     }
 }
 
-/// A refused credential and until when it stays refused without asking again.
+/// A refused credential as a client keeps it across restarts, so a new process (a crash loop,
+/// a redeploy) resumes the hold instead of probing Entra afresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHold {
+    /// A fingerprint of the refused secret (a hash prefix, never the value).
+    pub secret: String,
+    /// The AADSTS code of the refusal.
+    pub code: Option<u32>,
+    /// When the hold ends, on the calendar.
+    pub until: DateTime<Utc>,
+    /// Refusals in a row.
+    pub refusals: u32,
+}
+
+/// Where a client keeps its [`StoredHold`] (its database).
+pub trait HoldStore: Send + Sync + fmt::Debug {
+    /// The hold kept, if any.
+    fn load(&self) -> Option<StoredHold>;
+    /// Keeps `hold`, or forgets it (`None`, after a success).
+    fn save(&self, hold: Option<&StoredHold>);
+}
+
+/// The fingerprint of a secret in a [`StoredHold`].
+fn fingerprint(secret: &Secret) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(secret.expose().as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A failed token request and until when callers get it again without a new request.
 struct Refusal {
     failure: Failure,
     secret: Option<Secret>,
@@ -109,6 +141,7 @@ pub struct TokenProvider {
     flight: tokio::sync::Mutex<()>,
     requests: std::sync::atomic::AtomicU64,
     refusal: Mutex<Option<Refusal>>,
+    store: Option<Arc<dyn HoldStore>>,
 }
 
 impl fmt::Debug for TokenProvider {
@@ -134,7 +167,14 @@ impl TokenProvider {
             flight: tokio::sync::Mutex::new(()),
             requests: std::sync::atomic::AtomicU64::new(0),
             refusal: Mutex::new(None),
+            store: None,
         }
+    }
+
+    /// Keeps refused credentials in `store` too, and resumes a hold found there.
+    pub fn with_hold_store(mut self, store: Arc<dyn HoldStore>) -> TokenProvider {
+        self.store = Some(store);
+        self
     }
 
     /// Token requests sent so far.
@@ -181,7 +221,15 @@ impl TokenProvider {
         }
         match self.fetch(scope).await {
             Ok(token) => {
-                *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                let had_hold = self
+                    .refusal
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .is_some();
+                if had_hold && let Some(store) = &self.store {
+                    store.save(None);
+                }
                 self.cache
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -189,9 +237,7 @@ impl TokenProvider {
                 Ok(token)
             }
             Err(failure) => {
-                if matches!(failure, Failure::Credential(_)) {
-                    self.hold(&failure, secret);
-                }
+                self.hold(&failure, secret);
                 match self.still_valid(scope) {
                     Some(still_valid) => Ok(still_valid),
                     None => Err(failure),
@@ -205,24 +251,69 @@ impl TokenProvider {
             .filter(|t| self.clock.now() < t.expires_at)
     }
 
-    /// The refusal still held for this secret value, if any.
+    /// The failure still held for this secret value, if any; a held `Retry-After` counts
+    /// down.
     fn held(&self, secret: Option<&Secret>) -> Option<Failure> {
-        let refusal = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
-        refusal
+        let mut refusal = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now();
+        if refusal.is_none()
+            && let Some(store) = &self.store
+            && let Some(stored) = store.load()
+            && secret.is_some_and(|s| fingerprint(s) == stored.secret)
+        {
+            // A hold from the process before this one.
+            let left = (stored.until - self.clock.now_utc())
+                .to_std()
+                .unwrap_or_default();
+            *refusal = Some(Refusal {
+                failure: Failure::Credential(CredentialProblem::from_code(stored.code)),
+                secret: secret.cloned(),
+                until: now + left,
+                refusals: stored.refusals,
+            });
+        }
+        let held = refusal
             .as_ref()
-            .filter(|r| r.secret.as_ref() == secret && self.clock.now() < r.until)
-            .map(|r| r.failure.clone())
+            .filter(|r| r.secret.as_ref() == secret && now < r.until)?;
+        Some(match &held.failure {
+            Failure::Transient {
+                reason,
+                retry_after: Some(_),
+            } => Failure::Transient {
+                reason: reason.clone(),
+                retry_after: Some(held.until - now),
+            },
+            other => other.clone(),
+        })
     }
 
     fn hold(&self, failure: &Failure, secret: Option<Secret>) {
+        if self.config.refusal_hold_cap.is_zero() {
+            return;
+        }
         let mut refusal = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
         let refusals = match refusal.as_ref() {
             Some(r) if r.secret == secret => r.refusals.saturating_add(1),
             _ => 0,
         };
+        let retry_after = match failure {
+            Failure::Transient { retry_after, .. } => retry_after.unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
         let hold = Duration::from_secs(1)
             .saturating_mul(2u32.saturating_pow(refusals.min(20)))
-            .min(self.config.refusal_hold_cap);
+            .min(self.config.refusal_hold_cap)
+            .max(retry_after);
+        if let (Failure::Credential(problem), Some(store), Some(value)) =
+            (failure, &self.store, secret.as_ref())
+        {
+            store.save(Some(&StoredHold {
+                secret: fingerprint(value),
+                code: problem.code(),
+                until: self.clock.now_utc() + crate::time::to_chrono(hold),
+                refusals,
+            }));
+        }
         *refusal = Some(Refusal {
             failure: failure.clone(),
             secret,

@@ -216,8 +216,8 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     /// What happened.
     pub log: WorkerLog,
-    /// Jitter.
-    pub rng: SeedRng,
+    /// Jitter: each backoff (the retries, each opening of the circuit) draws its own stream.
+    pub rng: std::sync::Mutex<SeedRng>,
     /// Metrics to keep up to date, if any.
     pub metrics: Option<Arc<super::metrics::Metrics>>,
 }
@@ -232,7 +232,7 @@ impl Worker {
 
     /// Works until `until` on the client's calendar.
     pub async fn run(&self, until: DateTime<Utc>) -> Result<(), OutboxError> {
-        let mut retry = Backoff::new(self.config.backoff, self.rng.clone());
+        let mut retry = Backoff::new(self.config.backoff, self.jitter());
         let mut circuit: Option<Backoff> = None;
         let mut probe_at = self.clock.now_utc();
         let mut last_secret = self.secret.current().ok();
@@ -437,10 +437,15 @@ impl Worker {
         if self.config.profile.has(Mutation::TightAuthLoop) {
             config.cap = config.base;
         }
-        let mut probes = Backoff::new(config, self.rng.clone());
+        let mut probes = Backoff::new(config, self.jitter());
         self.note(WorkerEvent::CircuitOpened);
         let first_probe = now + crate::time::to_chrono(self.wait(&mut probes, retry_after, true));
         (probes, first_probe)
+    }
+
+    /// A fresh jitter stream: a clone of one stream would repeat the same waits every time.
+    fn jitter(&self) -> SeedRng {
+        self.rng.lock().unwrap_or_else(|p| p.into_inner()).fork()
     }
 
     /// The next wait of `backoff` after a failure, noted for the run's event stream.

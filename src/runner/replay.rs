@@ -18,7 +18,7 @@ use crate::client::monitor::{
 use crate::client::outbox::{NewMessage, Outbox, OutboxError, State};
 use crate::client::secret::{Secret, SecretSource};
 use crate::client::send::{Sender, Transport};
-use crate::client::sync::{InboxSync, SyncConfig, SyncEvent};
+use crate::client::sync::{InboxSync, SyncConfig, SyncEvent, SyncState};
 use crate::client::token::{TokenConfig, TokenProvider};
 use crate::client::worker::{Mutation, Profile, Worker, WorkerConfig, WorkerEvent};
 use crate::journal::Journal;
@@ -104,15 +104,14 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
             "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
             tenant.id
         );
-        let token_provider = |source: SecretSource| {
+        let token_provider = |source: SecretSource, outbox: Arc<Outbox>| {
             let mut config = TokenConfig::new(token_url.clone(), app.app_id.clone(), source);
             config.refresh_ahead = refresh_ahead;
             if profile.has(Mutation::TightAuthLoop) || profile == Profile::Naive2025 {
                 config.refusal_hold_cap = Duration::ZERO;
             }
-            Arc::new(TokenProvider::new(config, clock.clone(), net.clone()))
+            Arc::new(TokenProvider::new(config, clock.clone(), net.clone()).with_hold_store(outbox))
         };
-        let tokens = token_provider(secret_source(secret.value.clone()));
         let transport = if graph {
             Transport::Graph {
                 http: net.clone(),
@@ -150,24 +149,39 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
             },
             ..BackoffConfig::default()
         };
-        // One client process: its own token cache and secret, read when it starts.
-        // The first process shares its token cache with the monitors, as one process would.
-        let process = |secret_now: String, first: bool, outbox: Arc<Outbox>| {
+        let sync_log: crate::client::EventLog<SyncEvent> = Arc::default();
+        // What a client persists besides its outbox: the sync's delta link and synced ids.
+        let sync_state: Arc<Mutex<SyncState>> = Arc::default();
+        let syncing = traffic.iter().any(|t| t.inbound);
+        let alerters: Mutex<Vec<Arc<Alerter>>> = Mutex::new(Vec::new());
+        // One client process until `until`: worker, monitors and sync sharing one token cache
+        // and the secret as read when the process starts; the outbox and the sync state are
+        // what survives it.
+        let process = |secret_now: String,
+                       outbox: Arc<Outbox>,
+                       until: DateTime<Utc>,
+                       process_index: usize| {
             let source = secret_source(secret_now);
-            let tokens = if first {
-                tokens.clone()
-            } else {
-                token_provider(source.clone())
-            };
-            Worker {
+            let tokens = token_provider(source.clone(), outbox.clone());
+            let alerter = Arc::new(Alerter::new(
+                net.clone(),
+                ALERTS_URL.into(),
+                "maildrill".into(),
+                clock.clone(),
+            ));
+            alerters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(alerter.clone());
+            let worker = Worker {
                 config: WorkerConfig {
                     profile,
                     backoff,
                     ..WorkerConfig::default()
                 },
-                outbox,
+                outbox: outbox.clone(),
                 sender: Sender {
-                    tokens,
+                    tokens: tokens.clone(),
                     transport: transport.clone(),
                     clock: clock.clone(),
                     mailbox: mailbox.clone(),
@@ -178,8 +192,71 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
                 clock: clock.clone(),
                 wake: wake.clone(),
                 log: worker_log.clone(),
-                rng: seed.stream("client.jitter"),
+                rng: std::sync::Mutex::new(seed.stream(&format!("client.jitter.{process_index}"))),
                 metrics: None,
+            };
+            let expiry = ExpiryMonitor {
+                config: ExpiryConfig {
+                    app_id: app.app_id.clone(),
+                    graph_url: GRAPH_URL.into(),
+                    lead_times: default_lead_times(),
+                    poll_every: Duration::from_secs(6 * 3600),
+                    fallback: vec![],
+                },
+                tokens: tokens.clone(),
+                http: net.clone(),
+                alerter: alerter.clone(),
+                clock: clock.clone(),
+                metrics: None,
+            };
+            let latency = LatencyMonitor {
+                config: LatencyConfig {
+                    threshold: if profile.has(Mutation::LatencyNeverFires) {
+                        NEVER
+                    } else {
+                        latency_threshold
+                    },
+                    ..LatencyConfig::default()
+                },
+                outbox,
+                alerter,
+                clock: clock.clone(),
+                wake: Some(monitor_wake.clone()),
+            };
+            let sync = InboxSync {
+                config: SyncConfig {
+                    graph_url: GRAPH_URL.into(),
+                    mailbox: mailbox.clone(),
+                    interval: sync_interval,
+                    page_size: 50,
+                    backoff,
+                },
+                tokens,
+                http: net.clone(),
+                clock: clock.clone(),
+                log: sync_log.clone(),
+                rng: seed.stream(&format!("client.sync.{process_index}")),
+                state: sync_state.clone(),
+            };
+            async move {
+                // The 2025 client had no monitors.
+                let monitors = async {
+                    if profile.remediated() {
+                        let expiry = async {
+                            if !profile.has(Mutation::NoExpiryMonitor) {
+                                expiry.run(until).await;
+                            }
+                        };
+                        tokio::join!(expiry, latency.run(until));
+                    }
+                };
+                let sync = async {
+                    if syncing {
+                        sync.run(until).await;
+                    }
+                };
+                let (worked, (), ()) = tokio::join!(worker.run(until), monitors, sync);
+                worked
             }
         };
         let restarts: Vec<DateTime<Utc>> = steps
@@ -190,9 +267,7 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
         let client_task = async {
             let mut secret_now = secret.value.clone();
             for (i, boundary) in restarts.iter().copied().chain([end]).enumerate() {
-                process(secret_now.clone(), i == 0, current_outbox())
-                    .run(boundary.min(end))
-                    .await?;
+                process(secret_now.clone(), current_outbox(), boundary.min(end), i).await?;
                 if boundary < end {
                     if profile.has(Mutation::ForgetsOutbox) {
                         let fresh = Arc::new(Outbox::in_memory()?);
@@ -211,72 +286,6 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
                 }
             }
             Ok::<_, OutboxError>(())
-        };
-        let alerter = Arc::new(Alerter::new(
-            net.clone(),
-            ALERTS_URL.into(),
-            "maildrill".into(),
-            clock.clone(),
-        ));
-        let expiry = ExpiryMonitor {
-            config: ExpiryConfig {
-                app_id: app.app_id.clone(),
-                graph_url: GRAPH_URL.into(),
-                lead_times: default_lead_times(),
-                poll_every: Duration::from_secs(6 * 3600),
-                fallback: vec![],
-            },
-            tokens: tokens.clone(),
-            http: net.clone(),
-            alerter: alerter.clone(),
-            clock: clock.clone(),
-            metrics: None,
-        };
-        let latency = LatencyMonitor {
-            config: LatencyConfig {
-                threshold: if profile.has(Mutation::LatencyNeverFires) {
-                    NEVER
-                } else {
-                    latency_threshold
-                },
-                ..LatencyConfig::default()
-            },
-            outbox: current_outbox(),
-            alerter: alerter.clone(),
-            clock: clock.clone(),
-            wake: Some(monitor_wake.clone()),
-        };
-        let monitors = async {
-            // The 2025 client had no monitors.
-            if profile.remediated() {
-                let expiry = async {
-                    if !profile.has(Mutation::NoExpiryMonitor) {
-                        expiry.run(end).await;
-                    }
-                };
-                tokio::join!(expiry, latency.run(end));
-            }
-        };
-        let sync_log: crate::client::EventLog<SyncEvent> = Arc::default();
-        let syncing = traffic.iter().any(|t| t.inbound);
-        let sync = InboxSync {
-            config: SyncConfig {
-                graph_url: GRAPH_URL.into(),
-                mailbox: mailbox.clone(),
-                interval: sync_interval,
-                page_size: 50,
-                backoff,
-            },
-            tokens: tokens.clone(),
-            http: net.clone(),
-            clock: clock.clone(),
-            log: sync_log.clone(),
-            rng: seed.stream("client.sync"),
-        };
-        let sync_task = async {
-            if syncing {
-                sync.run(end).await;
-            }
         };
         let enqueued = Mutex::new(0u64);
         let inbound = Mutex::new(Vec::<(String, DateTime<Utc>)>::new());
@@ -336,16 +345,13 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
                 );
             }
         };
-        let (worked, (), (), (), ()) = tokio::join!(
-            client_task,
-            monitors,
-            sync_task,
-            traffic_task,
-            timeline_task
-        );
+        let (worked, (), ()) = tokio::join!(client_task, traffic_task, timeline_task);
         worked.map_err(|e| e.to_string())?;
+        let alerters = alerters.into_inner().unwrap_or_else(|p| p.into_inner());
         // The last alerts of a run that ended while the sink was down still count as raised.
-        alerter.flush().await;
+        if let Some(last) = alerters.last() {
+            last.flush().await;
+        }
 
         let mut summaries = Vec::new();
         for outbox in outboxes.lock().unwrap_or_else(|p| p.into_inner()).iter() {
@@ -385,8 +391,11 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
             }
         });
         // The first message that waited longer than the threshold: where a stall begins.
+        // A message never delivered waited until the end; one with an unknown outcome may
+        // have been delivered, so it tells nothing about a stall.
         let stalled_from = summaries
             .iter()
+            .filter(|s| s.state != State::Unknown)
             .filter(|s| {
                 let done = s.delivered_at.unwrap_or(end);
                 done - s.enqueued_at > to_chrono(latency_threshold)
@@ -425,11 +434,10 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
                     .is_some_and(|f| f.starts_with("fail_but_deliver"))
             })
             .count() as u64;
-        let raised = alerter
-            .raised
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let raised: Vec<_> = alerters
+            .iter()
+            .flat_map(|a| a.raised.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect();
         let alerts = raised
             .iter()
             .map(|e| AlertSeen {

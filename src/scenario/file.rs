@@ -15,7 +15,7 @@ use crate::seed::Seed;
 use crate::tenant::{AppSpec, MailboxSpec, Resource, SecretSpec, TenantSettings, TenantSpec};
 
 /// A scenario file as written.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     /// A short name.
@@ -48,11 +48,12 @@ pub struct ScenarioFile {
 }
 
 /// The `[client]` table.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientFile {
     /// `smtp` (default) or `graph`.
     #[serde(default = "default_transport")]
+    #[schemars(extend("enum" = ["smtp", "graph"]))]
     pub transport: String,
     /// `remediated` (default), `naive-2025`, or `mutant:NAME` (a remediated client with one
     /// deliberate bug, for mutation tests of the harness).
@@ -83,11 +84,12 @@ fn default_profile() -> String {
 
 /// A `[[traffic]]` window: one message every `every` from `from` until `until`, sent by the
 /// client (`outbound`, the default) or arriving in the mailbox for the sync (`inbound`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficFile {
     /// `outbound` (default) or `inbound`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["outbound", "inbound"]))]
     pub direction: Option<String>,
     /// Window start.
     pub from: When,
@@ -98,7 +100,7 @@ pub struct TrafficFile {
 }
 
 /// A `[[timeline]]` step.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepFile {
     /// When.
@@ -107,15 +109,18 @@ pub struct StepFile {
     /// `paste-secret` (a value into the client's secret file only: a wrong paste),
     /// `delete-app`, `restore-app`, `expire-delta-tokens`, `restart-client`, `fault` or
     /// `clear-faults`.
+    #[schemars(extend("enum" = ["rotate-secret", "paste-secret", "delete-app", "restore-app", "expire-delta-tokens", "restart-client", "fault", "clear-faults"]))]
     pub action: String,
     /// For `rotate-secret` and `paste-secret`: the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// For `fault` and `clear-faults`: `entra`, `graph`, `smtp` or `alerts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["entra", "graph", "smtp", "alerts"]))]
     pub target: Option<String>,
     /// For `fault`: `latency`, `timeout`, `reset_peer`, `respond`, `drop_after_data`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["latency", "timeout", "reset_peer", "respond", "fail_but_deliver", "drop_after_data", "tls_failure", "malformed_body"]))]
     pub kind: Option<String>,
     /// For `fault`: only this operation (`token`, `send-mail`, `end-of-data`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,13 +140,15 @@ pub struct StepFile {
 }
 
 /// An `[[expect]]` entry.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectFile {
     /// The check's id, e.g. `no-loss`.
+    #[schemars(extend("enum" = ["no-loss", "no-duplicates", "expiry-alert-lead", "latency-alert-within", "token-request-budget", "backoff-shape", "recovery-within", "drained-within", "alerts-resolved", "sync-complete", "no-secret-leak"]))]
     pub check: String,
     /// `pass` (default) or `fail`.
     #[serde(default = "default_verdict", skip_serializing_if = "is_pass")]
+    #[schemars(extend("enum" = ["pass", "fail"]))]
     pub verdict: String,
     /// A duration parameter: `lead` of `expiry-alert-lead`, `within` of the `*-within` checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -175,6 +182,51 @@ impl<'de> Deserialize<'de> for Instant {
         parse_instant(&text)
             .map(Instant)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A string schema with a description and an example, for the hand-written value types.
+fn string_schema(description: &str, pattern: Option<&str>) -> schemars::Schema {
+    let mut schema = schemars::json_schema!({"type": "string", "description": description});
+    if let Some(pattern) = pattern {
+        schema.insert("pattern".into(), pattern.into());
+    }
+    schema
+}
+
+impl schemars::JsonSchema for Instant {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Instant".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        string_schema(
+            "An RFC 3339 instant, e.g. 2025-02-14T11:30:00Z",
+            Some(r"^\d{4}-\d{2}-\d{2}T"),
+        )
+    }
+}
+
+impl schemars::JsonSchema for When {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "When".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        string_schema(
+            "An RFC 3339 instant, or an offset from the scenario start such as +14h or -30d",
+            None,
+        )
+    }
+}
+
+impl schemars::JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        string_schema("A duration such as 10s, 3599s, 90m or 7d", None)
     }
 }
 
@@ -266,7 +318,7 @@ impl Serialize for HumanDuration {
 }
 
 /// The `[tenant]` table.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantFile {
     /// Tenant id (GUID).
@@ -294,7 +346,7 @@ pub struct TenantFile {
 }
 
 /// A `[[tenant.apps]]` entry.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppFile {
     /// The client id.
@@ -314,7 +366,7 @@ pub struct AppFile {
 }
 
 /// A `[[tenant.apps.secrets]]` entry.
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretFile {
     /// The secret value a client sends.
@@ -341,7 +393,7 @@ impl fmt::Debug for SecretFile {
 }
 
 /// A `[[tenant.mailboxes]]` entry.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MailboxFile {
     /// User principal name (also the SMTP address).

@@ -1,0 +1,371 @@
+//! One generated chaos case: a 24-hour timeline as plain data, the proptest strategy that draws
+//! it (and shrinks it), and its lowering into an ordinary scenario file.
+//!
+//! Everything here is bounded so every case is a valid scenario by construction: faults and
+//! restarts fall in the first 22 hours and the last two hours are quiet, so "recovered after the
+//! last fault" is "nothing lost at the end".
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use proptest::prelude::*;
+
+use crate::scenario::file::{
+    AppFile, ClientFile, ExpectFile, HumanDuration, Instant, MailboxFile, ScenarioFile, SecretFile,
+    StepFile, TenantFile, TrafficFile, When,
+};
+use crate::tenant::demo;
+
+/// Minutes in a case's timeline.
+const DAY: u32 = 24 * 60;
+/// Faults, restarts and rotations happen before this minute; then the timeline is quiet.
+const QUIET_FROM: u32 = 22 * 60;
+const OLD_SECRET: &str = "Xk78Q~chaos-secret-old-0000000000000000";
+const NEW_SECRET: &str = "Yq59Q~chaos-secret-new-0000000000000000";
+/// What a hurried operator pastes: the new secret's ID instead of its value.
+const SECRET_ID: &str = "d3b07384-d9a7-4e1c-9f2b-5c8e1a6f4b20";
+
+/// How a new secret reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Written to the secret file the client watches.
+    File,
+    /// Written to the file, then the client is restarted ten minutes later (a redeploy).
+    Restart,
+}
+
+/// A rotation, relative to the secret's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Minutes after the expiry (negative: before it, with overlapping secrets).
+    pub offset: i32,
+    /// File or restart.
+    pub delivery: Delivery,
+    /// Whether the secret's ID is pasted first, an hour before the right value.
+    pub wrong_paste_first: bool,
+}
+
+/// A fault window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultCase {
+    /// `entra`, `graph`, `smtp` or `alerts`.
+    pub target: &'static str,
+    /// The fault kind as a scenario spells it.
+    pub kind: &'static str,
+    /// The operation, if only one.
+    pub operation: Option<&'static str>,
+    /// The catalogue reply of `respond` and `fail_but_deliver`.
+    pub reply: Option<&'static str>,
+    /// The delay of `latency`.
+    pub delay: Option<u32>,
+    /// Minute it starts.
+    pub at: u32,
+    /// Minutes it lasts.
+    pub minutes: u32,
+}
+
+/// A chaos case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// Graph `sendMail` instead of SMTP.
+    pub graph: bool,
+    /// Minute the secret expires, if within the day.
+    pub expiry: Option<u32>,
+    /// The rotation (with an expiry there always is one: an outage nobody fixes cannot
+    /// deliver, whatever the client does).
+    pub rotation: Option<Rotation>,
+    /// Fault windows.
+    pub faults: Vec<FaultCase>,
+    /// Minutes of client restarts.
+    pub restarts: Vec<u32>,
+    /// Minutes between outbound messages.
+    pub every: u32,
+    /// Minutes between inbound messages (then the client syncs), if any.
+    pub inbound_every: Option<u32>,
+    /// The run's seed (jitter, ids).
+    pub seed: u64,
+}
+
+/// The fault vocabulary per target: (kind, operation, reply, delay in seconds).
+type Menu = [(
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<u32>,
+)];
+
+const ENTRA: &Menu = &[
+    ("respond", Some("token"), Some("throttled"), None),
+    ("respond", Some("token"), Some("unavailable"), None),
+    ("timeout", Some("token"), None, None),
+    ("reset_peer", Some("token"), None, None),
+    ("latency", Some("token"), None, Some(20)),
+];
+const SMTP: &Menu = &[
+    (
+        "respond",
+        Some("connect"),
+        Some("service_unavailable"),
+        None,
+    ),
+    ("respond", Some("mail"), Some("sender_thread_limit"), None),
+    ("drop_after_data", Some("end-of-data"), None, None),
+    ("reset_peer", Some("rcpt"), None, None),
+    ("tls_failure", None, None, None),
+    ("latency", None, None, Some(30)),
+];
+const GRAPH: &Menu = &[
+    (
+        "respond",
+        Some("send-mail"),
+        Some("mailbox_concurrency"),
+        None,
+    ),
+    ("respond", Some("send-mail"), Some("unavailable"), None),
+    ("respond", Some("send-mail"), Some("gateway_timeout"), None),
+    (
+        "fail_but_deliver",
+        Some("send-mail"),
+        Some("gateway_timeout"),
+        None,
+    ),
+    ("reset_peer", Some("send-mail"), None, None),
+    ("respond", Some("delta"), Some("sync_state_not_found"), None),
+];
+const ALERTS: &Menu = &[
+    ("reset_peer", None, None, None),
+    ("timeout", None, None, None),
+];
+
+fn fault(graph: bool) -> impl Strategy<Value = FaultCase> {
+    let transport_menu = if graph { GRAPH } else { SMTP };
+    let target = prop_oneof![
+        3 => Just(("entra", ENTRA)),
+        3 => Just((if graph { "graph" } else { "smtp" }, transport_menu)),
+        1 => Just(("alerts", ALERTS)),
+    ];
+    (
+        target,
+        any::<prop::sample::Index>(),
+        60..QUIET_FROM - 180,
+        1u32..=180,
+    )
+        .prop_map(|((target, menu), pick, at, minutes)| {
+            let (kind, operation, reply, delay) = menu[pick.index(menu.len())];
+            FaultCase {
+                target,
+                kind,
+                operation,
+                reply,
+                delay,
+                at,
+                minutes,
+            }
+        })
+}
+
+fn rotation() -> impl Strategy<Value = Rotation> {
+    (
+        -120i32..=360,
+        prop_oneof![Just(Delivery::File), Just(Delivery::Restart)],
+        prop::bool::weighted(0.25),
+    )
+        .prop_map(|(offset, delivery, wrong_paste_first)| Rotation {
+            offset,
+            delivery,
+            wrong_paste_first,
+        })
+}
+
+/// Every case: shrinking drops faults, restarts, the rotation's detours and the inbound mail,
+/// and moves instants earlier.
+pub fn strategy() -> impl Strategy<Value = Case> {
+    (
+        any::<bool>(),
+        prop::option::weighted(0.7, 180u32..=QUIET_FROM - 360),
+        rotation(),
+        prop::sample::select(vec![1u32, 2, 5, 10]),
+        prop::option::weighted(0.4, prop::sample::select(vec![3u32, 10, 30])),
+        prop::collection::vec(60u32..QUIET_FROM, 0..=2),
+        any::<u64>(),
+    )
+        .prop_flat_map(
+            |(graph, expiry, rotation, every, inbound_every, restarts, seed)| {
+                prop::collection::vec(fault(graph), 0..=4).prop_map(move |faults| Case {
+                    graph,
+                    expiry,
+                    rotation: expiry.map(|_| rotation),
+                    faults,
+                    restarts: restarts.clone(),
+                    every,
+                    inbound_every,
+                    seed,
+                })
+            },
+        )
+}
+
+fn minutes(m: u32) -> When {
+    When::After(Duration::from_secs(u64::from(m) * 60))
+}
+
+fn step(at: u32, action: &str) -> StepFile {
+    StepFile {
+        at: minutes(at),
+        action: action.into(),
+        value: None,
+        target: None,
+        kind: None,
+        operation: None,
+        reply: None,
+        delay: None,
+        duration: None,
+        first: None,
+    }
+}
+
+fn expect(check: &str) -> ExpectFile {
+    ExpectFile {
+        check: check.into(),
+        verdict: "pass".into(),
+        within: None,
+        lead: None,
+        per_hour: None,
+        allow_unknowable: None,
+    }
+}
+
+impl Case {
+    /// The minute the new secret goes in, if any, clamped into the busy part of the day.
+    fn rotation_minute(&self) -> Option<u32> {
+        let (expiry, rotation) = (self.expiry?, self.rotation?);
+        let at = i64::from(expiry) + i64::from(rotation.offset);
+        Some(u32::try_from(at.clamp(60, i64::from(QUIET_FROM) - 30)).unwrap_or(60))
+    }
+
+    /// The case as a scenario file whose expectations are the chaos invariants, all `pass`.
+    pub fn scenario(&self, name: &str, start: DateTime<Utc>, profile: &str) -> ScenarioFile {
+        let secret_end = self.expiry.map_or(start + TimeDelta::days(365), |m| {
+            start + TimeDelta::minutes(i64::from(m))
+        });
+        let mut timeline = Vec::new();
+        if let (Some(at), Some(rotation)) = (self.rotation_minute(), self.rotation) {
+            if rotation.wrong_paste_first {
+                let mut paste = step(at.saturating_sub(60).max(30), "paste-secret");
+                paste.value = Some(SECRET_ID.into());
+                timeline.push(paste);
+            }
+            let mut rotate = step(at, "rotate-secret");
+            rotate.value = Some(NEW_SECRET.into());
+            timeline.push(rotate);
+            if rotation.delivery == Delivery::Restart {
+                timeline.push(step(at + 10, "restart-client"));
+            }
+        }
+        for fault in &self.faults {
+            let mut s = step(fault.at, "fault");
+            s.target = Some(fault.target.into());
+            s.kind = Some(fault.kind.into());
+            s.operation = fault.operation.map(Into::into);
+            s.reply = fault.reply.map(Into::into);
+            s.delay = fault
+                .delay
+                .map(|d| HumanDuration(Duration::from_secs(u64::from(d))));
+            s.duration = Some(HumanDuration(Duration::from_secs(
+                u64::from(fault.minutes) * 60,
+            )));
+            timeline.push(s);
+        }
+        for restart in &self.restarts {
+            timeline.push(step(*restart, "restart-client"));
+        }
+        let mut traffic = vec![TrafficFile {
+            direction: None,
+            from: minutes(0),
+            until: minutes(QUIET_FROM),
+            every: HumanDuration(Duration::from_secs(u64::from(self.every) * 60)),
+        }];
+        if let Some(every) = self.inbound_every {
+            traffic.push(TrafficFile {
+                direction: Some("inbound".into()),
+                from: minutes(0),
+                until: minutes(QUIET_FROM),
+                every: HumanDuration(Duration::from_secs(u64::from(every) * 60)),
+            });
+        }
+        ScenarioFile {
+            name: name.into(),
+            description: "generated by maildrill chaos".into(),
+            seed: self.seed,
+            start: Instant(start),
+            end: Some(minutes(DAY)),
+            tenant: TenantFile {
+                id: demo::TENANT_ID.into(),
+                domain: demo::TENANT_DOMAIN.into(),
+                propagation_delay: None,
+                token_lifetime: None,
+                delta_token_max_age: None,
+                smtp_auth: None,
+                apps: vec![AppFile {
+                    app_id: demo::APP_ID.into(),
+                    object_id: None,
+                    display_name: Some("Mailman".into()),
+                    roles: BTreeMap::new(),
+                    secrets: vec![SecretFile {
+                        value: OLD_SECRET.into(),
+                        display_name: Some("mailman-prod".into()),
+                        start: Some(When::At(start - TimeDelta::days(180))),
+                        end: When::At(secret_end),
+                    }],
+                }],
+                mailboxes: vec![MailboxFile {
+                    upn: demo::MAILBOX.into(),
+                    id: None,
+                    display_name: None,
+                }],
+            },
+            client: Some(ClientFile {
+                transport: if self.graph { "graph" } else { "smtp" }.into(),
+                profile: profile.into(),
+                latency_threshold: None,
+                backoff_cap: None,
+                refresh_ahead: None,
+                sync_interval: None,
+            }),
+            traffic,
+            timeline,
+            expect: self.invariants(start, secret_end),
+        }
+    }
+
+    /// The checks every case must pass.
+    fn invariants(&self, start: DateTime<Utc>, secret_end: DateTime<Utc>) -> Vec<ExpectFile> {
+        let mut checks = vec![expect("no-loss")];
+        let mut duplicates = expect("no-duplicates");
+        duplicates.allow_unknowable = Some(true);
+        checks.push(duplicates);
+        let mut budget = expect("token-request-budget");
+        budget.per_hour = Some(30);
+        checks.push(budget);
+        let mut latency = expect("latency-alert-within");
+        latency.within = Some(HumanDuration(Duration::from_secs(600)));
+        checks.push(latency);
+        checks.push(expect("backoff-shape"));
+        if self.expiry.is_some() {
+            // An alert before the expiry, as early as the calendar allows (at most a day).
+            let ahead = (secret_end - start - TimeDelta::minutes(1))
+                .min(TimeDelta::days(1))
+                .to_std()
+                .unwrap_or_default();
+            let mut lead = expect("expiry-alert-lead");
+            lead.lead = Some(HumanDuration(ahead));
+            checks.push(lead);
+        }
+        if self.inbound_every.is_some() {
+            checks.push(expect("sync-complete"));
+        }
+        checks.push(expect("no-secret-leak"));
+        checks
+    }
+}

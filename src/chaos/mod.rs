@@ -1,0 +1,227 @@
+//! Chaos runs: random 24-hour timelines thrown at the client, every case checked against the
+//! invariants, and each failure shrunk to a minimal timeline written out as a scenario file.
+//!
+//! Case `i` of seed `S` is drawn from its own seeded stream, so a run is the same on any
+//! machine and with any number of jobs, and `--seed S` repeats it; a shrunk failure is an
+//! ordinary scenario file that `maildrill run` replays byte for byte (CONTRACTS §7).
+
+pub mod case;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::{DateTime, Utc};
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+pub use case::Case;
+
+use crate::client::worker::Profile;
+use crate::runner::{self, RunError, ScenarioReport};
+use crate::scenario::file::ScenarioFile;
+use crate::seed::Seed;
+
+/// How a chaos run goes.
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    /// Cases to run.
+    pub cases: usize,
+    /// The run's seed; case `i` draws from `seed` and `i` alone.
+    pub seed: u64,
+    /// The client profile under test.
+    pub profile: Profile,
+    /// Stop at the first failing case (mutation tests).
+    pub stop_at_first_failure: bool,
+    /// Shrink failures to a minimal timeline.
+    pub shrink: bool,
+    /// Most replays spent shrinking one failure.
+    pub shrink_budget: usize,
+    /// Worker threads (each replays on its own runtime).
+    pub jobs: usize,
+}
+
+impl Default for ChaosConfig {
+    fn default() -> Self {
+        ChaosConfig {
+            cases: 100,
+            seed: 0,
+            profile: Profile::Remediated,
+            stop_at_first_failure: false,
+            shrink: true,
+            shrink_budget: 256,
+            jobs: 1,
+        }
+    }
+}
+
+/// One case's outcome.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// Its index in the run.
+    pub index: usize,
+    /// The case as a scenario (shrunk when it failed and shrinking was on).
+    pub scenario: ScenarioFile,
+    /// Its report.
+    pub report: ScenarioReport,
+    /// Ids of the checks that failed before shrinking.
+    pub failed_checks: Vec<String>,
+    /// Replays spent shrinking.
+    pub shrink_steps: usize,
+}
+
+/// The calendar start of every generated case.
+pub fn start() -> DateTime<Utc> {
+    "2025-02-14T00:00:00Z"
+        .parse()
+        .expect("a valid RFC 3339 constant")
+}
+
+/// The name of case `index` of a run with `seed`.
+pub fn case_name(seed: u64, index: usize) -> String {
+    format!("chaos-{seed}-{index}")
+}
+
+fn failing(report: &ScenarioReport) -> Vec<String> {
+    report
+        .checks
+        .iter()
+        .filter(|c| c.verdict != c.expected)
+        .map(|c| c.id.clone())
+        .collect()
+}
+
+fn replay(
+    name: &str,
+    case: &Case,
+    profile: Profile,
+) -> Result<(ScenarioFile, ScenarioReport), RunError> {
+    let scenario = case.scenario(name, start(), &profile.to_string());
+    let report = runner::run_scenario(Path::new(name), &scenario, None)?;
+    Ok((scenario, report))
+}
+
+/// Runs case `index`: draws it, replays it and, if it fails, shrinks it while a check that
+/// failed at first still fails.
+pub fn run_case(config: &ChaosConfig, index: usize) -> Result<CaseResult, RunError> {
+    let name = case_name(config.seed, index);
+    let seed: [u8; 32] = Seed(config.seed)
+        .stream(&format!("chaos.case.{index}"))
+        .bytes();
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
+    );
+    let mut tree = case::strategy()
+        .new_tree(&mut runner)
+        .map_err(|reason| RunError::Harness {
+            path: PathBuf::from(&name),
+            reason: reason.to_string(),
+        })?;
+    let (mut scenario, mut report) = replay(&name, &tree.current(), config.profile)?;
+    let failed_checks = failing(&report);
+    let mut shrink_steps = 0;
+    if !failed_checks.is_empty() && config.shrink && tree.simplify() {
+        // proptest's own loop: simplify while the case still fails, complicate when it passes.
+        while shrink_steps < config.shrink_budget {
+            shrink_steps += 1;
+            let (candidate, outcome) = replay(&name, &tree.current(), config.profile)?;
+            let still = failing(&outcome)
+                .iter()
+                .any(|id| failed_checks.contains(id));
+            if still {
+                (scenario, report) = (candidate, outcome);
+                if !tree.simplify() {
+                    break;
+                }
+            } else if !tree.complicate() {
+                break;
+            }
+        }
+    }
+    Ok(CaseResult {
+        index,
+        scenario,
+        report,
+        failed_checks,
+        shrink_steps,
+    })
+}
+
+/// Progress of a run, for a progress bar.
+pub trait Progress: Sync {
+    /// A case finished.
+    fn case_done(&self, failed: bool);
+}
+
+impl Progress for () {
+    fn case_done(&self, _: bool) {}
+}
+
+/// Runs the cases on `config.jobs` threads; results come back in case order.
+pub fn run(config: &ChaosConfig, progress: &dyn Progress) -> Result<Vec<CaseResult>, RunError> {
+    let next = AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let results: Mutex<Vec<Result<CaseResult, RunError>>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..config.jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= config.cases {
+                        return;
+                    }
+                    let result = run_case(config, index);
+                    let failed = result
+                        .as_ref()
+                        .map_or(true, |r| !r.failed_checks.is_empty());
+                    progress.case_done(failed);
+                    if failed && config.stop_at_first_failure {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(result);
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|r| r.as_ref().map_or(0, |r| r.index));
+    let mut done = Vec::with_capacity(results.len());
+    for result in results {
+        done.push(result?);
+    }
+    if config.stop_at_first_failure {
+        // With several jobs, cases after the first failure may have finished too: keep the
+        // run's answer independent of the job count.
+        if let Some(first) = done.iter().position(|r| !r.failed_checks.is_empty()) {
+            done.truncate(first + 1);
+        }
+    }
+    Ok(done)
+}
+
+/// Writes a failure as a scenario file in `dir`, with a header saying how it was found.
+pub fn save(dir: &Path, config: &ChaosConfig, result: &CaseResult) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{}.toml", result.scenario.name));
+    let body = toml::to_string(&result.scenario).map_err(std::io::Error::other)?;
+    let header = format!(
+        "# Found by `maildrill chaos --seed {} --profile {}` (case {}), shrunk in {} replays.\n\
+         # Failing checks: {}.\n\
+         # Every expectation is \"pass\": `maildrill run` on this file exits 1 until the client\n\
+         # is fixed.\n",
+        config.seed,
+        config.profile,
+        result.index,
+        result.shrink_steps,
+        failing(&result.report).join(", ")
+    );
+    std::fs::write(&path, header + &body)?;
+    Ok(path)
+}

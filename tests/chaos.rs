@@ -1,0 +1,159 @@
+//! Chaos runs: the remediated client passes random timelines, every deliberately broken client
+//! is caught within its case budget, runs repeat exactly, and a shrunk failure is a scenario
+//! file that replays to the same verdicts.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first broken expectation"
+)]
+
+use maildrill::chaos::{self, ChaosConfig};
+use maildrill::client::worker::{Mutation, Profile};
+
+/// Cases for the remediated client: modest in `cargo test`, raised for nightly or pre-release
+/// runs with `MAILDRILL_CHAOS_CASES`.
+fn cases() -> usize {
+    std::env::var("MAILDRILL_CHAOS_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
+}
+
+fn config(profile: Profile, cases: usize) -> ChaosConfig {
+    ChaosConfig {
+        cases,
+        seed: 1,
+        profile,
+        stop_at_first_failure: false,
+        shrink: false,
+        shrink_budget: 0,
+        jobs: 2,
+    }
+}
+
+fn without_wall_time(report: &maildrill::runner::ScenarioReport) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).unwrap();
+    value.as_object_mut().unwrap().remove("wall_ms");
+    value.as_object_mut().unwrap().remove("file");
+    value
+}
+
+#[test]
+fn the_remediated_client_passes_every_case() {
+    let results = chaos::run(&config(Profile::Remediated, cases()), &()).unwrap();
+    assert_eq!(results.len(), cases());
+    for result in &results {
+        assert!(
+            result.failed_checks.is_empty(),
+            "case {} failed {:?}:\n{:#}\n{}",
+            result.index,
+            result.failed_checks,
+            serde_json::to_value(&result.report.checks).unwrap(),
+            toml::to_string(&result.scenario).unwrap()
+        );
+    }
+}
+
+/// Each mutant, the check that must catch it, and the most cases it may take (seed 1).
+const MUTANTS: [(Mutation, &str, usize); 8] = [
+    (Mutation::NoJitter, "backoff-shape", 8),
+    (Mutation::IgnoresRetryAfter, "backoff-shape", 16),
+    (Mutation::DropsAfterAuthFailure, "no-loss", 12),
+    (Mutation::TightAuthLoop, "token-request-budget", 8),
+    (Mutation::NoExpiryMonitor, "expiry-alert-lead", 12),
+    (Mutation::LatencyNeverFires, "latency-alert-within", 8),
+    (Mutation::FailsUnknownSends, "no-loss", 12),
+    (Mutation::ForgetsOutbox, "no-loss", 8),
+];
+
+#[test]
+fn every_mutant_is_caught_within_its_budget_and_the_remediated_client_passes_the_same_cases() {
+    let longest = MUTANTS.iter().map(|m| m.2).max().unwrap();
+    let remediated = chaos::run(&config(Profile::Remediated, longest), &()).unwrap();
+    assert!(
+        remediated.iter().all(|r| r.failed_checks.is_empty()),
+        "the remediated client fails the mutants' cases"
+    );
+    for (mutation, check, budget) in MUTANTS {
+        let mut config = config(Profile::Mutant(mutation), budget);
+        config.stop_at_first_failure = true;
+        let results = chaos::run(&config, &()).unwrap();
+        let caught = results.iter().find(|r| !r.failed_checks.is_empty());
+        let caught = caught.unwrap_or_else(|| {
+            panic!("mutant {} passed {budget} cases of seed 1", mutation.name())
+        });
+        assert!(
+            caught.failed_checks.iter().any(|c| c == check),
+            "mutant {} was caught by {:?}, not {check}",
+            mutation.name(),
+            caught.failed_checks
+        );
+    }
+}
+
+#[test]
+fn a_run_is_the_same_with_any_number_of_jobs() {
+    let one = chaos::run(
+        &ChaosConfig {
+            jobs: 1,
+            ..config(Profile::Remediated, 4)
+        },
+        &(),
+    )
+    .unwrap();
+    let two = chaos::run(&config(Profile::Remediated, 4), &()).unwrap();
+    let reports = |results: &[chaos::CaseResult]| -> Vec<serde_json::Value> {
+        results
+            .iter()
+            .map(|r| without_wall_time(&r.report))
+            .collect()
+    };
+    assert_eq!(reports(&one), reports(&two));
+    assert_eq!(
+        one.iter().map(|r| &r.scenario.name).collect::<Vec<_>>(),
+        ["chaos-1-0", "chaos-1-1", "chaos-1-2", "chaos-1-3"]
+    );
+}
+
+#[test]
+fn a_shrunk_failure_is_a_scenario_file_that_replays_byte_for_byte() {
+    let config = ChaosConfig {
+        stop_at_first_failure: true,
+        shrink: true,
+        shrink_budget: 24,
+        ..config(Profile::Mutant(Mutation::ForgetsOutbox), 8)
+    };
+    let results = chaos::run(&config, &()).unwrap();
+    let failure = results.last().unwrap();
+    assert!(failure.failed_checks.contains(&"no-loss".to_string()));
+    let dir = std::env::temp_dir().join(format!("maildrill-chaos-{}", std::process::id()));
+    let path = chaos::save(&dir, &config, failure).unwrap();
+    let replayed = maildrill::runner::run_file(&path, None).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        without_wall_time(&replayed),
+        without_wall_time(&failure.report)
+    );
+    assert!(
+        !replayed.passed,
+        "every expectation of a saved failure is pass"
+    );
+}
+
+#[test]
+fn the_committed_regression_of_a_mutant_stays_green() {
+    let report = maildrill::runner::run_file(
+        std::path::Path::new("tests/chaos/forgets-outbox.toml"),
+        None,
+    )
+    .unwrap();
+    assert!(
+        report.passed,
+        "{:#}",
+        serde_json::to_value(&report.checks).unwrap()
+    );
+    let no_loss = report.checks.iter().find(|c| c.id == "no-loss").unwrap();
+    assert_eq!(
+        (no_loss.verdict.as_str(), no_loss.expected.as_str()),
+        ("fail", "fail")
+    );
+}
