@@ -174,12 +174,19 @@ struct Inner {
     entries: VecDeque<JournalEntry>,
     total: u64,
     capacity: Option<usize>,
+    /// The instant of the last entry and how many entries share it.
+    instant: Option<(DateTime<Utc>, u64)>,
 }
+
+/// Entries at one virtual instant beyond which a replay has stopped moving: a client that
+/// retries without ever waiting (a livelock) would otherwise run, and grow, for ever.
+pub const STALL_LIMIT: u64 = 1_000_000;
 
 /// A shared, optionally bounded journal.
 #[derive(Debug, Clone, Default)]
 pub struct Journal {
     inner: Arc<Mutex<Inner>>,
+    stalled: Arc<tokio::sync::Notify>,
 }
 
 impl Journal {
@@ -196,6 +203,7 @@ impl Journal {
         };
         Journal {
             inner: Arc::new(Mutex::new(inner)),
+            stalled: Arc::default(),
         }
     }
 
@@ -210,10 +218,26 @@ impl Journal {
         let mut inner = self.lock();
         inner.total += 1;
         entry.seq = inner.total;
+        let same = match inner.instant {
+            Some((at, n)) if at == entry.at => n + 1,
+            _ => 1,
+        };
+        inner.instant = Some((entry.at, same));
+        if same == STALL_LIMIT {
+            self.stalled.notify_one();
+        }
         if inner.capacity.is_some_and(|c| inner.entries.len() >= c) {
             inner.entries.pop_front();
         }
         inner.entries.push_back(entry);
+    }
+
+    /// Resolves once [`STALL_LIMIT`] entries were recorded at one instant, with that instant.
+    pub async fn stalled(&self) -> DateTime<Utc> {
+        self.stalled.notified().await;
+        self.lock()
+            .instant
+            .map_or(DateTime::<Utc>::MIN_UTC, |(at, _)| at)
     }
 
     /// The entries held, oldest first.
@@ -450,6 +474,31 @@ mod tests {
         assert_eq!(spaced, r#"{"access_token":"[redacted]","n":1}"#);
         let escaped = redact_body(None, br#"{"secretText":"a\"b","x":"y"}"#);
         assert_eq!(escaped, r#"{"secretText":"[redacted]","x":"y"}"#);
+    }
+
+    #[test]
+    fn a_million_entries_at_one_instant_mean_the_replay_stopped_moving() {
+        let journal = Journal::bounded(4);
+        let at = DateTime::<Utc>::from_timestamp(1_739_532_600, 0).unwrap();
+        let entry = JournalEntry {
+            seq: 0,
+            at,
+            mock: MockName::Graph,
+            operation: "delta".into(),
+            request: "GET /delta".into(),
+            request_body: Body::default(),
+            delivery: "respond".into(),
+            status: Some(410),
+            response_body: Body::default(),
+            fault: None,
+        };
+        for _ in 0..STALL_LIMIT {
+            journal.record(entry.clone());
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(runtime.block_on(journal.stalled()), at);
     }
 
     #[test]

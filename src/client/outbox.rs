@@ -188,9 +188,8 @@ impl Outbox {
         let message_id = format!("<{key}@{domain}>");
         let recipients = serde_json::to_string(&message.to).expect("strings serialise");
         let conn = self.conn();
-        conn.execute(
-            "INSERT INTO messages (message_id, idempotency_key, sender, recipients, subject, body, state, enqueued_at, next_attempt_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?7)",
+        conn.prepare_cached("INSERT INTO messages (message_id, idempotency_key, sender, recipients, subject, body, state, enqueued_at, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?7)")?.execute(
             params![message_id, key, message.from, recipients, message.subject, message.body, time(now)],
         )?;
         let id = conn.last_insert_rowid();
@@ -218,10 +217,10 @@ impl Outbox {
         let Some(mut message) = found else {
             return Ok(None);
         };
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE messages SET state = 'sending', attempts = attempts + 1 WHERE id = ?1",
-            params![message.id],
-        )?;
+        )?
+        .execute(params![message.id])?;
         tx.commit()?;
         message.state = State::Sending;
         message.attempts += 1;
@@ -239,8 +238,7 @@ impl Outbox {
 
     /// The server accepted it.
     pub fn delivered(&self, id: i64, now: DateTime<Utc>) -> Result<(), OutboxError> {
-        self.conn().execute(
-            "UPDATE messages SET state = 'delivered', delivered_at = ?2, reason = NULL WHERE id = ?1",
+        self.conn().prepare_cached("UPDATE messages SET state = 'delivered', delivered_at = ?2, reason = NULL WHERE id = ?1")?.execute(
             params![id, time(now)],
         )?;
         Ok(())
@@ -248,8 +246,7 @@ impl Outbox {
 
     /// Try again at `at`; `reason` notes why (auth failures land here, never in `failed`).
     pub fn retry(&self, id: i64, at: DateTime<Utc>, reason: &str) -> Result<(), OutboxError> {
-        self.conn().execute(
-            "UPDATE messages SET state = 'queued', next_attempt_at = ?2, reason = ?3 WHERE id = ?1",
+        self.conn().prepare_cached("UPDATE messages SET state = 'queued', next_attempt_at = ?2, reason = ?3 WHERE id = ?1")?.execute(
             params![id, time(at), reason],
         )?;
         Ok(())
@@ -257,27 +254,24 @@ impl Outbox {
 
     /// Refused for good.
     pub fn failed(&self, id: i64, reason: &str) -> Result<(), OutboxError> {
-        self.conn().execute(
-            "UPDATE messages SET state = 'failed', reason = ?2 WHERE id = ?1",
-            params![id, reason],
-        )?;
+        self.conn()
+            .prepare_cached("UPDATE messages SET state = 'failed', reason = ?2 WHERE id = ?1")?
+            .execute(params![id, reason])?;
         Ok(())
     }
 
     /// Sent, but no reply came.
     pub fn unknown(&self, id: i64, reason: &str) -> Result<(), OutboxError> {
-        self.conn().execute(
-            "UPDATE messages SET state = 'unknown', reason = ?2 WHERE id = ?1",
-            params![id, reason],
-        )?;
+        self.conn()
+            .prepare_cached("UPDATE messages SET state = 'unknown', reason = ?2 WHERE id = ?1")?
+            .execute(params![id, reason])?;
         Ok(())
     }
 
     /// After a restart: messages caught `sending` go back to the queue (due now), so nothing is
     /// lost; they keep their Message-ID and idempotency key. Returns how many.
     pub fn recover(&self, now: DateTime<Utc>) -> Result<usize, OutboxError> {
-        let changed = self.conn().execute(
-            "UPDATE messages SET state = 'queued', next_attempt_at = ?1, reason = 'interrupted by a restart' WHERE state = 'sending'",
+        let changed = self.conn().prepare_cached("UPDATE messages SET state = 'queued', next_attempt_at = ?1, reason = 'interrupted by a restart' WHERE state = 'sending'")?.execute(
             params![time(now)],
         )?;
         Ok(changed)
@@ -416,11 +410,12 @@ impl super::token::HoldStore for Outbox {
         let conn = self.conn();
         // A lost hold only costs an early probe: a write error is not worth failing a send.
         let _ = match hold {
-            Some(h) => conn.execute(
-                "INSERT OR REPLACE INTO credential_hold (id, secret, code, until, refusals) VALUES (1, ?1, ?2, ?3, ?4)",
-                params![h.secret, h.code, time(h.until), h.refusals],
-            ),
-            None => conn.execute("DELETE FROM credential_hold", []),
+            Some(h) => conn
+                .prepare_cached("INSERT OR REPLACE INTO credential_hold (id, secret, code, until, refusals) VALUES (1, ?1, ?2, ?3, ?4)")
+                .and_then(|mut s| s.execute(params![h.secret, h.code, time(h.until), h.refusals])),
+            None => conn
+                .prepare_cached("DELETE FROM credential_hold")
+                .and_then(|mut s| s.execute([])),
         };
     }
 }

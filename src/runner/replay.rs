@@ -345,7 +345,17 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
                 );
             }
         };
-        let (worked, (), ()) = tokio::join!(client_task, traffic_task, timeline_task);
+        let (worked, (), ()) = tokio::select! {
+            biased;
+            at = journal.stalled() => {
+                return Err(format!(
+                    "the replay stopped moving at {}: {} requests at that instant without the clock advancing (a client retrying without waiting?)",
+                    crate::time::rfc3339(at),
+                    crate::journal::STALL_LIMIT
+                ));
+            }
+            done = async { tokio::join!(client_task, traffic_task, timeline_task) } => done,
+        };
         worked.map_err(|e| e.to_string())?;
         let alerters = alerters.into_inner().unwrap_or_else(|p| p.into_inner());
         // The last alerts of a run that ended while the sink was down still count as raised.
