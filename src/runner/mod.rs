@@ -1,8 +1,8 @@
 //! The runner: replays a scenario on the virtual clock against the client, through the
 //! in-memory wiring, and turns what happened into observations and verdicts.
 //!
-//! 1. [`plan`]: check the file and lower it into a plan (tenant, client, traffic, timeline).
-//! 2. [`replay`]: on the replay runtime (paused, current-thread, no I/O driver) run the tenant,
+//! 1. `plan`: check the file and lower it into a plan (tenant, client, traffic, timeline).
+//! 2. `replay`: on the replay runtime (paused, current-thread, no I/O driver) run the tenant,
 //!    the mocks (one fault set), the client (worker, monitors, sync, alerter), the traffic and
 //!    the timeline until the scenario's end; tokio jumps the clock whenever every task waits.
 //!    Then read the outbox, the mocks' journal and the client's logs into [`Observations`].
