@@ -285,3 +285,81 @@ fn graph_throttling_and_fail_but_deliver_are_retries() {
         );
     });
 }
+
+#[test]
+fn a_fifth_concurrent_graph_send_is_throttled_and_goes_through_after_retry_after() {
+    replay_runtime().unwrap().block_on(async {
+        let w = world("2025-03-01T00:00:00Z");
+        // Each sendMail takes 2 s, so five senders started together are all in flight at once.
+        let mut slow = fault(
+            Target::Graph,
+            "send-mail",
+            FaultKind::Latency {
+                delay: Duration::from_secs(2),
+            },
+        );
+        slow.activation.first = None;
+        w.sim.mocks.inject(slow).unwrap();
+        let tokens = w.tokens(Duration::from_secs(300));
+        let senders: Vec<Sender> = (0..5).map(|_| w.graph_sender(tokens.clone())).collect();
+        let messages: Vec<Message> = (0..5).map(|i| w.message(&format!("m{i}"))).collect();
+        // Each message with its own sender, all at once on the one runtime.
+        let outcomes = join_all(
+            senders
+                .iter()
+                .zip(&messages)
+                .map(|(sender, message)| sender.deliver(message))
+                .collect(),
+        )
+        .await;
+        let throttled: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Retry { .. }))
+            .collect();
+        assert_eq!(throttled.len(), 1, "{outcomes:?}");
+        assert!(
+            matches!(throttled[0], Outcome::Retry { reason, retry_after: Some(after) }
+                if reason == "429 ApplicationThrottled" && *after >= Duration::from_secs(1)),
+            "{:?}",
+            throttled[0]
+        );
+        assert_eq!(w.stored(), 4);
+        // After its Retry-After the fifth goes through alone.
+        w.sim.clock.sleep(Duration::from_secs(1)).await;
+        let fifth = outcomes
+            .iter()
+            .position(|o| matches!(o, Outcome::Retry { .. }))
+            .unwrap();
+        assert_eq!(
+            senders[0].deliver(&messages[fifth]).await,
+            Outcome::Delivered
+        );
+        assert_eq!(w.stored(), 5);
+    });
+}
+
+/// A minimal `join_all` over boxed futures on the current task (no extra crate needed).
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, slot) in pinned.iter_mut().zip(done.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(output) => *slot = Some(output),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
