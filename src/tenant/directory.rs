@@ -363,35 +363,31 @@ impl Directory {
 
     /// Deletes an app registration; its tokens keep working until `exp`, as Entra's do.
     pub fn delete_app(&mut self, tenant_id: &str, app_id: &str) -> bool {
-        let Some(tenant) = self.tenant_mut(tenant_id) else {
-            return false;
-        };
-        let Some(i) = tenant
-            .apps
-            .iter()
-            .position(|a| a.app_id.eq_ignore_ascii_case(app_id))
-        else {
-            return false;
-        };
-        let app = tenant.apps.remove(i);
-        tenant.deleted_apps.push(app);
-        true
+        self.move_app(tenant_id, app_id, false)
     }
 
     /// Restores a deleted app with its secrets and permissions; false if none was deleted.
     pub fn restore_app(&mut self, tenant_id: &str, app_id: &str) -> bool {
+        self.move_app(tenant_id, app_id, true)
+    }
+
+    /// Moves an app between the registrations and the deleted apps (`restore`: back again).
+    fn move_app(&mut self, tenant_id: &str, app_id: &str, restore: bool) -> bool {
         let Some(tenant) = self.tenant_mut(tenant_id) else {
             return false;
         };
-        let Some(i) = tenant
-            .deleted_apps
+        let (from, to) = if restore {
+            (&mut tenant.deleted_apps, &mut tenant.apps)
+        } else {
+            (&mut tenant.apps, &mut tenant.deleted_apps)
+        };
+        let Some(i) = from
             .iter()
             .position(|a| a.app_id.eq_ignore_ascii_case(app_id))
         else {
             return false;
         };
-        let app = tenant.deleted_apps.remove(i);
-        tenant.apps.push(app);
+        to.push(from.remove(i));
         true
     }
 
