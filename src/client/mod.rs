@@ -18,6 +18,8 @@
 //! - [`metrics`]: Prometheus text: outbox depth and age, latency, token failures, expiry.
 //! - [`alert`]: PagerDuty Events API v2 to a webhook, queued while the sink is down.
 //! - [`sync`]: inbound Graph delta sync with resync after `410` and dedupe.
+//! - [`process`]: one client process in one call (`Client::new`): worker, monitors, sync and
+//!   alerter sharing one token provider.
 //! - [`worker`]: the sending loop: backoff, the circuit with one probe per interval, a rotated
 //!   secret probed at once; and the `naive-2025` profile that pins the incident's behaviour.
 
@@ -27,6 +29,7 @@ pub mod classify;
 pub mod metrics;
 pub mod monitor;
 pub mod outbox;
+pub mod process;
 pub mod secret;
 pub mod send;
 pub mod sync;

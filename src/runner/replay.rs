@@ -12,15 +12,14 @@ use super::plan::{Action, Plan};
 use crate::check::{AlertSeen, Observations, WaitSeen};
 use crate::client::alert::Alerter;
 use crate::client::backoff::{BackoffConfig, Jitter};
-use crate::client::monitor::{
-    ExpiryConfig, ExpiryMonitor, LatencyConfig, LatencyMonitor, default_lead_times,
-};
+use crate::client::monitor::{ExpiryConfig, LatencyConfig, default_lead_times};
 use crate::client::outbox::{NewMessage, Outbox, OutboxError, State};
+use crate::client::process::{Client, ClientConfig, Parts};
 use crate::client::secret::{Secret, SecretSource};
-use crate::client::send::{Sender, Transport};
-use crate::client::sync::{InboxSync, SyncConfig, SyncEvent, SyncState};
-use crate::client::token::{TokenConfig, TokenProvider};
-use crate::client::worker::{Mutation, Profile, Worker, WorkerConfig, WorkerEvent};
+use crate::client::send::Transport;
+use crate::client::sync::{SyncConfig, SyncEvent, SyncState};
+use crate::client::token::TokenConfig;
+use crate::client::worker::{Mutation, Profile, WorkerEvent};
 use crate::journal::Journal;
 use crate::mock::smtp::{SmtpConfig, SmtpServer};
 use crate::mock::{HttpMocks, HttpMocksConfig};
@@ -104,13 +103,13 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
             "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
             tenant.id
         );
-        let token_provider = |source: SecretSource, outbox: Arc<Outbox>| {
+        let token_config = |source: SecretSource| {
             let mut config = TokenConfig::new(token_url.clone(), app.app_id.clone(), source);
             config.refresh_ahead = refresh_ahead;
             if profile.has(Mutation::TightAuthLoop) || profile == Profile::Naive2025 {
                 config.refusal_hold_cap = Duration::ZERO;
             }
-            Arc::new(TokenProvider::new(config, clock.clone(), net.clone()).with_hold_store(outbox))
+            config
         };
         let transport = if graph {
             Transport::Graph {
@@ -161,103 +160,61 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
                        outbox: Arc<Outbox>,
                        until: DateTime<Utc>,
                        process_index: usize| {
-            let source = secret_source(secret_now);
-            let tokens = token_provider(source.clone(), outbox.clone());
-            let alerter = Arc::new(Alerter::new(
-                net.clone(),
-                ALERTS_URL.into(),
-                "maildrill".into(),
-                clock.clone(),
-            ));
-            alerters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(alerter.clone());
-            let worker = Worker {
-                config: WorkerConfig {
-                    profile,
-                    backoff,
-                    ..WorkerConfig::default()
-                },
-                outbox: outbox.clone(),
-                sender: Sender {
-                    tokens: tokens.clone(),
-                    transport: transport.clone(),
-                    clock: clock.clone(),
-                    mailbox: mailbox.clone(),
-                    timeout: Duration::from_secs(120),
-                    session: tokio::sync::Mutex::default(),
-                },
-                secret: source,
-                clock: clock.clone(),
-                wake: wake.clone(),
-                log: worker_log.clone(),
-                rng: std::sync::Mutex::new(seed.stream(&format!("client.jitter.{process_index}"))),
-                metrics: None,
-            };
-            let expiry = ExpiryMonitor {
-                config: ExpiryConfig {
-                    app_id: app.app_id.clone(),
-                    graph_url: GRAPH_URL.into(),
-                    lead_times: default_lead_times(),
-                    poll_every: Duration::from_secs(6 * 3600),
-                    fallback: vec![],
-                },
-                tokens: tokens.clone(),
-                http: net.clone(),
-                alerter: alerter.clone(),
-                clock: clock.clone(),
-                metrics: None,
-            };
-            let latency = LatencyMonitor {
-                config: LatencyConfig {
+            let config = ClientConfig {
+                profile,
+                token: token_config(secret_source(secret_now)),
+                transport: transport.clone(),
+                mailbox: mailbox.clone(),
+                backoff,
+                send_timeout: Duration::from_secs(120),
+                alerts_url: ALERTS_URL.into(),
+                routing_key: "maildrill".into(),
+                // The 2025 client had no monitors.
+                expiry: (profile.remediated() && !profile.has(Mutation::NoExpiryMonitor)).then(
+                    || ExpiryConfig {
+                        app_id: app.app_id.clone(),
+                        graph_url: GRAPH_URL.into(),
+                        lead_times: default_lead_times(),
+                        poll_every: Duration::from_secs(6 * 3600),
+                        fallback: vec![],
+                    },
+                ),
+                latency: profile.remediated().then(|| LatencyConfig {
                     threshold: if profile.has(Mutation::LatencyNeverFires) {
                         NEVER
                     } else {
                         latency_threshold
                     },
                     ..LatencyConfig::default()
-                },
-                outbox,
-                alerter,
-                clock: clock.clone(),
-                wake: Some(monitor_wake.clone()),
-            };
-            let sync = InboxSync {
-                config: SyncConfig {
+                }),
+                sync: syncing.then(|| SyncConfig {
                     graph_url: GRAPH_URL.into(),
                     mailbox: mailbox.clone(),
                     interval: sync_interval,
                     page_size: 50,
                     backoff,
-                },
-                tokens,
-                http: net.clone(),
-                clock: clock.clone(),
-                log: sync_log.clone(),
-                rng: seed.stream(&format!("client.sync.{process_index}")),
-                state: sync_state.clone(),
+                }),
             };
-            async move {
-                // The 2025 client had no monitors.
-                let monitors = async {
-                    if profile.remediated() {
-                        let expiry = async {
-                            if !profile.has(Mutation::NoExpiryMonitor) {
-                                expiry.run(until).await;
-                            }
-                        };
-                        tokio::join!(expiry, latency.run(until));
-                    }
-                };
-                let sync = async {
-                    if syncing {
-                        sync.run(until).await;
-                    }
-                };
-                let (worked, (), ()) = tokio::join!(worker.run(until), monitors, sync);
-                worked
-            }
+            let client = Client::new(
+                config,
+                Parts {
+                    clock: clock.clone(),
+                    http: net.clone(),
+                    outbox,
+                    sync_state: sync_state.clone(),
+                    wake: wake.clone(),
+                    monitor_wake: monitor_wake.clone(),
+                    jitter: seed.stream(&format!("client.jitter.{process_index}")),
+                    sync_jitter: seed.stream(&format!("client.sync.{process_index}")),
+                    worker_log: worker_log.clone(),
+                    sync_log: sync_log.clone(),
+                },
+            );
+            alerters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(client.alerter.clone());
+            async move { client.run(until).await }
         };
         let restarts: Vec<DateTime<Utc>> = steps
             .iter()

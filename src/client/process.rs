@@ -1,0 +1,208 @@
+//! One client process in one call: the worker, the monitors, the inbound sync and the alerter,
+//! wired to one token provider, from a configuration and the parts that outlive the process.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use super::EventLog;
+use super::alert::Alerter;
+use super::backoff::BackoffConfig;
+use super::monitor::{ExpiryConfig, ExpiryMonitor, LatencyConfig, LatencyMonitor};
+use super::outbox::{NewMessage, Outbox, OutboxError};
+use super::send::{Sender, Transport};
+use super::sync::{InboxSync, SyncConfig, SyncEvent, SyncState};
+use super::token::{TokenConfig, TokenProvider};
+use super::transport::HttpTransport;
+use super::worker::{Profile, Worker, WorkerConfig, WorkerLog};
+use crate::seed::SeedRng;
+use crate::time::SharedClock;
+
+/// What a client process is configured with.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The behaviour.
+    pub profile: Profile,
+    /// The token endpoint, the app and where its secret is read.
+    pub token: TokenConfig,
+    /// SMTP or Graph.
+    pub transport: Transport,
+    /// The mailbox that sends (and is synced).
+    pub mailbox: String,
+    /// Retries and circuit probes.
+    pub backoff: BackoffConfig,
+    /// Give up on one delivery attempt after this long.
+    pub send_timeout: Duration,
+    /// The PagerDuty Events API v2 endpoint.
+    pub alerts_url: String,
+    /// Its routing key.
+    pub routing_key: String,
+    /// The credential expiry monitor, if any.
+    pub expiry: Option<ExpiryConfig>,
+    /// The delivery latency monitor, if any.
+    pub latency: Option<LatencyConfig>,
+    /// The inbound delta sync, if any.
+    pub sync: Option<SyncConfig>,
+}
+
+/// What a process is given and what outlives it: the clock and transports, the outbox database,
+/// the sync's persisted state, the wake-ups of an enqueue, jitter, and where events go.
+#[derive(Debug)]
+pub struct Parts {
+    /// The clock.
+    pub clock: SharedClock,
+    /// HTTP (token endpoint, Graph, alert sink).
+    pub http: Arc<dyn HttpTransport>,
+    /// The durable queue; it also keeps a refused credential's hold across restarts.
+    pub outbox: Arc<Outbox>,
+    /// The sync's delta link and synced ids.
+    pub sync_state: Arc<Mutex<SyncState>>,
+    /// Woken on each enqueue: the worker.
+    pub wake: Arc<Notify>,
+    /// Woken on each enqueue: the latency monitor.
+    pub monitor_wake: Arc<Notify>,
+    /// The worker's jitter.
+    pub jitter: SeedRng,
+    /// The sync's jitter.
+    pub sync_jitter: SeedRng,
+    /// Where the worker notes what it did.
+    pub worker_log: WorkerLog,
+    /// Where the sync notes what it did.
+    pub sync_log: EventLog<SyncEvent>,
+}
+
+/// A client process.
+#[derive(Debug)]
+pub struct Client {
+    /// Delivers the outbox.
+    pub worker: Worker,
+    /// Alerts ahead of credential expiry.
+    pub expiry: Option<ExpiryMonitor>,
+    /// Alerts when delivery stalls.
+    pub latency: Option<LatencyMonitor>,
+    /// Syncs the inbox.
+    pub sync: Option<InboxSync>,
+    /// Sends the alerts.
+    pub alerter: Arc<Alerter>,
+    monitor_wake: Arc<Notify>,
+}
+
+impl Client {
+    /// Wires one process: one token provider (holding a refused credential in the outbox
+    /// database) shared by the worker, the monitors and the sync.
+    pub fn new(config: ClientConfig, parts: Parts) -> Client {
+        let Parts {
+            clock,
+            http,
+            outbox,
+            sync_state,
+            wake,
+            monitor_wake,
+            jitter,
+            sync_jitter,
+            worker_log,
+            sync_log,
+        } = parts;
+        let secret = config.token.secret.clone();
+        let tokens = Arc::new(
+            TokenProvider::new(config.token, clock.clone(), http.clone())
+                .with_hold_store(outbox.clone()),
+        );
+        let alerter = Arc::new(Alerter::new(
+            http.clone(),
+            config.alerts_url,
+            config.routing_key,
+            clock.clone(),
+        ));
+        let worker = Worker {
+            config: WorkerConfig {
+                profile: config.profile,
+                backoff: config.backoff,
+                ..WorkerConfig::default()
+            },
+            outbox: outbox.clone(),
+            sender: Sender {
+                tokens: tokens.clone(),
+                transport: config.transport,
+                clock: clock.clone(),
+                mailbox: config.mailbox,
+                timeout: config.send_timeout,
+                session: tokio::sync::Mutex::default(),
+            },
+            secret,
+            clock: clock.clone(),
+            wake,
+            log: worker_log,
+            rng: Mutex::new(jitter),
+            metrics: None,
+        };
+        let expiry = config.expiry.map(|config| ExpiryMonitor {
+            config,
+            tokens: tokens.clone(),
+            http: http.clone(),
+            alerter: alerter.clone(),
+            clock: clock.clone(),
+            metrics: None,
+        });
+        let latency = config.latency.map(|config| LatencyMonitor {
+            config,
+            outbox,
+            alerter: alerter.clone(),
+            clock: clock.clone(),
+            wake: Some(monitor_wake.clone()),
+        });
+        let sync = config.sync.map(|config| InboxSync {
+            config,
+            tokens,
+            http,
+            clock,
+            log: sync_log,
+            rng: sync_jitter,
+            state: sync_state,
+        });
+        Client {
+            worker,
+            expiry,
+            latency,
+            sync,
+            alerter,
+            monitor_wake,
+        }
+    }
+
+    /// Runs every part until `until` on the client's calendar.
+    pub async fn run(&self, until: DateTime<Utc>) -> Result<(), OutboxError> {
+        let expiry = async {
+            if let Some(expiry) = &self.expiry {
+                expiry.run(until).await;
+            }
+        };
+        let latency = async {
+            if let Some(latency) = &self.latency {
+                latency.run(until).await;
+            }
+        };
+        let sync = async {
+            if let Some(sync) = &self.sync {
+                sync.run(until).await;
+            }
+        };
+        let (worked, (), (), ()) = tokio::join!(self.worker.run(until), expiry, latency, sync);
+        worked
+    }
+
+    /// Queues a message for delivery and wakes the worker and the latency monitor.
+    pub fn enqueue(
+        &self,
+        message: &NewMessage,
+        now: DateTime<Utc>,
+        ids: &mut SeedRng,
+    ) -> Result<super::outbox::Message, OutboxError> {
+        let queued = self.worker.outbox.enqueue(message, now, ids)?;
+        self.worker.wake.notify_one();
+        self.monitor_wake.notify_one();
+        Ok(queued)
+    }
+}
