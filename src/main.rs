@@ -327,7 +327,7 @@ fn chaos(
     progress.bar.finish_and_clear();
     let mut reports = Vec::new();
     let mut failures = 0;
-    for result in results {
+    for mut result in results {
         if !result.failed_checks.is_empty() {
             failures += 1;
             print_report(&progress.bar, &result.report);
@@ -341,6 +341,7 @@ fn chaos(
                 let path = maildrill::chaos::save(dir, config, &result)
                     .with_context(|| format!("failed to write into {}", dir.display()))?;
                 say(format!("     saved {}", path.display()));
+                result.report.file = path.display().to_string();
             }
         }
         reports.push(result.report);

@@ -91,13 +91,37 @@ fn failing(report: &ScenarioReport) -> Vec<String> {
         .collect()
 }
 
+/// The pseudo-check of a case whose replay could not reach its end.
+pub const REPLAY_COMPLETES: &str = "replay-completes";
+
+/// Replays a case. A replay the harness had to stop (a client that retries without ever
+/// waiting) is a failing case, not the end of the run: it is shrunk and saved like any other.
 fn replay(
     name: &str,
     case: &Case,
     profile: Profile,
 ) -> Result<(ScenarioFile, ScenarioReport), RunError> {
     let scenario = case.scenario(name, start(), &profile.to_string());
-    let report = runner::run_scenario(Path::new(name), &scenario, None)?;
+    let report = match runner::run_scenario(Path::new(name), &scenario, None) {
+        Ok(report) => report,
+        Err(RunError::Harness { reason, .. }) => ScenarioReport {
+            file: name.to_string(),
+            name: name.to_string(),
+            seed: scenario.seed,
+            passed: false,
+            checks: vec![crate::check::Verdict {
+                id: REPLAY_COMPLETES.into(),
+                verdict: "fail".into(),
+                expected: "pass".into(),
+                observed: reason,
+                detail: "the replay reaches the scenario's end".into(),
+            }],
+            stats: runner::Stats::default(),
+            wall_ms: 0,
+            events: std::collections::BTreeMap::new(),
+        },
+        Err(error) => return Err(error),
+    };
     Ok((scenario, report))
 }
 

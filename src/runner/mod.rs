@@ -44,7 +44,7 @@ pub struct ScenarioReport {
 }
 
 /// The report's `stats` (CONTRACTS section 4).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Stats {
     /// Enqueued.
     pub messages_enqueued: u64,
