@@ -68,6 +68,7 @@ pub mod client;
 pub mod fault;
 pub mod journal;
 pub mod mock;
+pub mod parallel;
 pub mod report;
 pub mod runner;
 pub mod scenario;

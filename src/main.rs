@@ -212,11 +212,17 @@ fn run_scenarios(
         indicatif::ProgressBar::hidden()
     };
     // Every core replays a file at a time; the output keeps the files' order.
-    let outcomes = run_in_parallel(&files, |file| {
-        let outcome = maildrill::runner::run_file(file, seed);
-        bar.inc(1);
-        outcome
-    });
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let outcomes = maildrill::parallel::map_ordered(
+        files.len(),
+        cores,
+        |i| {
+            let outcome = maildrill::runner::run_file(&files[i], seed);
+            bar.inc(1);
+            outcome
+        },
+        |_| false,
+    );
     for (file, outcome) in files.iter().zip(outcomes) {
         match outcome {
             Ok(report) => {
@@ -244,30 +250,6 @@ fn run_scenarios(
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// `f` over `items` on every core, results in the items' order.
-fn run_in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let jobs = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done = std::sync::Mutex::new(Vec::with_capacity(items.len()));
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.min(items.len()) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { return };
-                    let result = f(item);
-                    done.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((i, result));
-                }
-            });
-        }
-    });
-    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-    done.sort_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The JSON and JUnit reports of a run, where asked for.

@@ -19,12 +19,9 @@ use maildrill::client::secret::{Secret, SecretSource};
 use maildrill::client::send::{Sender, Transport};
 use maildrill::client::token::TokenConfig;
 use maildrill::client::worker::{Profile, Worker, WorkerConfig, WorkerEvent};
-use maildrill::journal::Journal;
-use maildrill::mock::smtp::{SmtpConfig, SmtpServer};
 use maildrill::seed::Seed;
 use maildrill::tenant::{Directory, SecretSpec, demo};
 use maildrill::time::{ClockExt as _, replay_runtime};
-use maildrill::tls::Pki;
 use maildrill::wiring::memory::MemorySmtp;
 
 const ROTATED: &str = "New8Q~rotated-after-the-incident-0000000";
@@ -43,18 +40,7 @@ fn incident(profile: Profile, seed: u64) -> Outcome {
         let rotation = at("2025-02-15T02:08:00Z");
         let end = at("2025-02-15T06:08:00Z");
         let sim = Sim::new(start, tenant(at("2025-02-14T11:30:00Z")), seed);
-        let pki = Pki::generate().unwrap();
-        let smtp_config = SmtpConfig {
-            seed: Seed(seed),
-            tls: Some(pki.server_config(false).unwrap()),
-            ..SmtpConfig::default()
-        };
-        let smtp = SmtpServer::new(
-            sim.mocks.directory().clone(),
-            sim.clock.clone(),
-            Journal::new(),
-            smtp_config,
-        );
+        let (smtp, ca_pem) = sim.smtp(seed);
         let secret_file = std::env::temp_dir().join(format!(
             "maildrill-incident-{}-{profile:?}-{seed}",
             std::process::id()
@@ -86,7 +72,7 @@ fn incident(profile: Profile, seed: u64) -> Outcome {
                 transport: Transport::Smtp {
                     connector: Arc::new(MemorySmtp::new(smtp.clone())),
                     tls_domain: "localhost".into(),
-                    ca_pem: Some(pki.ca_pem().to_string()),
+                    ca_pem: Some(ca_pem.clone()),
                     hello_name: "mailman.contoso.example".into(),
                 },
                 clock: sim.clock.clone(),

@@ -18,12 +18,10 @@ use maildrill::client::secret::{Secret, SecretSource};
 use maildrill::client::send::{Sender, Transport};
 use maildrill::client::token::ClientAuth;
 use maildrill::client::worker::{Worker, WorkerConfig};
-use maildrill::journal::Journal;
-use maildrill::mock::smtp::{SmtpConfig, SmtpServer};
+use maildrill::mock::smtp::SmtpServer;
 use maildrill::seed::Seed;
 use maildrill::tenant::{Directory, SecretSpec, demo};
 use maildrill::time::{ClockExt as _, replay_runtime};
-use maildrill::tls::Pki;
 use maildrill::wiring::memory::MemorySmtp;
 
 fn worker(
@@ -74,18 +72,7 @@ fn a_killed_client_resumes_from_its_database_with_nothing_lost() {
             tenant(at("2025-02-14T11:30:00Z")),
             101,
         );
-        let pki = Pki::generate().unwrap();
-        let config = SmtpConfig {
-            seed: Seed(101),
-            tls: Some(pki.server_config(false).unwrap()),
-            ..SmtpConfig::default()
-        };
-        let smtp = SmtpServer::new(
-            sim.mocks.directory().clone(),
-            sim.clock.clone(),
-            Journal::new(),
-            config,
-        );
+        let (smtp, ca_pem) = sim.smtp(101);
         let path =
             std::env::temp_dir().join(format!("maildrill-restart-{}.db", std::process::id()));
         for suffix in ["", "-wal", "-shm"] {
@@ -110,7 +97,7 @@ fn a_killed_client_resumes_from_its_database_with_nothing_lost() {
                     .unwrap();
             }
             // The first process runs into the outage and is killed at 16:00.
-            let first = worker(&sim, &smtp, pki.ca_pem(), outbox.clone(), SECRET, 1);
+            let first = worker(&sim, &smtp, &ca_pem, outbox.clone(), SECRET, 1);
             let _ = sim
                 .clock
                 .timeout(
@@ -141,14 +128,7 @@ fn a_killed_client_resumes_from_its_database_with_nothing_lost() {
             20,
             "nothing was lost or failed while the secret was expired"
         );
-        let second = worker(
-            &sim,
-            &smtp,
-            pki.ca_pem(),
-            outbox.clone(),
-            "New8Q~redeployed",
-            2,
-        );
+        let second = worker(&sim, &smtp, &ca_pem, outbox.clone(), "New8Q~redeployed", 2);
         second
             .run(sim.clock.now_utc() + TimeDelta::minutes(10))
             .await

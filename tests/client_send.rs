@@ -16,12 +16,10 @@ use maildrill::client::secret::{Secret, SecretSource};
 use maildrill::client::send::{Outcome, Sender, Transport};
 use maildrill::client::token::{ClientAuth, TokenProvider};
 use maildrill::fault::{Activation, CatalogueReply, Fault, FaultKind, Target};
-use maildrill::journal::Journal;
-use maildrill::mock::smtp::{SmtpConfig, SmtpServer};
+use maildrill::mock::smtp::SmtpServer;
 use maildrill::seed::Seed;
 use maildrill::tenant::{Directory, demo};
 use maildrill::time::{ClockExt as _, replay_runtime};
-use maildrill::tls::Pki;
 use maildrill::wiring::memory::MemorySmtp;
 
 struct World {
@@ -33,23 +31,12 @@ struct World {
 
 fn world(secret_end: &str) -> World {
     let sim = Sim::new(at("2025-02-14T11:00:00Z"), tenant(at(secret_end)), 61);
-    let pki = Pki::generate().unwrap();
-    let config = SmtpConfig {
-        seed: Seed(61),
-        tls: Some(pki.server_config(false).unwrap()),
-        ..SmtpConfig::default()
-    };
-    let smtp = SmtpServer::new(
-        sim.mocks.directory().clone(),
-        sim.clock.clone(),
-        Journal::new(),
-        config,
-    )
-    .with_faults(sim.mocks.faults_handle());
+    let (smtp, ca_pem) = sim.smtp(61);
+    let smtp = smtp.with_faults(sim.mocks.faults_handle());
     World {
         sim,
         smtp,
-        ca_pem: pki.ca_pem().to_string(),
+        ca_pem,
         outbox: Outbox::in_memory().unwrap(),
     }
 }

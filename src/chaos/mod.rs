@@ -8,8 +8,6 @@
 pub mod case;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
 use proptest::strategy::{Strategy, ValueTree};
@@ -184,38 +182,25 @@ impl Progress for () {
 
 /// Runs the cases on `config.jobs` threads; results come back in case order.
 pub fn run(config: &ChaosConfig, progress: &dyn Progress) -> Result<Vec<CaseResult>, RunError> {
-    let next = AtomicUsize::new(0);
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let results: Mutex<Vec<Result<CaseResult, RunError>>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..config.jobs.max(1) {
-            scope.spawn(|| {
-                loop {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= config.cases {
-                        return;
-                    }
-                    let result = run_case(config, index);
-                    let failed = result
-                        .as_ref()
-                        .map_or(true, |r| !r.failed_checks.is_empty());
-                    progress.case_done(failed);
-                    if failed && config.stop_at_first_failure {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    results
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(result);
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    results.sort_by_key(|r| r.as_ref().map_or(0, |r| r.index));
+    let results = crate::parallel::map_ordered(
+        config.cases,
+        config.jobs,
+        |index| {
+            let result = run_case(config, index);
+            progress.case_done(
+                result
+                    .as_ref()
+                    .map_or(true, |r| !r.failed_checks.is_empty()),
+            );
+            result
+        },
+        |result| {
+            config.stop_at_first_failure
+                && result
+                    .as_ref()
+                    .map_or(true, |r| !r.failed_checks.is_empty())
+        },
+    );
     let mut done = Vec::with_capacity(results.len());
     for result in results {
         done.push(result?);

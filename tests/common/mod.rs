@@ -59,6 +59,24 @@ impl Sim {
         Sim { clock, mocks, net }
     }
 
+    /// An SMTP mock with STARTTLS on this tenant and clock (its own journal), and the PEM of
+    /// the CA its client must trust.
+    pub fn smtp(&self, seed: u64) -> (maildrill::mock::smtp::SmtpServer, String) {
+        let pki = maildrill::tls::Pki::generate().unwrap();
+        let config = maildrill::mock::smtp::SmtpConfig {
+            seed: Seed(seed),
+            tls: Some(pki.server_config(false).unwrap()),
+            ..maildrill::mock::smtp::SmtpConfig::default()
+        };
+        let server = maildrill::mock::smtp::SmtpServer::new(
+            self.mocks.directory().clone(),
+            self.clock.clone(),
+            Journal::new(),
+            config,
+        );
+        (server, pki.ca_pem().to_string())
+    }
+
     pub fn token_url(&self) -> String {
         format!(
             "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
