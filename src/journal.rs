@@ -272,6 +272,33 @@ impl Journal {
     }
 }
 
+/// A rendered journal with the lines of each instant sorted: requests that arrive at one
+/// instant are concurrent, and the in-memory and socket wirings may serve them in different
+/// orders. Everything else (which lines, at which instants, in which instant order) must match.
+pub fn canonical(rendered: &str) -> String {
+    let mut out = String::with_capacity(rendered.len());
+    let mut group: Vec<&str> = Vec::new();
+    let mut flush = |group: &mut Vec<&str>| {
+        group.sort_unstable();
+        for line in group.drain(..) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    };
+    for line in rendered.lines() {
+        let at = line.split(' ').next().unwrap_or_default();
+        if group
+            .first()
+            .is_some_and(|first| first.split(' ').next().unwrap_or_default() != at)
+        {
+            flush(&mut group);
+        }
+        group.push(line);
+    }
+    flush(&mut group);
+    out
+}
+
 /// Longest body text kept in a journal entry.
 pub const BODY_LIMIT: usize = 2048;
 
@@ -499,6 +526,14 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(runtime.block_on(journal.stalled()), at);
+    }
+
+    #[test]
+    fn canonical_form_sorts_within_an_instant_only() {
+        let rendered = "t1 b\nt1 a\nt2 z\nt3 y\nt3 x\n";
+        assert_eq!(canonical(rendered), "t1 a\nt1 b\nt2 z\nt3 x\nt3 y\n");
+        // Order across instants is kept, so a reordering across instants still differs.
+        assert_ne!(canonical("t2 z\nt1 a\n"), canonical("t1 a\nt2 z\n"));
     }
 
     #[test]

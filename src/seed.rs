@@ -38,6 +38,23 @@ impl Seed {
     }
 }
 
+impl Seed {
+    /// The stream of one occurrence of something, keyed by what it is (`parts`) rather than by
+    /// when it was drawn: two requests served in either order get the same ids.
+    pub fn stream_for(self, name: &str, parts: &[&[u8]]) -> SeedRng {
+        let mut hasher = Sha256::new();
+        hasher.update(self.0.to_le_bytes());
+        hasher.update(name.as_bytes());
+        for part in parts {
+            // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        let digest: [u8; 32] = hasher.finalize().into();
+        SeedRng(ChaCha8Rng::from_seed(digest))
+    }
+}
+
 impl fmt::Display for Seed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -98,15 +115,24 @@ impl SeedRng {
 fn uuid_v4(mut bytes: [u8; 16]) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let mut guid = String::with_capacity(36);
+    for (i, group) in [0..4, 4..6, 6..8, 8..10, 10..16].into_iter().enumerate() {
+        if i > 0 {
+            guid.push('-');
+        }
+        push_hex(&mut guid, &bytes[group]);
+    }
+    guid
+}
+
+/// Appends `bytes` as lower-case hexadecimal (GUIDs and fingerprints are made often enough
+/// that a `format!` per byte shows in a replay's profile).
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use oauth2::{AuthType, RequestTokenError, Scope, TokenResponse as _};
 type TokenResult = Result<
     oauth2::basic::BasicTokenResponse,
     RequestTokenError<
-        maildrill::wiring::memory::MemoryHttpError,
+        maildrill::wiring::http::HttpExchangeError,
         oauth2::basic::BasicErrorResponse,
     >,
 >;

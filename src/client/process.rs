@@ -12,7 +12,7 @@ use super::alert::Alerter;
 use super::backoff::BackoffConfig;
 use super::monitor::{ExpiryConfig, ExpiryMonitor, LatencyConfig, LatencyMonitor};
 use super::outbox::{NewMessage, Outbox, OutboxError};
-use super::send::{Sender, Transport};
+use super::send::{Sender, SessionSlot, Transport};
 use super::sync::{InboxSync, SyncConfig, SyncEvent, SyncState};
 use super::token::{TokenConfig, TokenProvider};
 use super::transport::HttpTransport;
@@ -129,7 +129,7 @@ impl Client {
                 clock: clock.clone(),
                 mailbox: config.mailbox,
                 timeout: config.send_timeout,
-                session: tokio::sync::Mutex::default(),
+                session: SessionSlot::default(),
             },
             secret,
             clock: clock.clone(),

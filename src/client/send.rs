@@ -218,7 +218,7 @@ impl Sender {
         token: &Token,
         message: &Message,
     ) -> Result<(), Attempt> {
-        let mut session = self.session.lock().await;
+        let mut session = self.session.session.lock().await;
         // Reuse the authenticated connection while it holds the token in hand: a drain of a
         // backlog then costs one TLS handshake, not one per message.
         if session
@@ -229,15 +229,8 @@ impl Sender {
         }
         for fresh in [session.is_none(), true] {
             if fresh {
-                let conn = open_smtp(
-                    connector,
-                    tls_domain,
-                    ca_pem,
-                    hello_name,
-                    &self.mailbox,
-                    token,
-                )
-                .await?;
+                let tls = self.session.tls(tls_domain, ca_pem)?;
+                let conn = open_smtp(connector, tls, hello_name, &self.mailbox, token).await?;
                 *session = Some(SmtpSession {
                     conn,
                     token: token.expose().to_string(),
@@ -325,8 +318,37 @@ impl fmt::Debug for SmtpSession {
     }
 }
 
-/// The reusable SMTP connection of a [`Sender`].
-pub type SessionSlot = tokio::sync::Mutex<Option<SmtpSession>>;
+/// The reusable SMTP connection of a [`Sender`], and its TLS settings, built once: parsing
+/// the CA and building a TLS configuration for every connection costs more than the handshake,
+/// and one configuration lets a reconnect resume the TLS session.
+#[derive(Default)]
+pub struct SessionSlot {
+    session: tokio::sync::Mutex<Option<SmtpSession>>,
+    tls: std::sync::OnceLock<TlsParameters>,
+}
+
+impl fmt::Debug for SessionSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionSlot").finish_non_exhaustive()
+    }
+}
+
+impl SessionSlot {
+    fn tls(&self, tls_domain: &str, ca_pem: Option<&str>) -> Result<TlsParameters, Attempt> {
+        if let Some(tls) = self.tls.get() {
+            return Ok(tls.clone());
+        }
+        let mut tls = TlsParameters::builder(tls_domain.to_string());
+        if let Some(pem) = ca_pem {
+            let certificate = Certificate::from_pem(pem.as_bytes()).map_err(|e| transient(&e))?;
+            tls = tls
+                .certificate_store(CertificateStore::None)
+                .add_root_certificate(certificate);
+        }
+        let tls = tls.build_rustls().map_err(|e| transient(&e))?;
+        Ok(self.tls.get_or_init(|| tls).clone())
+    }
+}
 
 fn transient(error: &dyn fmt::Display) -> Attempt {
     Attempt::Failed(Failure::Transient {
@@ -343,8 +365,7 @@ fn smtp_error(error: lettre::transport::smtp::Error) -> Attempt {
 /// authenticates with XOAUTH2.
 async fn open_smtp(
     connector: &dyn SmtpConnector,
-    tls_domain: &str,
-    ca_pem: Option<&str>,
+    tls: TlsParameters,
     hello_name: &str,
     mailbox: &str,
     token: &Token,
@@ -354,14 +375,6 @@ async fn open_smtp(
     let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &hello)
         .await
         .map_err(smtp_error)?;
-    let mut tls = TlsParameters::builder(tls_domain.to_string());
-    if let Some(pem) = ca_pem {
-        let certificate = Certificate::from_pem(pem.as_bytes()).map_err(|e| transient(&e))?;
-        tls = tls
-            .certificate_store(CertificateStore::None)
-            .add_root_certificate(certificate);
-    }
-    let tls = tls.build_rustls().map_err(|e| transient(&e))?;
     conn.starttls(tls, &hello).await.map_err(smtp_error)?;
     let credentials = Credentials::new(mailbox.to_string(), token.expose().to_string());
     conn.auth(&[Mechanism::Xoauth2], &credentials)

@@ -97,7 +97,9 @@ pub trait HoldStore: Send + Sync + fmt::Debug {
 fn fingerprint(secret: &Secret) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(secret.expose().as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(16);
+    crate::seed::push_hex(&mut hex, &digest[..8]);
+    hex
 }
 
 /// A failed token request and until when callers get it again without a new request.

@@ -19,12 +19,7 @@ use crate::tenant::{App, InboxMessage, Resource, SentMessage, SentVia, TokenClai
 /// The operation name of a path, for faults and the journal.
 pub fn operation(path: &str) -> &'static str {
     let segments = segments(path);
-    match segments
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    match segments.iter().map(|s| &**s).collect::<Vec<_>>().as_slice() {
         ["users", _, "sendMail"] => "send-mail",
         ["users", _, "mailFolders", _, "messages", "delta"] => "delta",
         [app, "addPassword"] if app.starts_with("applications") => "add-password",
@@ -36,12 +31,15 @@ pub fn operation(path: &str) -> &'static str {
     }
 }
 
-/// Path segments after `/v1.0`, percent-decoded.
-fn segments(path: &str) -> Vec<String> {
+/// A path segment, percent-decoded (borrowed where nothing was escaped).
+type Segment<'a> = std::borrow::Cow<'a, str>;
+
+/// Path segments after `/v1.0`.
+fn segments(path: &str) -> Vec<Segment<'_>> {
     path.trim_start_matches("/v1.0")
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy())
         .collect()
 }
 
@@ -64,15 +62,17 @@ fn err_with(ctx: &Ctx<'_>, error: GraphError, name: &'static str, value: &str) -
 /// fault) reads like the real one.
 pub(crate) fn request_vars(vars: super::wire::Vars, request: &HttpRequest) -> super::wire::Vars {
     let segments = segments(request.uri().path());
-    let user = match segments.first().map(String::as_str) {
-        Some("users") => segments.get(1).cloned().unwrap_or_default(),
+    let user = match segments.first().map(|s| &**s) {
+        Some("users") => segments.get(1).map(|s| s.to_string()).unwrap_or_default(),
         _ => String::new(),
     };
     let id = application_ref(&segments).unwrap_or_default();
     vars.set("user", user)
         .set(
             "segment",
-            segments.first().cloned().unwrap_or_else(|| "v1.0".into()),
+            segments
+                .first()
+                .map_or_else(|| "v1.0".into(), |s| s.to_string()),
         )
         .set("method", request.method().as_str())
         .set("id", id)
@@ -88,7 +88,7 @@ pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
         "send-mail" | "add-password" | "remove-password" => http::Method::POST,
         "delta" | "applications" => http::Method::GET,
         _ => {
-            let segment = segments.first().map_or("v1.0", String::as_str);
+            let segment = segments.first().map_or("v1.0", |s| &**s);
             return err_with(ctx, GraphError::UnknownSegment, "segment", segment);
         }
     };
@@ -406,12 +406,12 @@ fn directory_time(at: DateTime<Utc>) -> String {
 }
 
 /// `applications/{id}`, `applications(appId='{id}')`, or `None` for the collection.
-fn application_ref(segments: &[String]) -> Option<String> {
+fn application_ref(segments: &[Segment<'_>]) -> Option<String> {
     let first = segments.first()?;
     if let Some(rest) = first.strip_prefix("applications(appId=") {
         return Some(rest.trim_end_matches(')').trim_matches('\'').to_string());
     }
-    segments.get(1).cloned()
+    segments.get(1).map(|s| s.to_string())
 }
 
 fn may_read(claims: &TokenClaims, app: &App) -> bool {
@@ -454,7 +454,7 @@ fn get_applications(
     ctx: &mut Ctx<'_>,
     request: &HttpRequest,
     claims: &TokenClaims,
-    segments: &[String],
+    segments: &[Segment<'_>],
 ) -> HttpResponse {
     let base = &ctx.config.endpoints.graph_base;
     let single = application_ref(segments);
@@ -512,7 +512,7 @@ fn parse_app_id_filter(filter: &str) -> Option<String> {
 fn writable_app(
     ctx: &Ctx<'_>,
     claims: &TokenClaims,
-    segments: &[String],
+    segments: &[Segment<'_>],
 ) -> Result<String, Box<HttpResponse>> {
     let id = application_ref(segments).unwrap_or_default();
     let Some(app) = ctx.directory.app(&claims.tid, &id) else {
@@ -533,7 +533,7 @@ fn add_password(
     ctx: &mut Ctx<'_>,
     request: &HttpRequest,
     claims: &TokenClaims,
-    segments: &[String],
+    segments: &[Segment<'_>],
 ) -> HttpResponse {
     let app_id = match writable_app(ctx, claims, segments) {
         Ok(id) => id,
@@ -587,7 +587,7 @@ fn remove_password(
     ctx: &mut Ctx<'_>,
     request: &HttpRequest,
     claims: &TokenClaims,
-    segments: &[String],
+    segments: &[Segment<'_>],
 ) -> HttpResponse {
     let app_id = match writable_app(ctx, claims, segments) {
         Ok(id) => id,

@@ -165,9 +165,16 @@ pub struct HttpMocks {
 
 /// Request ids, and the reply date texts of the current second (formatting dates is a
 /// noticeable share of a reply under load, and they change once a second).
+///
+/// A request's ids come from the request itself (its instant, line, body and
+/// `client-request-id`, and how many identical requests came before it at that instant), not
+/// from one stream in arrival order: requests that arrive at the same instant are concurrent,
+/// and the two wirings may serve them in different orders.
 #[derive(Debug)]
 struct Ids {
-    rng: SeedRng,
+    seed: Seed,
+    instant: Option<DateTime<Utc>>,
+    seen: BTreeMap<[u8; 32], u32>,
     dates: Option<(i64, Dates)>,
 }
 
@@ -179,6 +186,39 @@ struct Dates {
 }
 
 impl Ids {
+    /// The id stream of `request` at `now`.
+    fn request_rng(&mut self, now: DateTime<Utc>, request: &HttpRequest) -> SeedRng {
+        if self.instant != Some(now) {
+            self.instant = Some(now);
+            self.seen.clear();
+        }
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let client_request_id = request
+            .headers()
+            .get("client-request-id")
+            .map_or(&b""[..], |v| v.as_bytes());
+        let mut key = self.seed.stream_for(
+            "http.request",
+            &[
+                request.method().as_str().as_bytes(),
+                target.as_bytes(),
+                request.body(),
+                client_request_id,
+            ],
+        );
+        let key: [u8; 32] = key.bytes();
+        let occurrence = self.seen.entry(key).or_default();
+        *occurrence += 1;
+        self.seed.stream_for(
+            "http.request-ids",
+            &[
+                &now.timestamp_micros().to_le_bytes(),
+                &key,
+                &occurrence.to_le_bytes(),
+            ],
+        )
+    }
+
     fn dates(&mut self, now: DateTime<Utc>) -> &Dates {
         let second = now.timestamp();
         if self.dates.as_ref().is_none_or(|(s, _)| *s != second) {
@@ -222,7 +262,9 @@ impl HttpMocks {
             journal,
             faults: Arc::new(Mutex::new(FaultSet::new(config.seed))),
             ids: Arc::new(Mutex::new(Ids {
-                rng: config.seed.stream("http.request-ids"),
+                seed: config.seed,
+                instant: None,
+                seen: BTreeMap::new(),
                 dates: None,
             })),
             in_flight: InFlightCounter::default(),
@@ -361,7 +403,8 @@ impl HttpMocks {
 
     fn vars(&self, mock: MockName, request: &HttpRequest, now: DateTime<Utc>) -> Vars {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        let request_id = ids.rng.guid();
+        let mut rng = ids.request_rng(now, request);
+        let request_id = rng.guid();
         let client_request_id = request
             .headers()
             .get("client-request-id")
@@ -382,7 +425,7 @@ impl HttpMocks {
             _ => vars
                 .set(
                     "correlation_id",
-                    client_request_id.unwrap_or_else(|| ids.rng.guid()),
+                    client_request_id.unwrap_or_else(|| rng.guid()),
                 )
                 .set("trace_id", request_id),
         }

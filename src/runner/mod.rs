@@ -101,6 +101,28 @@ pub fn run_scenario(
     file: &ScenarioFile,
     seed: Option<u64>,
 ) -> Result<ScenarioReport, RunError> {
+    run_wired(path, file, seed, Wiring::Memory).map(|(report, _)| report)
+}
+
+/// How a replay's client reaches the mocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wiring {
+    /// Duplex streams on a paused runtime without an I/O driver: `run` and `chaos`.
+    #[default]
+    Memory,
+    /// Loopback TCP (HTTP, and SMTP with STARTTLS) on a paused runtime with the I/O driver,
+    /// everything on one thread: the test that keeps the two wirings' journals equal.
+    Sockets,
+}
+
+/// Replays a scenario through `wiring`; returns the report and everything the run wrote
+/// (the mocks' journal, then the alert bodies), which must not depend on the wiring.
+pub fn run_wired(
+    path: &Path,
+    file: &ScenarioFile,
+    seed: Option<u64>,
+    wiring: Wiring,
+) -> Result<(ScenarioReport, String), RunError> {
     let plan = plan::lower(path, file, seed)?;
     let secret_file = std::env::temp_dir().join(format!(
         "maildrill-run-{}-{}-{}-{}.secret",
@@ -109,12 +131,13 @@ pub fn run_scenario(
         file.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
         plan.seed
     ));
-    let (observations, wall_ms) = crate::time::wall_ms(|| replay::replay(&plan, &secret_file));
+    let (observations, wall_ms) =
+        crate::time::wall_ms(|| replay::replay(&plan, &secret_file, wiring));
     let _ = std::fs::remove_file(&secret_file);
     let observations = observations.map_err(|reason| harness(path, reason))?;
     let mut report = report(path, file, plan.seed, &observations);
     report.wall_ms = wall_ms;
-    Ok(report)
+    Ok((report, observations.written))
 }
 
 /// Runs in this process so far: each gets its own secret file, however many run at once.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::Wiring;
 use super::plan::{Action, Plan};
 use crate::check::{AlertSeen, Observations, WaitSeen};
 use crate::client::alert::Alerter;
@@ -16,16 +17,20 @@ use crate::client::monitor::{ExpiryConfig, LatencyConfig, default_lead_times};
 use crate::client::outbox::{NewMessage, Outbox, OutboxError, State};
 use crate::client::process::{Client, ClientConfig, Parts};
 use crate::client::secret::{Secret, SecretSource};
-use crate::client::send::Transport;
+use crate::client::send::{SmtpConnector, TcpSmtpConnector, Transport};
 use crate::client::sync::{SyncConfig, SyncEvent, SyncState};
 use crate::client::token::TokenConfig;
+use crate::client::transport::HttpTransport;
 use crate::client::worker::{Mutation, Profile, WorkerEvent};
 use crate::journal::Journal;
 use crate::mock::smtp::{SmtpConfig, SmtpServer};
 use crate::mock::{HttpMocks, HttpMocksConfig};
 use crate::tenant::{Directory, DirectoryConfig, SecretSpec, SharedDirectory};
-use crate::time::{ClockExt as _, SharedClock, VirtualClock, replay_runtime, to_chrono};
+use crate::time::{
+    ClockExt as _, SharedClock, VirtualClock, replay_runtime, socket_replay_runtime, to_chrono,
+};
 use crate::wiring::memory::{MemoryNet, MemorySmtp};
+use crate::wiring::socket::{HttpListener, ServerHandle, SmtpListener, TcpNet};
 
 const GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
 const ALERTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -37,7 +42,11 @@ const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
     clippy::too_many_lines,
     reason = "one linear set-up of a run, read top to bottom"
 )]
-pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, String> {
+pub(super) fn replay(
+    plan: &Plan,
+    secret_file: &Path,
+    wiring: Wiring,
+) -> Result<Observations, String> {
     let Plan {
         seed,
         start,
@@ -59,7 +68,11 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
     } = *plan;
     std::fs::write(secret_file, &secret.value).map_err(|e| e.to_string())?;
     let pki = crate::tls::Pki::generate().map_err(|e| e.to_string())?;
-    let runtime = replay_runtime().map_err(|e| e.to_string())?;
+    let runtime = match wiring {
+        Wiring::Memory => replay_runtime(),
+        Wiring::Sockets => socket_replay_runtime(),
+    }
+    .map_err(|e| e.to_string())?;
     runtime.block_on(async {
         let clock: SharedClock = VirtualClock::starting_at(start).shared();
         let directory = Directory::new(&DirectoryConfig {
@@ -91,7 +104,38 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
             },
         )
         .with_faults(mocks.faults_handle());
-        let net = Arc::new(MemoryNet::new(mocks.clone()));
+        let (net, smtp_connector, _servers): (
+            Arc<dyn HttpTransport>,
+            Arc<dyn SmtpConnector>,
+            Vec<ServerHandle>,
+        ) = match wiring {
+            Wiring::Memory => (
+                Arc::new(MemoryNet::new(mocks.clone())),
+                Arc::new(MemorySmtp::new(smtp.clone())),
+                Vec::new(),
+            ),
+            Wiring::Sockets => {
+                // IP literals only: a host name would be resolved on a blocking thread.
+                let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                let io = |e: std::io::Error| e.to_string();
+                let http = HttpListener::bind(loopback, mocks.clone(), None)
+                    .await
+                    .map_err(io)?;
+                let smtp_listener = SmtpListener::new(
+                    tokio::net::TcpListener::bind(loopback).await.map_err(io)?,
+                    smtp.clone(),
+                );
+                let net = TcpNet::new(http.local_addr().map_err(io)?);
+                let connector = TcpSmtpConnector {
+                    address: smtp_listener.local_addr().map_err(io)?.to_string(),
+                };
+                (
+                    Arc::new(net),
+                    Arc::new(connector),
+                    vec![http.spawn(), smtp_listener.spawn()],
+                )
+            }
+        };
         // The naive client reads its secret once at start: a rotation needs a restart.
         let secret_source = |value: String| match profile {
             Profile::Naive2025 => SecretSource::Value(Secret::new(value)),
@@ -118,7 +162,7 @@ pub(super) fn replay(plan: &Plan, secret_file: &Path) -> Result<Observations, St
             }
         } else {
             Transport::Smtp {
-                connector: Arc::new(MemorySmtp::new(smtp.clone())),
+                connector: smtp_connector,
                 tls_domain: "localhost".into(),
                 ca_pem: Some(pki.ca_pem().to_string()),
                 hello_name: "mailman.client.example".into(),

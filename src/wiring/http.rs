@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::BodyExt as _;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -120,4 +120,71 @@ impl Body for ReplyBody {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.size)
     }
+}
+
+/// An HTTP exchange failed, as on any connection: reset, cut short, or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpExchangeError {
+    /// hyper reported a protocol or connection error.
+    #[error("failed to exchange HTTP over the connection")]
+    Hyper(#[from] hyper::Error),
+    /// The request could not be rebuilt in origin form.
+    #[error("failed to build the request")]
+    Http(#[from] http::Error),
+    /// The connection could not be opened (socket wiring only).
+    #[error("failed to connect")]
+    Connect(#[source] std::io::Error),
+}
+
+/// Sends one request on `io`, a fresh connection, and reads the whole response: the client
+/// half of both wirings, so a request crosses a duplex stream and a socket alike.
+pub async fn exchange<IO>(
+    io: IO,
+    request: http::Request<Vec<u8>>,
+) -> Result<http::Response<Vec<u8>>, HttpExchangeError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(io)).await?;
+    tokio::spawn(connection);
+    let request = origin_form(request)?;
+    let response = sender.send_request(request).await?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(http::Response::from_parts(parts, body.to_vec()))
+}
+
+/// HTTP/1.1 requests carry the path in the request line and the authority in `Host`.
+fn origin_form(request: http::Request<Vec<u8>>) -> Result<http::Request<Full<Bytes>>, http::Error> {
+    let (mut parts, body) = request.into_parts();
+    if let Some(authority) = parts.uri.authority().cloned()
+        && !parts.headers.contains_key(http::header::HOST)
+    {
+        let host = http::HeaderValue::from_str(authority.as_str())
+            .expect("a parsed authority is a valid header value");
+        parts.headers.insert(http::header::HOST, host);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = path.parse()?;
+    Ok(http::Request::from_parts(
+        parts,
+        Full::new(Bytes::from(body)),
+    ))
+}
+
+/// An error and its sources on one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -5,12 +5,9 @@
 //! anything but other tasks and the clock, so tokio advances time only when every task waits
 //! on a timer: the replay is deterministic by construction.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
 use tokio::io::DuplexStream;
 
-use super::http::serve_connection;
+use super::http::{HttpExchangeError, error_chain, exchange, serve_connection};
 use crate::mock::HttpMocks;
 
 /// Bytes a duplex stream buffers in each direction.
@@ -20,18 +17,6 @@ const DUPLEX_BUFFER: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct MemoryNet {
     mocks: HttpMocks,
-}
-
-/// An in-memory HTTP exchange failed, as a socket exchange would: reset, cut short, or
-/// malformed.
-#[derive(Debug, thiserror::Error)]
-pub enum MemoryHttpError {
-    /// hyper reported a protocol or connection error.
-    #[error("failed to exchange HTTP over the in-memory connection")]
-    Hyper(#[from] hyper::Error),
-    /// The request could not be rebuilt in origin form.
-    #[error("failed to build the request")]
-    Http(#[from] http::Error),
 }
 
 impl MemoryNet {
@@ -57,39 +42,9 @@ impl MemoryNet {
     pub async fn send(
         &self,
         request: http::Request<Vec<u8>>,
-    ) -> Result<http::Response<Vec<u8>>, MemoryHttpError> {
-        let stream = self.connect();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        let request = origin_form(request)?;
-        let response = sender.send_request(request).await?;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(http::Response::from_parts(parts, body.to_vec()))
+    ) -> Result<http::Response<Vec<u8>>, HttpExchangeError> {
+        exchange(self.connect(), request).await
     }
-}
-
-/// HTTP/1.1 requests carry the path in the request line and the authority in `Host`.
-fn origin_form(request: http::Request<Vec<u8>>) -> Result<http::Request<Full<Bytes>>, http::Error> {
-    let (mut parts, body) = request.into_parts();
-    if let Some(authority) = parts.uri.authority().cloned()
-        && !parts.headers.contains_key(http::header::HOST)
-    {
-        let host = http::HeaderValue::from_str(authority.as_str())
-            .expect("a parsed authority is a valid header value");
-        parts.headers.insert(http::header::HOST, host);
-    }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = path.parse()?;
-    Ok(http::Request::from_parts(
-        parts,
-        Full::new(Bytes::from(body)),
-    ))
 }
 
 /// The SMTP mock reachable through in-memory connections.
@@ -124,18 +79,6 @@ impl crate::client::transport::HttpTransport for MemoryNet {
                 .map_err(|e| crate::client::transport::TransportError(error_chain(&e)))
         })
     }
-}
-
-/// An error and its sources on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A duplex stream as lettre's custom transport: it needs to know a peer address.

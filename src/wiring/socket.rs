@@ -11,7 +11,8 @@ use std::future::Future;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::http::serve_connection;
+use super::http::{HttpExchangeError, error_chain, exchange, serve_connection};
+use crate::client::transport::{HttpTransport, TransportError, TransportFuture};
 use crate::mock::HttpMocks;
 
 /// A bound HTTP(S) listener for the mocks.
@@ -169,5 +170,47 @@ impl SmtpListener {
     /// Runs the listener on a spawned task; it stops when the handle drops.
     pub fn spawn(self) -> ServerHandle {
         ServerHandle::spawn(|stopped| self.run(stopped))
+    }
+}
+
+/// Plain HTTP to the mocks' listener over loopback TCP, one connection per request as over
+/// [`MemoryNet`](super::memory::MemoryNet): every request goes to `addr` whatever its URL's
+/// host, as a hosts-file entry would send `login.microsoftonline.com` there.
+#[derive(Debug, Clone)]
+pub struct TcpNet {
+    addr: SocketAddr,
+}
+
+impl TcpNet {
+    /// Sends every request to `addr`.
+    pub fn new(addr: SocketAddr) -> TcpNet {
+        TcpNet { addr }
+    }
+
+    /// Sends one request on a fresh connection and reads the whole response.
+    pub async fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, HttpExchangeError> {
+        let stream = match TcpStream::connect(self.addr).await {
+            Ok(stream) => stream,
+            Err(error) => return Err(HttpExchangeError::Connect(error)),
+        };
+        // As on the server side: no delayed-ACK wait on small requests.
+        let _ = stream.set_nodelay(true);
+        exchange(stream, request).await
+    }
+}
+
+impl HttpTransport for TcpNet {
+    fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> TransportFuture<'_, http::Response<Vec<u8>>> {
+        Box::pin(async move {
+            TcpNet::send(self, request)
+                .await
+                .map_err(|e| TransportError(error_chain(&e)))
+        })
     }
 }
