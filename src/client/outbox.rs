@@ -102,8 +102,23 @@ pub struct Message {
 
 /// The database could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("failed to use the outbox database")]
-pub struct OutboxError(#[from] rusqlite::Error);
+pub enum OutboxError {
+    /// SQLite refused an operation.
+    #[error("failed to use the outbox database")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file holds an outbox of another layout (an older maildrill's).
+    #[error(
+        "the outbox database has schema version {found}; this client reads version {SCHEMA_VERSION} (move the old file aside)"
+    )]
+    Schema {
+        /// The file's `user_version`.
+        found: i64,
+    },
+}
+
+/// The layout's version, kept in SQLite's `user_version`: 2 stores times as integer
+/// microseconds (version 1 stored RFC 3339 text, which compares wrongly with integers).
+const SCHEMA_VERSION: i64 = 2;
 
 /// The durable queue.
 #[derive(Debug)]
@@ -127,9 +142,9 @@ CREATE TABLE IF NOT EXISTS messages (
     delivered_at INTEGER,
     reason TEXT
 );
-CREATE INDEX IF NOT EXISTS due ON messages (state, next_attempt_at, id);
-CREATE INDEX IF NOT EXISTS waiting ON messages (state, enqueued_at);
-CREATE INDEX IF NOT EXISTS delivered ON messages (state, delivered_at);
+CREATE INDEX IF NOT EXISTS due ON messages (next_attempt_at, id) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS waiting ON messages (enqueued_at) WHERE state IN ('queued', 'sending');
+CREATE INDEX IF NOT EXISTS delivered ON messages (delivered_at) WHERE state = 'delivered';
 CREATE TABLE IF NOT EXISTS credential_hold (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     secret TEXT NOT NULL,
@@ -155,7 +170,17 @@ impl Outbox {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let fresh: bool = conn.query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'messages')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !fresh && found != SCHEMA_VERSION {
+            return Err(OutboxError::Schema { found });
+        }
         conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Outbox {
             conn: Mutex::new(conn),
         })
@@ -220,25 +245,19 @@ impl Outbox {
 
     /// The next message due at `now`, marked `sending` (one attempt more).
     pub fn claim_due(&self, now: DateTime<Utc>) -> Result<Option<Message>, OutboxError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let found = tx
+        // One statement, so one implicit transaction: the claim is atomic without BEGIN and
+        // COMMIT around a SELECT and an UPDATE, and an empty queue costs one index probe.
+        let conn = self.conn();
+        let found = conn
             .prepare_cached(&format!(
-                "{SELECT} WHERE state = 'queued' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT 1"
+                "UPDATE messages SET state = 'sending', attempts = attempts + 1 WHERE id = (
+                     SELECT id FROM messages WHERE state = 'queued' AND next_attempt_at <= ?1
+                     ORDER BY next_attempt_at, id LIMIT 1)
+                 RETURNING {COLUMNS}"
             ))?
             .query_row(params![time(now)], row)
             .optional()?;
-        let Some(mut message) = found else {
-            return Ok(None);
-        };
-        tx.prepare_cached(
-            "UPDATE messages SET state = 'sending', attempts = attempts + 1 WHERE id = ?1",
-        )?
-        .execute(params![message.id])?;
-        tx.commit()?;
-        message.state = State::Sending;
-        message.attempts += 1;
-        Ok(Some(message))
+        Ok(found)
     }
 
     /// When the next queued message becomes due, if any is queued.
@@ -379,6 +398,7 @@ impl Outbox {
     }
 }
 
+const COLUMNS: &str = "id, message_id, idempotency_key, sender, recipients, subject, body, state, attempts, enqueued_at, next_attempt_at, reason";
 const SELECT: &str = "SELECT id, message_id, idempotency_key, sender, recipients, subject, body, state, attempts, enqueued_at, next_attempt_at, reason FROM messages";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
@@ -528,6 +548,28 @@ mod tests {
             (State::Queued, in_flight.message_id)
         );
         assert_eq!(outbox.oldest_waiting().unwrap(), Some(now));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    #[test]
+    fn an_outbox_of_another_layout_is_refused_not_misread() {
+        let path = path("old-layout");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE messages (id INTEGER PRIMARY KEY, enqueued_at TEXT NOT NULL);",
+            )
+            .unwrap();
+        }
+        let error = Outbox::open(&path).unwrap_err();
+        assert!(matches!(error, OutboxError::Schema { found: 0 }), "{error}");
+        assert!(error.to_string().contains("schema version 0"), "{error}");
+        std::fs::remove_file(&path).unwrap();
+        // A fresh file gets the current layout, and opens again.
+        drop(Outbox::open(&path).unwrap());
+        drop(Outbox::open(&path).unwrap());
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
