@@ -17,7 +17,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use maildrill::client::outbox::{NewMessage, Outbox};
 use maildrill::client::secret::{Secret, SecretSource};
 use maildrill::client::send::{Sender, SmtpConnector, TcpSmtpConnector, Transport};
-use maildrill::client::token::{ClientAuth, TokenConfig, TokenProvider};
+use maildrill::client::token::{TokenConfig, TokenProvider};
 use maildrill::client::transport::{HttpTransport, ReqwestTransport};
 use maildrill::client::worker::{Worker, WorkerConfig};
 use maildrill::journal::Journal;
@@ -88,15 +88,7 @@ fn worker(
 ) -> Worker {
     let secret = SecretSource::Value(Secret::new(SECRET));
     let tokens = Arc::new(TokenProvider::new(
-        TokenConfig {
-            token_url,
-            client_id: demo::APP_ID.into(),
-            secret: secret.clone(),
-            auth: ClientAuth::Basic,
-            refresh_ahead: Duration::from_secs(300),
-            request_timeout: Duration::from_secs(30),
-            refusal_hold_cap: Duration::from_secs(300),
-        },
+        TokenConfig::new(token_url, demo::APP_ID, secret.clone()),
         clock.clone(),
         http,
     ));

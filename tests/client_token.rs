@@ -264,3 +264,57 @@ fn a_refused_credential_stays_held_across_a_restart_until_the_secret_changes() {
         assert_eq!(second.requests(), 1);
     });
 }
+
+/// Token requests in the busiest rolling hour of `times` (seconds).
+fn busiest_hour(times: &[i64]) -> usize {
+    times
+        .iter()
+        .map(|start| {
+            times
+                .iter()
+                .filter(|t| (*start..start + 3600).contains(t))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn failed_requests_stay_within_the_hourly_budget_however_short_the_hold() {
+    let failures_in_busiest_hour = |budget: u32| {
+        replay_runtime().unwrap().block_on(async {
+            let sim = Sim::new(
+                at("2025-02-14T09:00:00Z"),
+                tenant(at("2025-03-01T00:00:00Z")),
+                55,
+            );
+            let mut config = maildrill::client::token::TokenConfig::new(
+                sim.token_url(),
+                demo::APP_ID,
+                SecretSource::Value(Secret::new("a wrong secret")),
+            );
+            // A one-minute hold alone would allow sixty refusals an hour.
+            config.refusal_hold_cap = Duration::from_secs(60);
+            config.failure_budget = budget;
+            let tokens = common::provider(&sim, config);
+            for _ in 0..(3 * 360) {
+                assert!(tokens.token(GRAPH_SCOPE).await.is_err());
+                sim.clock.sleep(Duration::from_secs(10)).await;
+            }
+            let times: Vec<i64> = sim
+                .mocks
+                .journal()
+                .entries()
+                .iter()
+                .filter(|e| e.operation == "token")
+                .map(|e| e.at.timestamp())
+                .collect();
+            busiest_hour(&times)
+        })
+    };
+    assert_eq!(failures_in_busiest_hour(20), 20);
+    assert!(
+        failures_in_busiest_hour(0) > 50,
+        "the budget is what bounds it"
+    );
+}

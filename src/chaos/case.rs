@@ -77,7 +77,8 @@ pub struct Case {
     pub rotation: Option<Rotation>,
     /// Fault windows.
     pub faults: Vec<FaultCase>,
-    /// Minutes of client restarts.
+    /// Minutes of client restarts (each 30 s past its minute, off every message's instant, so
+    /// what a restart costs never hangs on a tie with an enqueue).
     pub restarts: Vec<u32>,
     /// Minutes between outbound messages.
     pub every: u32,
@@ -187,27 +188,54 @@ pub fn strategy() -> impl Strategy<Value = Case> {
         rotation(),
         prop::sample::select(vec![1u32, 2, 5, 10]),
         prop::option::weighted(0.4, prop::sample::select(vec![3u32, 10, 30])),
-        prop::collection::vec(60u32..QUIET_FROM, 0..=2),
         any::<u64>(),
     )
-        .prop_flat_map(
-            |(graph, expiry, rotation, every, inbound_every, restarts, seed)| {
-                prop::collection::vec(fault(graph), 0..=4).prop_map(move |faults| Case {
+        .prop_flat_map(|(graph, expiry, rotation, every, inbound_every, seed)| {
+            (
+                prop::collection::vec(fault(graph), 0..=4),
+                prop::collection::vec(restart(expiry, rotation), 0..=2),
+            )
+                .prop_map(move |(faults, restarts)| Case {
                     graph,
                     expiry,
                     rotation: expiry.map(|_| rotation),
                     faults,
-                    restarts: restarts.clone(),
+                    restarts,
                     every,
                     inbound_every,
                     seed,
                 })
-            },
-        )
+        })
+}
+
+/// A restart's minute: anywhere in the busy part of the day, or, as often, inside the
+/// credential outage (between the expiry and a late rotation), where a backlog waits and a
+/// restart has the most to lose.
+fn restart(expiry: Option<u32>, rotation: Rotation) -> BoxedStrategy<u32> {
+    let anywhere = 60u32..QUIET_FROM;
+    let outage = expiry
+        .filter(|_| rotation.offset > 1)
+        .map(|expiry| {
+            let end = (expiry + rotation.offset.unsigned_abs()).min(QUIET_FROM - 30);
+            (expiry + 1).min(end)..end
+        })
+        .filter(|range| !range.is_empty());
+    match outage {
+        Some(outage) => prop_oneof![anywhere, outage].boxed(),
+        None => anywhere.boxed(),
+    }
 }
 
 fn minutes(m: u32) -> When {
     When::After(Duration::from_secs(u64::from(m) * 60))
+}
+
+/// A restart, 30 s past minute `at`: messages arrive on whole minutes.
+fn restart_step(at: u32) -> StepFile {
+    StepFile {
+        at: When::After(Duration::from_secs(u64::from(at) * 60 + 30)),
+        ..step(at, "restart-client")
+    }
 }
 
 fn step(at: u32, action: &str) -> StepFile {
@@ -260,7 +288,7 @@ impl Case {
             rotate.value = Some(NEW_SECRET.into());
             timeline.push(rotate);
             if rotation.delivery == Delivery::Restart {
-                timeline.push(step(at + 10, "restart-client"));
+                timeline.push(restart_step(at + 10));
             }
         }
         for fault in &self.faults {
@@ -278,7 +306,7 @@ impl Case {
             timeline.push(s);
         }
         for restart in &self.restarts {
-            timeline.push(step(*restart, "restart-client"));
+            timeline.push(restart_step(*restart));
         }
         let mut traffic = vec![TrafficFile {
             direction: None,

@@ -286,6 +286,9 @@ pub struct LatencyConfig {
     pub window: Duration,
     /// How often to look while messages wait (and while the alert is active).
     pub check_every: Duration,
+    /// How long delivery must stay healthy before the alert resolves: a backlog draining
+    /// around the threshold pages once, not on every other check.
+    pub resolve_after: Duration,
 }
 
 impl Default for LatencyConfig {
@@ -294,6 +297,7 @@ impl Default for LatencyConfig {
             threshold: Duration::from_secs(300),
             window: Duration::from_secs(900),
             check_every: Duration::from_secs(30),
+            resolve_after: Duration::from_secs(300),
         }
     }
 }
@@ -318,6 +322,7 @@ impl LatencyMonitor {
     pub async fn run(&self, until: DateTime<Utc>) {
         let threshold = to_chrono(self.config.threshold);
         let mut active = false;
+        let mut healthy_since: Option<DateTime<Utc>> = None;
         loop {
             let now = self.clock.now_utc();
             if now >= until {
@@ -331,8 +336,17 @@ impl LatencyMonitor {
                 .unwrap_or_default();
             let p95 = percentile_95(&mut latencies);
             let breach = age > threshold || p95 > self.config.threshold;
-            if breach != active {
-                active = breach;
+            // Trigger at once; resolve after `resolve_after` without a breach.
+            let change = if breach {
+                healthy_since = None;
+                !active
+            } else {
+                let since = *healthy_since.get_or_insert(now);
+                active && now - since >= to_chrono(self.config.resolve_after)
+            };
+            if change {
+                active = !active;
+                let breach = active;
                 let event = AlertEvent {
                     action: if breach { "trigger" } else { "resolve" },
                     kind: "delivery-latency",
@@ -356,6 +370,12 @@ impl LatencyMonitor {
                     oldest + threshold + chrono::TimeDelta::milliseconds(1)
                 }
                 Some(_) => now + to_chrono(self.config.check_every),
+                // Empty but still alerting: while the p95 breaches, look every `check_every`;
+                // once healthy, when the alert may resolve.
+                None if active => healthy_since
+                    .map_or(now + to_chrono(self.config.check_every), |since| {
+                        since + to_chrono(self.config.resolve_after)
+                    }),
                 None => now + threshold,
             };
             let sleep = self

@@ -50,10 +50,15 @@ pub struct TokenConfig {
     /// The longest hold after a failed request (the first is 1 s, then it doubles); zero turns
     /// holding off. A longer `Retry-After` is honoured as given.
     pub refusal_hold_cap: Duration,
+    /// At most this many failed token requests in any rolling hour: past it, the hold lasts
+    /// until the oldest of them is an hour old. A new secret value is still tried at once (a
+    /// rotation must not wait), but its failures count too. Applies only while holding is on.
+    pub failure_budget: u32,
 }
 
 impl TokenConfig {
-    /// Settings with the defaults: Basic auth, refresh 5 min ahead, 30 s timeout, 5 min hold.
+    /// Settings with the defaults: Basic auth, refresh 5 min ahead, 30 s timeout, 5 min hold,
+    /// 20 failed requests an hour.
     pub fn new(
         token_url: impl Into<String>,
         client_id: impl Into<String>,
@@ -67,6 +72,7 @@ impl TokenConfig {
             refresh_ahead: Duration::from_secs(300),
             request_timeout: Duration::from_secs(30),
             refusal_hold_cap: Duration::from_secs(300),
+            failure_budget: 20,
         }
     }
 }
@@ -143,6 +149,8 @@ pub struct TokenProvider {
     flight: tokio::sync::Mutex<()>,
     requests: std::sync::atomic::AtomicU64,
     refusal: Mutex<Option<Refusal>>,
+    /// When the failed requests of the last hour were sent (the failure budget).
+    failed_at: Mutex<std::collections::VecDeque<Instant>>,
     store: Option<Arc<dyn HoldStore>>,
 }
 
@@ -169,6 +177,7 @@ impl TokenProvider {
             flight: tokio::sync::Mutex::new(()),
             requests: std::sync::atomic::AtomicU64::new(0),
             refusal: Mutex::new(None),
+            failed_at: Mutex::default(),
             store: None,
         }
     }
@@ -232,6 +241,10 @@ impl TokenProvider {
                 if had_hold && let Some(store) = &self.store {
                     store.save(None);
                 }
+                self.failed_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
                 self.cache
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -305,7 +318,8 @@ impl TokenProvider {
         let hold = Duration::from_secs(1)
             .saturating_mul(2u32.saturating_pow(refusals.min(20)))
             .min(self.config.refusal_hold_cap)
-            .max(retry_after);
+            .max(retry_after)
+            .max(self.budget_wait());
         if let (Failure::Credential(problem), Some(store), Some(value)) =
             (failure, &self.store, secret.as_ref())
         {
@@ -322,6 +336,22 @@ impl TokenProvider {
             until: self.clock.now() + hold,
             refusals,
         });
+    }
+
+    /// Notes a failed request now; how long until one more keeps within the failure budget.
+    fn budget_wait(&self) -> Duration {
+        const HOUR: Duration = Duration::from_secs(3600);
+        let now = self.clock.now();
+        let mut failed = self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        failed.push_back(now);
+        while failed.front().is_some_and(|t| *t + HOUR <= now) {
+            failed.pop_front();
+        }
+        let budget = self.config.failure_budget as usize;
+        if budget == 0 || failed.len() < budget {
+            return Duration::ZERO;
+        }
+        (failed[failed.len() - budget] + HOUR).saturating_duration_since(now)
     }
 
     async fn fetch(&self, scope: &str) -> Result<Token, Failure> {
