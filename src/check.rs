@@ -79,9 +79,9 @@ pub struct Observations {
     pub secret_end: Option<DateTime<Utc>>,
     /// The end of the run.
     pub end: DateTime<Utc>,
-    /// Everything the run wrote down (journals, alert bodies), to search for leaks.
-    pub written: String,
-    /// Secret values that must never appear in `written` or the report.
+    /// What a scan of everything the run wrote down (journals, alert bodies, the report) found.
+    pub leaks: Leaks,
+    /// Secret values that must never appear in what the run wrote.
     pub secrets: Vec<String>,
     /// The client's waits after failures, in order.
     pub waits: Vec<WaitSeen>,
@@ -160,6 +160,30 @@ pub const CHECKS: [&str; 11] = [
     "sync-complete",
     "no-secret-leak",
 ];
+
+/// Secret values and access tokens found in what a run wrote, scanned piece by piece (a
+/// journal entry, an alert body, the report) rather than in one copy of everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leaks {
+    /// Which of the run's secret values appeared (indices into [`Observations::secrets`]).
+    pub secrets: std::collections::BTreeSet<usize>,
+    /// Pieces holding something shaped like an access token.
+    pub tokens: u64,
+}
+
+impl Leaks {
+    /// Scans one piece of written text for `secrets` and access tokens.
+    pub fn scan(&mut self, secrets: &[String], text: &str) {
+        for (i, secret) in secrets.iter().enumerate() {
+            if !secret.is_empty() && text.contains(secret.as_str()) {
+                self.secrets.insert(i);
+            }
+        }
+        if has_jwt(text) {
+            self.tokens += 1;
+        }
+    }
+}
 
 /// Whether `text` holds something shaped like a JWT access token.
 fn has_jwt(text: &str) -> bool {
@@ -367,17 +391,11 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
             )
         }
         "no-secret-leak" => {
-            let secrets = o
-                .secrets
-                .iter()
-                .filter(|s| !s.is_empty() && o.written.contains(s.as_str()))
-                .count();
-            let tokens = has_jwt(&o.written);
+            let (secrets, tokens) = (o.leaks.secrets.len(), o.leaks.tokens);
             (
-                secrets == 0 && !tokens,
+                secrets == 0 && tokens == 0,
                 format!(
-                    "{secrets} secret value(s) and {} access token(s) found in journals, alerts and the report",
-                    usize::from(tokens)
+                    "{secrets} secret value(s) and {tokens} access token(s) found in journals, alerts and the report"
                 ),
                 "no secret or token value anywhere in what the run wrote".into(),
             )
@@ -502,18 +520,25 @@ mod tests {
         assert!(evaluate("unknown-check", Params::default(), &o).is_none());
         let (ok, _, _) = evaluate("alerts-resolved", Params::default(), &o).unwrap();
         assert!(!ok, "the latency alert was never resolved");
-        let leaky = Observations {
-            written: "token eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ4In0.c2lnbmF0dXJl".into(),
-            ..o.clone()
-        };
+        let mut leaks = Leaks::default();
+        leaks.scan(
+            &[],
+            "token eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ4In0.c2lnbmF0dXJl",
+        );
+        let leaky = Observations { leaks, ..o.clone() };
         assert!(
             !evaluate("no-secret-leak", Params::default(), &leaky)
                 .unwrap()
                 .0
         );
+        let secrets = vec!["Xk78Q~x".to_string()];
+        let mut leaks = Leaks::default();
+        leaks.scan(&secrets, "nothing here");
+        assert_eq!(leaks, Leaks::default());
+        leaks.scan(&secrets, "client_secret=Xk78Q~x");
         let secret = Observations {
-            written: "client_secret=Xk78Q~x".into(),
-            secrets: vec!["Xk78Q~x".into()],
+            leaks,
+            secrets,
             ..o
         };
         assert!(

@@ -240,6 +240,11 @@ impl Journal {
             .map_or(DateTime::<Utc>::MIN_UTC, |(at, _)| at)
     }
 
+    /// Calls `f` with the entries held, oldest first, without copying them.
+    pub fn with_entries<R>(&self, f: impl FnOnce(&VecDeque<JournalEntry>) -> R) -> R {
+        f(&self.lock().entries)
+    }
+
     /// The entries held, oldest first.
     pub fn entries(&self) -> Vec<JournalEntry> {
         self.lock().entries.iter().cloned().collect()

@@ -101,7 +101,7 @@ pub fn run_scenario(
     file: &ScenarioFile,
     seed: Option<u64>,
 ) -> Result<ScenarioReport, RunError> {
-    run_wired(path, file, seed, Wiring::Memory).map(|(report, _)| report)
+    run_plan(path, file, seed, Wiring::Memory).map(|(report, _)| report)
 }
 
 /// How a replay's client reaches the mocks.
@@ -115,14 +115,23 @@ pub enum Wiring {
     Sockets,
 }
 
-/// Replays a scenario through `wiring`; returns the report and everything the run wrote
-/// (the mocks' journal, then the alert bodies), which must not depend on the wiring.
+/// Replays a scenario through `wiring`; returns the report and the mocks' journal rendered,
+/// neither of which may depend on the wiring.
 pub fn run_wired(
     path: &Path,
     file: &ScenarioFile,
     seed: Option<u64>,
     wiring: Wiring,
 ) -> Result<(ScenarioReport, String), RunError> {
+    run_plan(path, file, seed, wiring).map(|(report, journal)| (report, journal.render()))
+}
+
+fn run_plan(
+    path: &Path,
+    file: &ScenarioFile,
+    seed: Option<u64>,
+    wiring: Wiring,
+) -> Result<(ScenarioReport, crate::journal::Journal), RunError> {
     let plan = plan::lower(path, file, seed)?;
     let secret_file = std::env::temp_dir().join(format!(
         "maildrill-run-{}-{}-{}-{}.secret",
@@ -134,10 +143,10 @@ pub fn run_wired(
     let (observations, wall_ms) =
         crate::time::wall_ms(|| replay::replay(&plan, &secret_file, wiring));
     let _ = std::fs::remove_file(&secret_file);
-    let observations = observations.map_err(|reason| harness(path, reason))?;
+    let (observations, journal) = observations.map_err(|reason| harness(path, reason))?;
     let mut report = report(path, file, plan.seed, &observations);
     report.wall_ms = wall_ms;
-    Ok((report, observations.written))
+    Ok((report, journal))
 }
 
 /// Runs in this process so far: each gets its own secret file, however many run at once.
@@ -159,8 +168,8 @@ pub fn check_file(path: &Path) -> Result<Plan, RunError> {
 fn report(path: &Path, file: &ScenarioFile, seed: Seed, o: &Observations) -> ScenarioReport {
     // The report is written too: what the stats say must not leak either.
     let mut o = o.clone();
-    o.written
-        .push_str(&serde_json::to_string(&o.alerts).unwrap_or_default());
+    let stats = serde_json::to_string(&o.alerts).unwrap_or_default();
+    o.leaks.scan(&o.secrets, &stats);
     let o = &o;
     let checks: Vec<Verdict> = file
         .expect

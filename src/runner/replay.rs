@@ -2,6 +2,7 @@
 //! until the scenario's end; then what happened, read into [`Observations`].
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::Wiring;
 use super::plan::{Action, Plan};
-use crate::check::{AlertSeen, Observations, WaitSeen};
+use crate::check::{AlertSeen, Leaks, Observations, WaitSeen};
 use crate::client::alert::Alerter;
 use crate::client::backoff::{BackoffConfig, Jitter};
 use crate::client::monitor::{ExpiryConfig, LatencyConfig, default_lead_times};
@@ -46,7 +47,7 @@ pub(super) fn replay(
     plan: &Plan,
     secret_file: &Path,
     wiring: Wiring,
-) -> Result<Observations, String> {
+) -> Result<(Observations, Journal), String> {
     let Plan {
         seed,
         start,
@@ -431,20 +432,48 @@ pub(super) fn replay(
                 _ => None,
             })
             .collect();
-        let entries = journal.entries();
-        let token_requests = entries
+        let mut secrets: Vec<String> = tenant
+            .apps
             .iter()
-            .filter(|e| e.operation == "token")
-            .map(|e| (e.at, e.status == Some(200)))
+            .flat_map(|a| a.secrets.iter().map(|s| s.value.clone()))
             .collect();
-        let fail_but_deliver = entries
-            .iter()
-            .filter(|e| {
-                e.fault
-                    .as_deref()
-                    .is_some_and(|f| f.starts_with("fail_but_deliver"))
-            })
-            .count() as u64;
+        secrets.extend(steps.iter().filter_map(|s| match &s.action {
+            Action::Rotate(value) | Action::Paste(value) => Some(value.clone()),
+            _ => None,
+        }));
+        // One pass over the journal, in place: a 45-day journal is tens of megabytes.
+        let mut leaks = Leaks::default();
+        let mut events = BTreeMap::<String, u64>::new();
+        let (token_requests, fail_but_deliver) = journal.with_entries(|entries| {
+            let mut line = String::new();
+            for e in entries {
+                line.clear();
+                let _ = write!(line, "{e}");
+                leaks.scan(&secrets, &line);
+                // A tally of the run's event stream: what each service answered, what the
+                // client did.
+                let status = e
+                    .status
+                    .map_or_else(|| e.delivery.clone(), |s| s.to_string());
+                *events
+                    .entry(format!("{} {} {status}", e.mock, e.operation))
+                    .or_default() += 1;
+            }
+            let token_requests: Vec<_> = entries
+                .iter()
+                .filter(|e| e.operation == "token")
+                .map(|e| (e.at, e.status == Some(200)))
+                .collect();
+            let fail_but_deliver = entries
+                .iter()
+                .filter(|e| {
+                    e.fault
+                        .as_deref()
+                        .is_some_and(|f| f.starts_with("fail_but_deliver"))
+                })
+                .count() as u64;
+            (token_requests, fail_but_deliver)
+        });
         let raised: Vec<_> = alerters
             .iter()
             .flat_map(|a| a.raised.lock().unwrap_or_else(|p| p.into_inner()).clone())
@@ -458,34 +487,15 @@ pub(super) fn replay(
                 at: e.at,
             })
             .collect();
-        let mut written = journal.render();
         for event in &raised {
-            written.push_str(&event.body("maildrill", "maildrill-client").to_string());
+            let body = event.body("maildrill", "maildrill-client").to_string();
+            leaks.scan(&secrets, &body);
         }
-        let mut secrets: Vec<String> = tenant
-            .apps
-            .iter()
-            .flat_map(|a| a.secrets.iter().map(|s| s.value.clone()))
-            .collect();
-        secrets.extend(steps.iter().filter_map(|s| match &s.action {
-            Action::Rotate(value) | Action::Paste(value) => Some(value.clone()),
-            _ => None,
-        }));
         let mut synced = BTreeMap::<String, (DateTime<Utc>, u64)>::new();
         for (at, event) in sync_log.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             if let SyncEvent::Synced { id } = event {
                 synced.entry(id.clone()).or_insert((*at, 0)).1 += 1;
             }
-        }
-        // A tally of the run's event stream: what each service answered, what the client did.
-        let mut events = BTreeMap::<String, u64>::new();
-        for e in &entries {
-            let status = e
-                .status
-                .map_or_else(|| e.delivery.clone(), |s| s.to_string());
-            *events
-                .entry(format!("{} {} {status}", e.mock, e.operation))
-                .or_default() += 1;
         }
         for (_, e) in &log {
             let kind = match e {
@@ -517,7 +527,7 @@ pub(super) fn replay(
         let unknown = count(State::Unknown);
         let failed = count(State::Failed);
         let enqueued = *enqueued.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(Observations {
+        let observations = Observations {
             enqueued,
             delivered,
             failed,
@@ -535,14 +545,15 @@ pub(super) fn replay(
             drained_at,
             secret_end: Some(secret.end),
             end,
-            written,
+            leaks,
             secrets,
             waits,
             backoff_cap,
             inbound: inbound.into_inner().unwrap_or_else(|p| p.into_inner()),
             synced,
             events,
-        })
+        };
+        Ok((observations, journal))
     })
 }
 
