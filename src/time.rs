@@ -264,6 +264,34 @@ pub fn to_chrono(duration: Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
 }
 
+/// A strftime pattern parsed once: parsing the pattern is most of the cost of formatting a
+/// date, and the mocks format several per reply.
+#[derive(Debug)]
+pub struct Pattern {
+    text: &'static str,
+    items: std::sync::OnceLock<Vec<chrono::format::Item<'static>>>,
+}
+
+impl Pattern {
+    /// A pattern in chrono's strftime syntax.
+    pub const fn new(text: &'static str) -> Pattern {
+        Pattern {
+            text,
+            items: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `at` formatted with this pattern.
+    pub fn format(&self, at: DateTime<Utc>) -> String {
+        let items = self.items.get_or_init(|| {
+            chrono::format::StrftimeItems::new(self.text)
+                .parse_to_owned()
+                .expect("patterns are literals in this crate, checked by their tests")
+        });
+        at.format_with_items(items.iter()).to_string()
+    }
+}
+
 /// Formats an instant as RFC 3339 UTC with a `Z` suffix and whole seconds unless a fraction
 /// is present, the form every report and journal uses.
 pub fn rfc3339(at: DateTime<Utc>) -> String {

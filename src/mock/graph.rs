@@ -395,14 +395,17 @@ fn message_json(message: &InboxMessage, upn: &str) -> Value {
     })
 }
 
+static GRAPH_TIME: crate::time::Pattern = crate::time::Pattern::new("%Y-%m-%dT%H:%M:%SZ");
+static DIRECTORY_SECONDS: crate::time::Pattern = crate::time::Pattern::new("%Y-%m-%dT%H:%M:%S");
+
 fn graph_time(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    GRAPH_TIME.format(at)
 }
 
 /// Directory timestamps carry seven fractional digits (addPassword's documented sample).
 fn directory_time(at: DateTime<Utc>) -> String {
     let ticks = at.timestamp_subsec_nanos() / 100;
-    format!("{}.{ticks:07}Z", at.format("%Y-%m-%dT%H:%M:%S"))
+    format!("{}.{ticks:07}Z", DIRECTORY_SECONDS.format(at))
 }
 
 /// `applications/{id}`, `applications(appId='{id}')`, or `None` for the collection.

@@ -25,7 +25,7 @@ use crate::fault::{
 use crate::journal::{Body, Journal, JournalEntry, MockName};
 use crate::seed::{Seed, SeedRng};
 use crate::tenant::{Directory, SharedDirectory};
-use crate::time::SharedClock;
+use crate::time::{Pattern, SharedClock};
 use wire::Vars;
 
 /// An HTTP request as the mocks see it.
@@ -163,6 +163,10 @@ pub struct HttpMocks {
     config: Arc<HttpMocksConfig>,
 }
 
+static HTTP_DATE: Pattern = Pattern::new("%a, %d %b %Y %H:%M:%S GMT");
+static ENTRA_TIMESTAMP: Pattern = Pattern::new("%Y-%m-%d %H:%M:%SZ");
+static INNER_DATE: Pattern = Pattern::new("%Y-%m-%dT%H:%M:%S");
+
 /// Request ids, and the reply date texts of the current second (formatting dates is a
 /// noticeable share of a reply under load, and they change once a second).
 ///
@@ -223,9 +227,9 @@ impl Ids {
         let second = now.timestamp();
         if self.dates.as_ref().is_none_or(|(s, _)| *s != second) {
             let dates = Dates {
-                date: now.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
-                timestamp: now.format("%Y-%m-%d %H:%M:%SZ").to_string(),
-                inner_date: now.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                date: HTTP_DATE.format(now),
+                timestamp: ENTRA_TIMESTAMP.format(now),
+                inner_date: INNER_DATE.format(now),
             };
             self.dates = Some((second, dates));
         }

@@ -236,7 +236,7 @@ impl SmtpServer {
         let vars = Vars::default()
             .set("fqdn", fqdn)
             .set("client_ip", client_ip)
-            .set("date", now.format("%a, %-d %b %Y %H:%M:%S").to_string())
+            .set("date", BANNER_DATE.format(now))
             .set("banner_id", banner_id)
             .set("region", replies::region())
             .set("host", host.clone());
@@ -427,6 +427,9 @@ impl SmtpServer {
         }
     }
 }
+
+static BANNER_DATE: crate::time::Pattern = crate::time::Pattern::new("%a, %-d %b %Y %H:%M:%S");
+static TRAILER_TIME: crate::time::Pattern = crate::time::Pattern::new("%Y-%m-%dT%H:%M:%S%.3fZ");
 
 fn digits(rng: &mut SeedRng, n: usize) -> String {
     rng.string_from(b"0123456789", n)
@@ -653,10 +656,7 @@ impl Backend for TenantBackend<'_> {
         Vars::default()
             .set("host", host)
             .set("region", replies::region())
-            .set(
-                "iso_time",
-                self.now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-            )
+            .set("iso_time", TRAILER_TIME.format(self.now))
             .set("trace_id", trace_id)
             .fill(replies::trailer_template())
     }
