@@ -84,6 +84,8 @@ pub struct Case {
     pub every: u32,
     /// Minutes between inbound messages (then the client syncs), if any.
     pub inbound_every: Option<u32>,
+    /// Seconds a new secret takes to work after it is added (Entra's propagation).
+    pub propagation: u32,
     /// The run's seed (jitter, ids).
     pub seed: u64,
 }
@@ -188,24 +190,28 @@ pub fn strategy() -> impl Strategy<Value = Case> {
         rotation(),
         prop::sample::select(vec![1u32, 2, 5, 10]),
         prop::option::weighted(0.4, prop::sample::select(vec![3u32, 10, 30])),
+        prop::sample::select(vec![10u32, 60, 300, 900]),
         any::<u64>(),
     )
-        .prop_flat_map(|(graph, expiry, rotation, every, inbound_every, seed)| {
-            (
-                prop::collection::vec(fault(graph), 0..=4),
-                prop::collection::vec(restart(expiry, rotation), 0..=2),
-            )
-                .prop_map(move |(faults, restarts)| Case {
-                    graph,
-                    expiry,
-                    rotation: expiry.map(|_| rotation),
-                    faults,
-                    restarts,
-                    every,
-                    inbound_every,
-                    seed,
-                })
-        })
+        .prop_flat_map(
+            |(graph, expiry, rotation, every, inbound_every, propagation, seed)| {
+                (
+                    prop::collection::vec(fault(graph), 0..=4),
+                    prop::collection::vec(restart(expiry, rotation), 0..=2),
+                )
+                    .prop_map(move |(faults, restarts)| Case {
+                        graph,
+                        expiry,
+                        rotation: expiry.map(|_| rotation),
+                        faults,
+                        restarts,
+                        every,
+                        inbound_every,
+                        propagation,
+                        seed,
+                    })
+            },
+        )
 }
 
 /// A restart's minute: anywhere in the busy part of the day, or, as often, inside the
@@ -331,7 +337,9 @@ impl Case {
             tenant: TenantFile {
                 id: demo::TENANT_ID.into(),
                 domain: demo::TENANT_DOMAIN.into(),
-                propagation_delay: None,
+                propagation_delay: Some(HumanDuration(Duration::from_secs(u64::from(
+                    self.propagation,
+                )))),
                 token_lifetime: None,
                 delta_token_max_age: None,
                 smtp_auth: None,
