@@ -154,32 +154,59 @@ fn rotating_the_secret_resolves_its_alerts() {
     });
 }
 
+/// A latency monitor with the default settings over an empty outbox at 11:00, and a message to
+/// enqueue.
+struct Stall {
+    sim: Sim,
+    alerter: Arc<Alerter>,
+    outbox: Arc<Outbox>,
+    monitor: LatencyMonitor,
+    message: NewMessage,
+}
+
+fn stall(seed: u64) -> Stall {
+    let sim = Sim::new(
+        at("2025-02-14T11:00:00Z"),
+        tenant(at("2025-03-01T00:00:00Z")),
+        seed,
+    );
+    let alerter = alerter(&sim);
+    let outbox = Arc::new(Outbox::in_memory().unwrap());
+    let monitor = LatencyMonitor {
+        config: LatencyConfig::default(),
+        outbox: outbox.clone(),
+        alerter: alerter.clone(),
+        clock: sim.clock.clone(),
+        wake: None,
+    };
+    let message = NewMessage {
+        from: demo::MAILBOX.into(),
+        to: vec!["a@example.com".into()],
+        subject: "s".into(),
+        body: "b".into(),
+    };
+    Stall {
+        sim,
+        alerter,
+        outbox,
+        monitor,
+        message,
+    }
+}
+
 #[test]
 fn a_stalled_queue_alerts_at_the_threshold_and_resolves_after_recovery() {
     replay_runtime().unwrap().block_on(async {
-        let sim = Sim::new(
-            at("2025-02-14T11:00:00Z"),
-            tenant(at("2025-03-01T00:00:00Z")),
-            83,
-        );
-        let alerter = alerter(&sim);
-        let outbox = Arc::new(Outbox::in_memory().unwrap());
-        let message = NewMessage {
-            from: demo::MAILBOX.into(),
-            to: vec!["a@example.com".into()],
-            subject: "s".into(),
-            body: "b".into(),
-        };
+        let Stall {
+            sim,
+            alerter,
+            outbox,
+            monitor,
+            message,
+        } = stall(83);
         let stuck = outbox
             .enqueue(&message, sim.clock.now_utc(), &mut Seed(83).stream("ids"))
             .unwrap();
-        let monitor = LatencyMonitor {
-            config: LatencyConfig::default(),
-            outbox: outbox.clone(),
-            alerter: alerter.clone(),
-            clock: sim.clock.clone(),
-            wake: None,
-        };
         let deliver = async {
             sim.clock.sleep(Duration::from_secs(600)).await;
             outbox.delivered(stuck.id, sim.clock.now_utc()).unwrap();
@@ -203,20 +230,14 @@ fn a_stalled_queue_alerts_at_the_threshold_and_resolves_after_recovery() {
 #[test]
 fn a_queue_stalling_again_soon_after_recovery_pages_once() {
     replay_runtime().unwrap().block_on(async {
-        let sim = Sim::new(
-            at("2025-02-14T11:00:00Z"),
-            tenant(at("2025-03-01T00:00:00Z")),
-            84,
-        );
-        let alerter = alerter(&sim);
-        let outbox = Arc::new(Outbox::in_memory().unwrap());
+        let Stall {
+            sim,
+            alerter,
+            outbox,
+            monitor,
+            message,
+        } = stall(84);
         let mut ids = Seed(84).stream("ids");
-        let message = NewMessage {
-            from: demo::MAILBOX.into(),
-            to: vec!["a@example.com".into()],
-            subject: "s".into(),
-            body: "b".into(),
-        };
         // Nineteen prompt deliveries keep the p95 low while one slow delivery is in it.
         for _ in 0..19 {
             let fast = outbox
@@ -224,13 +245,6 @@ fn a_queue_stalling_again_soon_after_recovery_pages_once() {
                 .unwrap();
             outbox.delivered(fast.id, sim.clock.now_utc()).unwrap();
         }
-        let monitor = LatencyMonitor {
-            config: LatencyConfig::default(),
-            outbox: outbox.clone(),
-            alerter: alerter.clone(),
-            clock: sim.clock.clone(),
-            wake: None,
-        };
         // Two stalls of six minutes, back to back: healthy for a moment in between.
         let stalls = async {
             for _ in 0..2 {
