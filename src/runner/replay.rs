@@ -105,38 +105,7 @@ pub(super) fn replay(
             },
         )
         .with_faults(mocks.faults_handle());
-        let (net, smtp_connector, _servers): (
-            Arc<dyn HttpTransport>,
-            Arc<dyn SmtpConnector>,
-            Vec<ServerHandle>,
-        ) = match wiring {
-            Wiring::Memory => (
-                Arc::new(MemoryNet::new(mocks.clone())),
-                Arc::new(MemorySmtp::new(smtp.clone())),
-                Vec::new(),
-            ),
-            Wiring::Sockets => {
-                // IP literals only: a host name would be resolved on a blocking thread.
-                let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-                let io = |e: std::io::Error| e.to_string();
-                let http = HttpListener::bind(loopback, mocks.clone(), None)
-                    .await
-                    .map_err(io)?;
-                let smtp_listener = SmtpListener::new(
-                    tokio::net::TcpListener::bind(loopback).await.map_err(io)?,
-                    smtp.clone(),
-                );
-                let net = TcpNet::new(http.local_addr().map_err(io)?);
-                let connector = TcpSmtpConnector {
-                    address: smtp_listener.local_addr().map_err(io)?.to_string(),
-                };
-                (
-                    Arc::new(net),
-                    Arc::new(connector),
-                    vec![http.spawn(), smtp_listener.spawn()],
-                )
-            }
-        };
+        let (net, smtp_connector, _servers) = connect(wiring, &mocks, &smtp).await?;
         // The naive client reads its secret once at start: a rotation needs a restart.
         let secret_source = |value: String| match profile {
             Profile::Naive2025 => SecretSource::Value(Secret::new(value)),
@@ -554,6 +523,50 @@ pub(super) fn replay(
             events,
         };
         Ok((observations, journal))
+    })
+}
+
+/// The client's way to the mocks: duplex streams, or loopback listeners on this runtime (kept
+/// serving while the returned handles live).
+async fn connect(
+    wiring: Wiring,
+    mocks: &HttpMocks,
+    smtp: &SmtpServer,
+) -> Result<
+    (
+        Arc<dyn HttpTransport>,
+        Arc<dyn SmtpConnector>,
+        Vec<ServerHandle>,
+    ),
+    String,
+> {
+    Ok(match wiring {
+        Wiring::Memory => (
+            Arc::new(MemoryNet::new(mocks.clone())),
+            Arc::new(MemorySmtp::new(smtp.clone())),
+            Vec::new(),
+        ),
+        Wiring::Sockets => {
+            // IP literals only: a host name would be resolved on a blocking thread.
+            let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            let io = |e: std::io::Error| e.to_string();
+            let http = HttpListener::bind(loopback, mocks.clone(), None)
+                .await
+                .map_err(io)?;
+            let smtp_listener = SmtpListener::new(
+                tokio::net::TcpListener::bind(loopback).await.map_err(io)?,
+                smtp.clone(),
+            );
+            let net = TcpNet::new(http.local_addr().map_err(io)?);
+            let connector = TcpSmtpConnector {
+                address: smtp_listener.local_addr().map_err(io)?.to_string(),
+            };
+            (
+                Arc::new(net),
+                Arc::new(connector),
+                vec![http.spawn(), smtp_listener.spawn()],
+            )
+        }
     })
 }
 
