@@ -30,15 +30,9 @@ pub struct Seed(pub u64);
 impl Seed {
     /// The independent random stream called `name`.
     pub fn stream(self, name: &str) -> SeedRng {
-        let mut hasher = Sha256::new();
-        hasher.update(self.0.to_le_bytes());
-        hasher.update(name.as_bytes());
-        let digest: [u8; 32] = hasher.finalize().into();
-        SeedRng(ChaCha8Rng::from_seed(digest))
+        self.stream_for(name, &[])
     }
-}
 
-impl Seed {
     /// The stream of one occurrence of something, keyed by what it is (`parts`) rather than by
     /// when it was drawn: two requests served in either order get the same ids.
     pub fn stream_for(self, name: &str, parts: &[&[u8]]) -> SeedRng {

@@ -239,7 +239,8 @@ impl Outbox {
     /// A message by row id.
     pub fn get(&self, id: i64) -> Result<Option<Message>, OutboxError> {
         let conn = self.conn();
-        let mut statement = conn.prepare_cached(&format!("{SELECT} WHERE id = ?1"))?;
+        let mut statement =
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM messages WHERE id = ?1"))?;
         Ok(statement.query_row(params![id], row).optional()?)
     }
 
@@ -399,7 +400,6 @@ impl Outbox {
 }
 
 const COLUMNS: &str = "id, message_id, idempotency_key, sender, recipients, subject, body, state, attempts, enqueued_at, next_attempt_at, reason";
-const SELECT: &str = "SELECT id, message_id, idempotency_key, sender, recipients, subject, body, state, attempts, enqueued_at, next_attempt_at, reason FROM messages";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     let recipients: String = r.get(4)?;
