@@ -5,8 +5,10 @@
 //! of the in-memory and socket wirings line by line. It can be bounded (a ring) so that
 //! `maildrill serve` keeps flat memory under load.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -48,13 +50,13 @@ pub struct JournalEntry {
     /// The mock that served it.
     pub mock: MockName,
     /// The operation, e.g. `token`, `send-mail`, `delta`.
-    pub operation: String,
+    pub operation: &'static str,
     /// `METHOD path?query`.
     pub request: String,
     /// The request body; it shows only redacted and shortened.
     pub request_body: Body,
     /// How the reply went out: `respond`, `respond after 30s`, `reset`, `hang`, `truncate 10`.
-    pub delivery: String,
+    pub delivery: Cow<'static, str>,
     /// The status, when a response head was sent.
     pub status: Option<u16>,
     /// The response body; it shows only redacted and shortened.
@@ -70,7 +72,8 @@ pub struct JournalEntry {
 pub struct Body {
     bytes: bytes::Bytes,
     total: usize,
-    content_type: Option<String>,
+    // A header value, so keeping it is a reference count, not a copy.
+    content_type: Option<http::HeaderValue>,
 }
 
 /// Bytes of a body the journal keeps. Copying a bounded prefix (rather than holding the
@@ -79,14 +82,25 @@ pub struct Body {
 const BODY_KEEP: usize = 16 * 1024;
 
 impl Body {
-    /// A body and its `Content-Type`.
-    pub fn new(bytes: bytes::Bytes, content_type: Option<&str>) -> Body {
-        let total = bytes.len();
-        let kept = bytes::Bytes::copy_from_slice(&bytes[..total.min(BODY_KEEP)]);
+    /// A body and its `Content-Type`, copying at most 16 KiB of it.
+    pub fn new(bytes: &[u8], content_type: Option<&http::HeaderValue>) -> Body {
         Body {
-            bytes: kept,
-            total,
-            content_type: content_type.map(str::to_string),
+            bytes: bytes::Bytes::copy_from_slice(&bytes[..bytes.len().min(BODY_KEEP)]),
+            total: bytes.len(),
+            content_type: content_type.cloned(),
+        }
+    }
+
+    /// A body the caller built for exactly this message (a mock's reply), kept without a copy
+    /// when it is short: it cannot pin a larger buffer.
+    pub fn owned(bytes: bytes::Bytes, content_type: Option<&http::HeaderValue>) -> Body {
+        if bytes.len() > BODY_KEEP {
+            return Body::new(&bytes, content_type);
+        }
+        Body {
+            total: bytes.len(),
+            bytes,
+            content_type: content_type.cloned(),
         }
     }
 
@@ -110,10 +124,11 @@ impl Body {
         if self.bytes.is_empty() {
             return String::new();
         }
+        let content_type = self.content_type.as_ref().and_then(|v| v.to_str().ok());
         if self.bytes.len() < self.total {
-            return redact_prefix(self.content_type.as_deref(), &self.bytes, self.total);
+            return redact_prefix(content_type, &self.bytes, self.total);
         }
-        redact_body(self.content_type.as_deref(), &self.bytes)
+        redact_body(content_type, &self.bytes)
     }
 }
 
@@ -169,9 +184,83 @@ impl fmt::Display for JournalEntry {
     }
 }
 
+/// Entries per chunk of an unbounded journal: about a megabyte.
+const CHUNK: usize = 4096;
+
+/// Where entries live. A replay's journal only grows, in fixed chunks, so a long replay never
+/// copies what it already holds (a 45-day replay journals ~70,000 requests); a bounded journal
+/// is a ring.
+#[derive(Debug)]
+enum Store {
+    Chunks(Vec<Vec<JournalEntry>>),
+    Ring(VecDeque<JournalEntry>),
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store::Chunks(Vec::new())
+    }
+}
+
+impl Store {
+    fn push(&mut self, entry: JournalEntry, capacity: Option<usize>) {
+        match self {
+            Store::Chunks(chunks) => match chunks.last_mut() {
+                Some(last) if last.len() < CHUNK => last.push(entry),
+                _ => {
+                    let mut chunk = Vec::with_capacity(CHUNK);
+                    chunk.push(entry);
+                    chunks.push(chunk);
+                }
+            },
+            Store::Ring(ring) => {
+                if capacity.is_some_and(|c| ring.len() >= c) {
+                    ring.pop_front();
+                }
+                ring.push_back(entry);
+            }
+        }
+    }
+
+    fn iter(&self) -> Entries<'_> {
+        Entries(match self {
+            Store::Chunks(chunks) => EntriesIter::Chunks(chunks.iter().flatten()),
+            Store::Ring(ring) => EntriesIter::Ring(ring.iter()),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Store::Chunks(chunks) => chunks.iter().map(Vec::len).sum(),
+            Store::Ring(ring) => ring.len(),
+        }
+    }
+}
+
+/// The entries a journal holds, oldest first, borrowed.
+#[derive(Debug, Clone)]
+pub struct Entries<'a>(EntriesIter<'a>);
+
+#[derive(Debug, Clone)]
+enum EntriesIter<'a> {
+    Chunks(std::iter::Flatten<std::slice::Iter<'a, Vec<JournalEntry>>>),
+    Ring(std::collections::vec_deque::Iter<'a, JournalEntry>),
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = &'a JournalEntry;
+
+    fn next(&mut self) -> Option<&'a JournalEntry> {
+        match &mut self.0 {
+            EntriesIter::Chunks(iter) => iter.next(),
+            EntriesIter::Ring(iter) => iter.next(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    entries: VecDeque<JournalEntry>,
+    entries: Store,
     total: u64,
     capacity: Option<usize>,
     /// The instant of the last entry and how many entries share it.
@@ -197,8 +286,10 @@ impl Journal {
 
     /// A journal that keeps only the last `capacity` entries.
     pub fn bounded(capacity: usize) -> Journal {
+        let capacity = capacity.max(1);
         let inner = Inner {
-            capacity: Some(capacity.max(1)),
+            entries: Store::Ring(VecDeque::with_capacity(capacity.min(CHUNK))),
+            capacity: Some(capacity),
             ..Inner::default()
         };
         Journal {
@@ -226,10 +317,8 @@ impl Journal {
         if same == STALL_LIMIT {
             self.stalled.notify_one();
         }
-        if inner.capacity.is_some_and(|c| inner.entries.len() >= c) {
-            inner.entries.pop_front();
-        }
-        inner.entries.push_back(entry);
+        let capacity = inner.capacity;
+        inner.entries.push(entry, capacity);
     }
 
     /// Resolves once [`STALL_LIMIT`] entries were recorded at one instant, with that instant.
@@ -241,8 +330,8 @@ impl Journal {
     }
 
     /// Calls `f` with the entries held, oldest first, without copying them.
-    pub fn with_entries<R>(&self, f: impl FnOnce(&VecDeque<JournalEntry>) -> R) -> R {
-        f(&self.lock().entries)
+    pub fn with_entries<R>(&self, f: impl FnOnce(Entries<'_>) -> R) -> R {
+        f(self.lock().entries.iter())
     }
 
     /// The entries held, oldest first.
@@ -269,9 +358,8 @@ impl Journal {
     pub fn render(&self) -> String {
         let inner = self.lock();
         let mut out = String::new();
-        for entry in &inner.entries {
-            out.push_str(&entry.to_string());
-            out.push('\n');
+        for entry in inner.entries.iter() {
+            let _ = writeln!(out, "{entry}");
         }
         out
     }
@@ -516,7 +604,7 @@ mod tests {
             seq: 0,
             at,
             mock: MockName::Graph,
-            operation: "delta".into(),
+            operation: "delta",
             request: "GET /delta".into(),
             request_body: Body::default(),
             delivery: "respond".into(),
@@ -549,7 +637,7 @@ mod tests {
                 seq: 0,
                 at: DateTime::<Utc>::from_timestamp(i, 0).unwrap(),
                 mock: MockName::Entra,
-                operation: "token".into(),
+                operation: "token",
                 request: "POST /t".into(),
                 request_body: Body::default(),
                 delivery: "respond".into(),

@@ -245,13 +245,15 @@ fn a_queue_stalling_again_soon_after_recovery_pages_once() {
                 .unwrap();
             outbox.delivered(fast.id, sim.clock.now_utc()).unwrap();
         }
-        // Two stalls of six minutes, back to back: healthy for a moment in between.
+        // Two stalls of six minutes, back to back: healthy for a moment in between. Each
+        // ends 5 s past a 30-second check, so no delivery ties with a check at one instant
+        // (which of two tied wake-ups runs first is the runtime's choice, not the monitor's).
         let stalls = async {
             for _ in 0..2 {
                 let stuck = outbox
                     .enqueue(&message, sim.clock.now_utc(), &mut ids)
                     .unwrap();
-                sim.clock.sleep(Duration::from_secs(360)).await;
+                sim.clock.sleep(Duration::from_secs(365)).await;
                 outbox.delivered(stuck.id, sim.clock.now_utc()).unwrap();
                 sim.clock.sleep(Duration::from_secs(1)).await;
             }

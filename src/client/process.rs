@@ -1,10 +1,14 @@
 //! One client process in one call: the worker, the monitors, the inbound sync and the alerter,
 //! wired to one token provider, from a configuration and the parts that outlive the process.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::Notify;
 
 use super::EventLog;
@@ -72,6 +76,9 @@ pub struct Parts {
     /// Where the sync notes what it did.
     pub sync_log: EventLog<SyncEvent>,
 }
+
+/// One part of a running process.
+type Part<'a> = Pin<Box<dyn Future<Output = Result<(), OutboxError>> + Send + 'a>>;
 
 /// A client process.
 #[derive(Debug)]
@@ -172,24 +179,34 @@ impl Client {
         }
     }
 
-    /// Runs every part until `until` on the client's calendar.
+    /// Runs every part until `until` on the client's calendar. The parts run side by side in
+    /// one task, and a wake-up polls only the part it woke (a replay wakes the sync every
+    /// virtual minute for weeks; the others need not look each time).
     pub async fn run(&self, until: DateTime<Utc>) -> Result<(), OutboxError> {
-        let expiry = async {
-            if let Some(expiry) = &self.expiry {
+        let mut parts = FuturesUnordered::<Part<'_>>::new();
+        parts.push(Box::pin(self.worker.run(until)));
+        if let Some(expiry) = &self.expiry {
+            parts.push(Box::pin(async move {
                 expiry.run(until).await;
-            }
-        };
-        let latency = async {
-            if let Some(latency) = &self.latency {
+                Ok(())
+            }));
+        }
+        if let Some(latency) = &self.latency {
+            parts.push(Box::pin(async move {
                 latency.run(until).await;
-            }
-        };
-        let sync = async {
-            if let Some(sync) = &self.sync {
+                Ok(())
+            }));
+        }
+        if let Some(sync) = &self.sync {
+            parts.push(Box::pin(async move {
                 sync.run(until).await;
-            }
-        };
-        let (worked, (), (), ()) = tokio::join!(self.worker.run(until), expiry, latency, sync);
+                Ok(())
+            }));
+        }
+        let mut worked = Ok(());
+        while let Some(done) = parts.next().await {
+            worked = worked.and(done);
+        }
         worked
     }
 

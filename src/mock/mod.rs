@@ -12,6 +12,7 @@ pub mod mime;
 pub mod smtp;
 pub mod wire;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -440,19 +441,18 @@ impl HttpMocks {
         &self,
         at: DateTime<Utc>,
         mock: MockName,
-        operation: &str,
+        operation: &'static str,
         request: &HttpRequest,
         action: &Action,
         delay: Duration,
         fault: Option<&FaultKind>,
     ) {
-        let request_type = header(request, "content-type");
-        let (status, response_body, delivery): (_, Body, String) = match action {
-            Action::Respond(r) => (Some(r.status().as_u16()), body_of(r), "respond".to_string()),
+        let (status, response_body, delivery): (_, Body, Cow<'static, str>) = match action {
+            Action::Respond(r) => (Some(r.status().as_u16()), body_of(r), "respond".into()),
             Action::Truncate(r, n) => (
                 Some(r.status().as_u16()),
                 body_of(r),
-                format!("truncate {n}"),
+                format!("truncate {n}").into(),
             ),
             Action::Reset => (None, Body::default(), "reset".into()),
             Action::Hang => (None, Body::default(), "hang".into()),
@@ -460,16 +460,19 @@ impl HttpMocks {
         let delivery = if delay.is_zero() {
             delivery
         } else {
-            format!("{delivery} after {}", humantime::format_duration(delay))
+            format!("{delivery} after {}", humantime::format_duration(delay)).into()
         };
         let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
         self.journal.record(JournalEntry {
             seq: 0,
             at,
             mock,
-            operation: operation.to_string(),
+            operation,
             request: format!("{} {}", request.method(), target),
-            request_body: Body::new(request.body().clone(), request_type.as_deref()),
+            request_body: Body::new(
+                request.body(),
+                request.headers().get(http::header::CONTENT_TYPE),
+            ),
             delivery,
             status,
             response_body,
@@ -479,11 +482,10 @@ impl HttpMocks {
 }
 
 fn body_of(response: &HttpResponse) -> Body {
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok());
-    Body::new(response.body().clone(), content_type)
+    Body::owned(
+        response.body().clone(),
+        response.headers().get(http::header::CONTENT_TYPE),
+    )
 }
 
 /// A request header as text, if present and valid.

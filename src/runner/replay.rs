@@ -23,7 +23,7 @@ use crate::client::sync::{SyncConfig, SyncEvent, SyncState};
 use crate::client::token::TokenConfig;
 use crate::client::transport::HttpTransport;
 use crate::client::worker::{Mutation, Profile, WorkerEvent};
-use crate::journal::Journal;
+use crate::journal::{Journal, MockName};
 use crate::mock::smtp::{SmtpConfig, SmtpServer};
 use crate::mock::{HttpMocks, HttpMocksConfig};
 use crate::tenant::{Directory, DirectoryConfig, SecretSpec, SharedDirectory};
@@ -415,32 +415,35 @@ pub(super) fn replay(
         let mut events = BTreeMap::<String, u64>::new();
         let (token_requests, fail_but_deliver) = journal.with_entries(|entries| {
             let mut line = String::new();
+            // A tally of the run's event stream: what each service answered, what the client
+            // did. Counted on borrowed keys, named once at the end.
+            let mut answered = BTreeMap::<(MockName, &str, Result<u16, &str>), u64>::new();
+            let mut token_requests = Vec::new();
+            let mut fail_but_deliver = 0;
             for e in entries {
                 line.clear();
                 let _ = write!(line, "{e}");
                 leaks.scan(&secrets, &line);
-                // A tally of the run's event stream: what each service answered, what the
-                // client did.
-                let status = e
-                    .status
-                    .map_or_else(|| e.delivery.clone(), |s| s.to_string());
-                *events
-                    .entry(format!("{} {} {status}", e.mock, e.operation))
+                *answered
+                    .entry((e.mock, e.operation, e.status.ok_or(&*e.delivery)))
                     .or_default() += 1;
+                if e.operation == "token" {
+                    token_requests.push((e.at, e.status == Some(200)));
+                }
+                if e
+                    .fault
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with("fail_but_deliver"))
+                {
+                    fail_but_deliver += 1;
+                }
             }
-            let token_requests: Vec<_> = entries
-                .iter()
-                .filter(|e| e.operation == "token")
-                .map(|e| (e.at, e.status == Some(200)))
-                .collect();
-            let fail_but_deliver = entries
-                .iter()
-                .filter(|e| {
-                    e.fault
-                        .as_deref()
-                        .is_some_and(|f| f.starts_with("fail_but_deliver"))
-                })
-                .count() as u64;
+            for ((mock, operation, status), n) in answered {
+                let status = status.map_or_else(str::to_string, |s| s.to_string());
+                *events
+                    .entry(format!("{mock} {operation} {status}"))
+                    .or_default() += n;
+            }
             (token_requests, fail_but_deliver)
         });
         let raised: Vec<_> = alerters

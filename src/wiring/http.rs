@@ -136,6 +136,34 @@ pub enum HttpExchangeError {
     Connect(#[source] std::io::Error),
 }
 
+/// The client half of one HTTP/1.1 connection; its connection task runs on the current
+/// runtime until every handle is dropped.
+pub type Connection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Opens the client half of a connection over `io`.
+pub async fn open<IO>(io: IO) -> Result<Connection, HttpExchangeError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(io)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// Sends one request on an open connection and reads the whole response.
+pub async fn send_on(
+    connection: &mut Connection,
+    request: http::Request<Vec<u8>>,
+) -> Result<http::Response<Vec<u8>>, HttpExchangeError> {
+    let request = origin_form(request)?;
+    connection.ready().await?;
+    let response = connection.send_request(request).await?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(http::Response::from_parts(parts, body.to_vec()))
+}
+
 /// Sends one request on `io`, a fresh connection, and reads the whole response: the client
 /// half of both wirings, so a request crosses a duplex stream and a socket alike.
 pub async fn exchange<IO>(
@@ -145,14 +173,7 @@ pub async fn exchange<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(io)).await?;
-    tokio::spawn(connection);
-    let request = origin_form(request)?;
-    let response = sender.send_request(request).await?;
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok(http::Response::from_parts(parts, body.to_vec()))
+    send_on(&mut open(io).await?, request).await
 }
 
 /// HTTP/1.1 requests carry the path in the request line and the authority in `Host`.

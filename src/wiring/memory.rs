@@ -5,24 +5,33 @@
 //! anything but other tasks and the clock, so tokio advances time only when every task waits
 //! on a timer: the replay is deterministic by construction.
 
+use std::sync::{Arc, Mutex};
+
 use tokio::io::DuplexStream;
 
-use super::http::{HttpExchangeError, error_chain, exchange, serve_connection};
+use super::http::{Connection, HttpExchangeError, error_chain, open, send_on, serve_connection};
 use crate::mock::HttpMocks;
 
 /// Bytes a duplex stream buffers in each direction.
 const DUPLEX_BUFFER: usize = 64 * 1024;
 
-/// HTTP mocks reachable through in-memory connections.
+/// HTTP mocks reachable through in-memory connections, kept alive between requests as an
+/// HTTP client's pool keeps them (a replay's minute-by-minute sync would otherwise open tens
+/// of thousands).
 #[derive(Debug, Clone)]
 pub struct MemoryNet {
     mocks: HttpMocks,
+    /// Idle connections, the most recently used last.
+    idle: Arc<Mutex<Vec<Connection>>>,
 }
 
 impl MemoryNet {
     /// Wires `mocks` for in-memory clients.
     pub fn new(mocks: HttpMocks) -> MemoryNet {
-        MemoryNet { mocks }
+        MemoryNet {
+            mocks,
+            idle: Arc::default(),
+        }
     }
 
     /// The mocks behind this wiring.
@@ -37,13 +46,26 @@ impl MemoryNet {
         client
     }
 
-    /// Sends one request on a fresh connection and reads the whole response. Its signature
-    /// fits oauth2's `AsyncHttpClient` and any client's HTTP transport trait.
+    /// Sends one request on an idle connection, or a fresh one, and reads the whole
+    /// response. A connection goes back to the pool only after a complete exchange: one that
+    /// was reset, cut short or abandoned mid-request is dropped, as a client's pool drops it.
+    /// Its signature fits oauth2's `AsyncHttpClient` and any client's HTTP transport trait.
     pub async fn send(
         &self,
         request: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, HttpExchangeError> {
-        exchange(self.connect(), request).await
+        let idle = self.pool().pop().filter(|c| !c.is_closed());
+        let mut connection = match idle {
+            Some(connection) => connection,
+            None => open(self.connect()).await?,
+        };
+        let response = send_on(&mut connection, request).await?;
+        self.pool().push(connection);
+        Ok(response)
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

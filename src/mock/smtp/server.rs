@@ -396,7 +396,7 @@ impl SmtpServer {
 
     fn record(
         &self,
-        operation: &str,
+        operation: &'static str,
         command: &str,
         reply: &str,
         fault: Option<&FaultKind>,
@@ -410,10 +410,10 @@ impl SmtpServer {
             seq: 0,
             at: self.clock.now_utc(),
             mock: MockName::Smtp,
-            operation: operation.to_string(),
+            operation,
             request: command.to_string(),
             request_body: Body::default(),
-            delivery: delivery.to_string(),
+            delivery: delivery.to_string().into(),
             status,
             response_body: Body::text(reply),
             fault: fault.map(|f| f.to_string()),
