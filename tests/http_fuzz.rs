@@ -214,6 +214,10 @@ proptest! {
             if let Some(value) = header.and_then(|h| http::HeaderValue::from_str(&h).ok()) {
                 builder = builder.header("Authorization", value);
             }
+            // A secret sent under another name (say `grant_type`) is the client's own leak:
+            // Entra echoes that value in its error, and the journal shows what was answered.
+            let misplaced = form_urlencoded::parse(&body)
+                .any(|(k, v)| v.contains(SECRET) && k != "client_secret");
             let request = builder.body(Bytes::from(body)).unwrap();
             let (mock, _) = route(request.uri().path());
             let path = request.uri().path().to_string();
@@ -223,7 +227,7 @@ proptest! {
             };
             check_envelope(mock, &path, response.status().as_u16(), response.body())?;
             let journal = sim.mocks.journal().render();
-            prop_assert!(!journal.contains(SECRET));
+            prop_assert!(misplaced || !journal.contains(SECRET), "{journal}");
             Ok(())
         })?;
     }

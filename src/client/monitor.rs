@@ -78,7 +78,7 @@ impl ExpiryMonitor {
             self.config.graph_url, self.config.app_id
         );
         let request = http::Request::get(url)
-            .header("Authorization", format!("Bearer {}", token.expose()))
+            .header(http::header::AUTHORIZATION, token.authorization())
             .body(Vec::new())
             .ok()?;
         let response = self
@@ -364,7 +364,8 @@ impl LatencyMonitor {
                 self.alerter.raise(event).await;
             }
             // Sleep until the oldest waiting message would cross the threshold, or poll while
-            // something waits; an empty queue is looked at every threshold.
+            // something waits. An empty, healthy queue cannot breach before the next enqueue,
+            // which wakes the monitor; without that wake-up, it is looked at every threshold.
             let next = match oldest {
                 Some(oldest) if !active && oldest + threshold > now => {
                     oldest + threshold + chrono::TimeDelta::milliseconds(1)
@@ -376,6 +377,7 @@ impl LatencyMonitor {
                     .map_or(now + to_chrono(self.config.check_every), |since| {
                         since + to_chrono(self.config.resolve_after)
                     }),
+                None if self.wake.is_some() => until,
                 None => now + threshold,
             };
             let sleep = self

@@ -276,7 +276,7 @@ impl Sender {
             "saveToSentItems": false,
         });
         let request = http::Request::post(format!("{graph_url}/users/{}/sendMail", self.mailbox))
-            .header("Authorization", format!("Bearer {}", token.expose()))
+            .header(http::header::AUTHORIZATION, token.authorization())
             .header("Content-Type", "application/json")
             .body(serde_json::to_vec(&body).expect("JSON values serialise"))
             .map_err(|e| {

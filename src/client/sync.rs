@@ -1,12 +1,12 @@
 //! Inbound sync: Graph delta on the inbox at an interval, resuming from the `deltaLink`; after
 //! `410 SyncStateNotFound` a full resync, deduplicated, so every message is synced once.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use super::backoff::{Backoff, BackoffConfig};
 use super::classify::{self, Failure};
@@ -82,6 +82,26 @@ enum Round {
     Gone,
 }
 
+/// What the sync reads of a delta page; other members are ignored.
+#[derive(serde::Deserialize)]
+struct DeltaPage<'a> {
+    #[serde(default, borrow)]
+    value: Vec<DeltaItem<'a>>,
+    #[serde(rename = "@odata.nextLink", borrow)]
+    next_link: Option<Cow<'a, str>>,
+    #[serde(rename = "@odata.deltaLink", borrow)]
+    delta_link: Option<Cow<'a, str>>,
+}
+
+/// A message, or a removal, in a delta page.
+#[derive(serde::Deserialize)]
+struct DeltaItem<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(rename = "@removed")]
+    removed: Option<serde::de::IgnoredAny>,
+}
+
 impl InboxSync {
     fn note(&self, event: SyncEvent) {
         self.log
@@ -154,7 +174,7 @@ impl InboxSync {
         loop {
             let token = self.tokens.token(GRAPH_SCOPE).await?;
             let request = http::Request::get(&url)
-                .header("Authorization", format!("Bearer {}", token.expose()))
+                .header(http::header::AUTHORIZATION, token.authorization())
                 .header(
                     "Prefer",
                     format!("odata.maxpagesize={}", self.config.page_size),
@@ -194,22 +214,17 @@ impl InboxSync {
                     failure => return Err(failure),
                 }
             }
-            let page: Value =
+            let page: DeltaPage<'_> =
                 serde_json::from_slice(response.body()).map_err(|e| Failure::Transient {
                     reason: format!("unreadable delta page: {e}"),
                     retry_after: None,
                 })?;
-            for message in page
-                .get("value")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let Some(id) = message.get("id").and_then(Value::as_str) else {
+            for message in &page.value {
+                let Some(id) = &message.id else {
                     continue;
                 };
                 // A resync returns messages already seen: dedupe by id.
-                if message.get("@removed").is_none()
+                if message.removed.is_none()
                     && self
                         .state
                         .lock()
@@ -220,10 +235,10 @@ impl InboxSync {
                     self.note(SyncEvent::Synced { id: id.to_string() });
                 }
             }
-            if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
-                url = next.to_string();
-            } else if let Some(delta) = page.get("@odata.deltaLink").and_then(Value::as_str) {
-                return Ok(Round::Done(delta.to_string()));
+            if let Some(next) = page.next_link {
+                url = next.into_owned();
+            } else if let Some(delta) = page.delta_link {
+                return Ok(Round::Done(delta.into_owned()));
             } else {
                 return Err(Failure::Transient {
                     reason: "delta page without a link".into(),

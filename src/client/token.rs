@@ -119,15 +119,33 @@ struct Refusal {
 /// An access token. Its `Debug` never shows the value.
 #[derive(Clone)]
 pub struct Token {
-    value: String,
+    value: Arc<str>,
+    /// `Bearer {value}`, built once: a cached token is sent on every call for an hour.
+    authorization: http::HeaderValue,
     /// When it stops working, on the client's monotonic clock.
     pub expires_at: Instant,
 }
 
 impl Token {
+    /// A token valid until `expires_at`; `None` when it holds bytes no header can carry.
+    pub fn new(value: &str, expires_at: Instant) -> Option<Token> {
+        let mut authorization = http::HeaderValue::from_str(&format!("Bearer {value}")).ok()?;
+        authorization.set_sensitive(true);
+        Some(Token {
+            value: value.into(),
+            authorization,
+            expires_at,
+        })
+    }
+
     /// The bearer value, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.value
+    }
+
+    /// The `Authorization` header that carries it (marked sensitive).
+    pub fn authorization(&self) -> http::HeaderValue {
+        self.authorization.clone()
     }
 }
 
@@ -391,9 +409,13 @@ impl TokenProvider {
             Ok(response) => {
                 // Entra always sends expires_in; an hour is the documented default otherwise.
                 let lifetime = response.expires_in().unwrap_or(Duration::from_secs(3600));
-                Ok(Token {
-                    value: response.access_token().secret().clone(),
-                    expires_at: self.clock.now() + lifetime,
+                Token::new(
+                    response.access_token().secret(),
+                    self.clock.now() + lifetime,
+                )
+                .ok_or_else(|| Failure::Transient {
+                    reason: "the access token holds bytes an HTTP header cannot carry".into(),
+                    retry_after: None,
                 })
             }
             Err(error) => {

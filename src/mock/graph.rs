@@ -9,6 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use percent_encoding::percent_decode_str;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::mime;
@@ -18,8 +19,34 @@ use crate::tenant::{App, InboxMessage, Resource, SentMessage, SentVia, TokenClai
 
 /// The operation name of a path, for faults and the journal.
 pub fn operation(path: &str) -> &'static str {
-    let segments = segments(path);
-    match segments.iter().map(|s| &**s).collect::<Vec<_>>().as_slice() {
+    // Every request asks this; a path without escapes needs no decoded copy.
+    if path.contains('%') {
+        return operation_of(&segments(path));
+    }
+    let mut raw = [""; 7];
+    let mut n = 0;
+    for segment in path.trim_start_matches("/v1.0").split('/') {
+        if segment.is_empty() {
+            continue;
+        }
+        if n == raw.len() {
+            return "other";
+        }
+        raw[n] = segment;
+        n += 1;
+    }
+    operation_of(&raw[..n])
+}
+
+fn operation_of<S: AsRef<str>>(segments: &[S]) -> &'static str {
+    let mut names = [""; 7];
+    if segments.len() > names.len() {
+        return "other";
+    }
+    for (name, segment) in names.iter_mut().zip(segments) {
+        *name = segment.as_ref();
+    }
+    match &names[..segments.len()] {
         ["users", _, "sendMail"] => "send-mail",
         ["users", _, "mailFolders", _, "messages", "delta"] => "delta",
         [app, "addPassword"] if app.starts_with("applications") => "add-password",
@@ -39,7 +66,13 @@ fn segments(path: &str) -> Vec<Segment<'_>> {
     path.trim_start_matches("/v1.0")
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode_str(s).decode_utf8_lossy())
+        .map(|s| {
+            if s.contains('%') {
+                percent_decode_str(s).decode_utf8_lossy()
+            } else {
+                Segment::Borrowed(s)
+            }
+        })
         .collect()
 }
 
@@ -82,7 +115,7 @@ pub(crate) fn request_vars(vars: super::wire::Vars, request: &HttpRequest) -> su
 
 pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
     let segments = segments(request.uri().path());
-    let op = operation(request.uri().path());
+    let op = operation_of(&segments);
     let method = request.method().clone();
     let expected = match op {
         "send-mail" | "add-password" | "remove-password" => http::Method::POST,
@@ -125,9 +158,11 @@ fn token_error(error: &TokenError) -> GraphError {
     }
 }
 
-fn authorize(ctx: &Ctx<'_>, request: &HttpRequest) -> Result<TokenClaims, TokenError> {
-    let authorization = header(request, "authorization");
-    let bearer = authorization.as_deref().and_then(|value| {
+fn authorize(
+    ctx: &Ctx<'_>,
+    request: &HttpRequest,
+) -> Result<std::sync::Arc<TokenClaims>, TokenError> {
+    let bearer = header(request, "authorization").and_then(|value| {
         let (scheme, token) = value.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
@@ -341,32 +376,25 @@ fn delta(
             return wire::graph_error(GraphError::SyncStateNotFound, &vars, Some(&location), None);
         }
     };
-    let mut body = serde_json::Map::new();
-    body.insert(
-        "@odata.context".into(),
-        json!(format!(
+    let body = DeltaPage {
+        context: format!(
             "{}/v1.0/$metadata#Collection(message)",
             ctx.config.endpoints.graph_base
-        )),
-    );
-    if let Some(skip) = &page.skip_token {
-        body.insert(
-            "@odata.nextLink".into(),
-            json!(format!("{base}?$skiptoken={skip}")),
-        );
-    }
-    if let Some(delta) = &page.delta_token {
-        body.insert(
-            "@odata.deltaLink".into(),
-            json!(format!("{base}?$deltatoken={delta}")),
-        );
-    }
-    let value: Vec<Value> = page
-        .messages
-        .iter()
-        .map(|m| message_json(m, &mailbox.upn))
-        .collect();
-    body.insert("value".into(), Value::Array(value));
+        ),
+        next_link: page
+            .skip_token
+            .as_ref()
+            .map(|skip| format!("{base}?$skiptoken={skip}")),
+        delta_link: page
+            .delta_token
+            .as_ref()
+            .map(|delta| format!("{base}?$deltatoken={delta}")),
+        value: page
+            .messages
+            .iter()
+            .map(|m| MessageJson::new(m, &mailbox.upn))
+            .collect(),
+    };
     let extra = match prefer {
         Some(_) => vec![(
             "Preference-Applied",
@@ -374,25 +402,77 @@ fn delta(
         )],
         None => Vec::new(),
     };
-    wire::graph_ok(200, Some(&Value::Object(body)), &extra, &ctx.vars)
+    wire::graph_ok_json(200, &body, &extra, &ctx.vars)
 }
 
-fn message_json(message: &InboxMessage, upn: &str) -> Value {
-    let at = graph_time(message.received_at);
-    json!({
-        "@odata.type": "#microsoft.graph.message",
-        "@odata.etag": format!("W/\"CQAAABYAAAD{:08}\"", message.seq),
-        "id": message.id,
-        "createdDateTime": at,
-        "lastModifiedDateTime": at,
-        "receivedDateTime": at,
-        "sentDateTime": at,
-        "internetMessageId": message.internet_message_id,
-        "subject": message.subject,
-        "isRead": false,
-        "from": {"emailAddress": {"name": message.from, "address": message.from}},
-        "toRecipients": [{"emailAddress": {"name": upn, "address": upn}}],
-    })
+/// A delta page, its members in Graph's order.
+#[derive(Serialize)]
+struct DeltaPage<'a> {
+    #[serde(rename = "@odata.context")]
+    context: String,
+    #[serde(rename = "@odata.nextLink", skip_serializing_if = "Option::is_none")]
+    next_link: Option<String>,
+    #[serde(rename = "@odata.deltaLink", skip_serializing_if = "Option::is_none")]
+    delta_link: Option<String>,
+    value: Vec<MessageJson<'a>>,
+}
+
+/// A message as a delta page lists it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageJson<'a> {
+    #[serde(rename = "@odata.type")]
+    odata_type: &'static str,
+    #[serde(rename = "@odata.etag")]
+    odata_etag: String,
+    id: &'a str,
+    created_date_time: String,
+    last_modified_date_time: String,
+    received_date_time: String,
+    sent_date_time: String,
+    internet_message_id: &'a str,
+    subject: &'a str,
+    is_read: bool,
+    from: Recipient<'a>,
+    to_recipients: [Recipient<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Recipient<'a> {
+    email_address: EmailAddress<'a>,
+}
+
+#[derive(Serialize)]
+struct EmailAddress<'a> {
+    name: &'a str,
+    address: &'a str,
+}
+
+impl<'a> MessageJson<'a> {
+    fn new(message: &'a InboxMessage, upn: &'a str) -> MessageJson<'a> {
+        let at = graph_time(message.received_at);
+        let mailbox = |address: &'a str| Recipient {
+            email_address: EmailAddress {
+                name: address,
+                address,
+            },
+        };
+        MessageJson {
+            odata_type: "#microsoft.graph.message",
+            odata_etag: format!("W/\"CQAAABYAAAD{:08}\"", message.seq),
+            id: &message.id,
+            created_date_time: at.clone(),
+            last_modified_date_time: at.clone(),
+            received_date_time: at.clone(),
+            sent_date_time: at,
+            internet_message_id: &message.internet_message_id,
+            subject: &message.subject,
+            is_read: false,
+            from: mailbox(&message.from),
+            to_recipients: [mailbox(upn)],
+        }
+    }
 }
 
 static GRAPH_TIME: crate::time::Pattern = crate::time::Pattern::new("%Y-%m-%dT%H:%M:%SZ");

@@ -26,8 +26,8 @@ use crate::fault::{
 use crate::journal::{Body, Journal, JournalEntry, MockName};
 use crate::seed::{Seed, SeedRng};
 use crate::tenant::{Directory, SharedDirectory};
-use crate::time::{Pattern, SharedClock};
-use wire::Vars;
+use crate::time::SharedClock;
+use wire::{ReplyDates, Vars};
 
 /// An HTTP request as the mocks see it.
 pub type HttpRequest = http::Request<Bytes>;
@@ -164,10 +164,6 @@ pub struct HttpMocks {
     config: Arc<HttpMocksConfig>,
 }
 
-static HTTP_DATE: Pattern = Pattern::new("%a, %d %b %Y %H:%M:%S GMT");
-static ENTRA_TIMESTAMP: Pattern = Pattern::new("%Y-%m-%d %H:%M:%SZ");
-static INNER_DATE: Pattern = Pattern::new("%Y-%m-%dT%H:%M:%S");
-
 /// Request ids, and the reply date texts of the current second (formatting dates is a
 /// noticeable share of a reply under load, and they change once a second).
 ///
@@ -180,14 +176,7 @@ struct Ids {
     seed: Seed,
     instant: Option<DateTime<Utc>>,
     seen: BTreeMap<[u8; 32], u32>,
-    dates: Option<(i64, Dates)>,
-}
-
-#[derive(Debug, Clone)]
-struct Dates {
-    date: String,
-    timestamp: String,
-    inner_date: String,
+    dates: Option<(i64, Arc<ReplyDates>)>,
 }
 
 impl Ids {
@@ -224,17 +213,17 @@ impl Ids {
         )
     }
 
-    fn dates(&mut self, now: DateTime<Utc>) -> &Dates {
+    /// The reply dates of `now`'s second, shared by every reply in it.
+    fn dates(&mut self, now: DateTime<Utc>) -> Arc<ReplyDates> {
         let second = now.timestamp();
-        if self.dates.as_ref().is_none_or(|(s, _)| *s != second) {
-            let dates = Dates {
-                date: HTTP_DATE.format(now),
-                timestamp: ENTRA_TIMESTAMP.format(now),
-                inner_date: INNER_DATE.format(now),
-            };
-            self.dates = Some((second, dates));
+        match &self.dates {
+            Some((s, dates)) if *s == second => dates.clone(),
+            _ => {
+                let dates = Arc::new(ReplyDates::new(now));
+                self.dates = Some((second, dates.clone()));
+                dates
+            }
         }
-        &self.dates.as_ref().expect("set just above").1
     }
 }
 
@@ -415,11 +404,7 @@ impl HttpMocks {
             .get("client-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let dates = ids.dates(now);
-        let vars = Vars::default()
-            .set("date", dates.date.clone())
-            .set("timestamp", dates.timestamp.clone())
-            .set("inner_date", dates.inner_date.clone());
+        let vars = Vars::default().with_dates(ids.dates(now));
         match mock {
             MockName::Graph => vars
                 .set(
@@ -489,12 +474,8 @@ fn body_of(response: &HttpResponse) -> Body {
 }
 
 /// A request header as text, if present and valid.
-pub(crate) fn header(request: &HttpRequest, name: &str) -> Option<String> {
-    request
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+pub(crate) fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Which mock and operation a path belongs to.

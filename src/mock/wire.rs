@@ -2,27 +2,38 @@
 //! `fixtures/wire/*.toml` so fidelity facts live in one reviewed place, not in code.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::HttpResponse;
+use crate::time::Pattern;
 
 /// Values that fill `${name}` placeholders in the catalogue.
 #[derive(Debug, Clone, Default)]
-pub struct Vars(Vec<(&'static str, String)>);
+pub struct Vars {
+    values: Vec<(&'static str, String)>,
+    dates: Option<Arc<ReplyDates>>,
+}
 
 impl Vars {
     /// Adds or replaces a value.
     pub fn set(mut self, name: &'static str, value: impl Into<String>) -> Self {
         let value = value.into();
-        match self.0.iter_mut().find(|(n, _)| *n == name) {
+        match self.values.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = value,
-            None => self.0.push((name, value)),
+            None => self.values.push((name, value)),
         }
+        self
+    }
+
+    /// Takes `date`, `timestamp` and `inner_date` from `dates` unless set otherwise.
+    pub fn with_dates(mut self, dates: Arc<ReplyDates>) -> Self {
+        self.dates = Some(dates);
         self
     }
 
@@ -53,11 +64,49 @@ impl Vars {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.values
             .iter()
             .rev()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
+            .or_else(|| self.dates.as_ref()?.get(name))
+    }
+}
+
+static HTTP_DATE: Pattern = Pattern::new("%a, %d %b %Y %H:%M:%S GMT");
+static ENTRA_TIMESTAMP: Pattern = Pattern::new("%Y-%m-%d %H:%M:%SZ");
+static INNER_DATE: Pattern = Pattern::new("%Y-%m-%dT%H:%M:%S");
+
+/// The dates a reply may show, for one second of the clock: the `Date` header, Entra's
+/// `timestamp` and Graph's `innerError.date`. Each is formatted when a reply first uses it; a
+/// successful Graph reply needs only the first.
+#[derive(Debug)]
+pub struct ReplyDates {
+    at: DateTime<Utc>,
+    http: OnceLock<String>,
+    entra: OnceLock<String>,
+    inner: OnceLock<String>,
+}
+
+impl ReplyDates {
+    /// The dates of `at`.
+    pub fn new(at: DateTime<Utc>) -> ReplyDates {
+        ReplyDates {
+            at,
+            http: OnceLock::new(),
+            entra: OnceLock::new(),
+            inner: OnceLock::new(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        let (cell, pattern) = match name {
+            "date" => (&self.http, &HTTP_DATE),
+            "timestamp" => (&self.entra, &ENTRA_TIMESTAMP),
+            "inner_date" => (&self.inner, &INNER_DATE),
+            _ => return None,
+        };
+        Some(cell.get_or_init(|| pattern.format(self.at)))
     }
 }
 
@@ -334,23 +383,41 @@ fn graph_file() -> &'static GraphFile {
     })
 }
 
-/// A catalogue header, parsed once: a fixed value, or a template filled per reply.
+/// A catalogue header, parsed once: a fixed value, one variable, or a template filled per
+/// reply.
 #[derive(Debug)]
 struct HeaderTemplate {
     name: HeaderName,
-    fixed: Option<HeaderValue>,
-    template: String,
+    value: TemplateValue,
+}
+
+#[derive(Debug)]
+enum TemplateValue {
+    Fixed(HeaderValue),
+    /// The whole value is `${name}` (ids, dates): no template to scan.
+    Var(String),
+    Template(String),
 }
 
 fn templates(headers: &[(String, String)]) -> Vec<HeaderTemplate> {
     headers
         .iter()
-        .map(|(name, value)| HeaderTemplate {
-            name: HeaderName::from_bytes(name.as_bytes())
-                .expect("catalogue header names are valid"),
-            fixed: (!value.contains("${"))
-                .then(|| HeaderValue::from_str(value).expect("catalogue header values are valid")),
-            template: value.clone(),
+        .map(|(name, value)| {
+            let var = value
+                .strip_prefix("${")
+                .and_then(|v| v.strip_suffix('}'))
+                .filter(|v| !v.contains(['$', '{', '}']));
+            HeaderTemplate {
+                name: HeaderName::from_bytes(name.as_bytes())
+                    .expect("catalogue header names are valid"),
+                value: match var {
+                    Some(var) => TemplateValue::Var(var.to_string()),
+                    None if value.contains("${") => TemplateValue::Template(value.clone()),
+                    None => TemplateValue::Fixed(
+                        HeaderValue::from_str(value).expect("catalogue header values are valid"),
+                    ),
+                },
+            }
         })
         .collect()
 }
@@ -362,19 +429,20 @@ fn response(
     vars: &Vars,
     body: Bytes,
 ) -> HttpResponse {
-    let mut builder = http::Response::builder()
-        .status(StatusCode::from_u16(status).expect("catalogue statuses are valid"));
-    let map = builder.headers_mut().expect("builder has no error yet");
+    let mut map = http::HeaderMap::with_capacity(headers.len() + extra.len() + 1);
     for header in headers {
-        let value = match &header.fixed {
-            Some(value) => value.clone(),
-            // Filled values come from the request (ids, dates): invalid bytes are dropped.
-            None => match HeaderValue::from_str(&vars.fill(&header.template)) {
-                Ok(value) => value,
-                Err(_) => continue,
+        // Filled values come from the request (ids, dates): invalid bytes are dropped.
+        let value = match &header.value {
+            TemplateValue::Fixed(value) => Ok(value.clone()),
+            TemplateValue::Var(name) => match vars.get(name) {
+                Some(value) => HeaderValue::from_str(value),
+                None => HeaderValue::from_str(&format!("${{{name}}}")),
             },
+            TemplateValue::Template(template) => HeaderValue::from_str(&vars.fill(template)),
         };
-        map.append(header.name.clone(), value);
+        if let Ok(value) = value {
+            map.append(header.name.clone(), value);
+        }
     }
     for (name, value) in extra {
         let name = HeaderName::from_bytes(name.as_bytes()).expect("extra header names are static");
@@ -382,9 +450,10 @@ fn response(
             map.append(name, value);
         }
     }
-    builder
-        .body(body)
-        .expect("status and headers were validated above")
+    let mut response = http::Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(status).expect("catalogue statuses are valid");
+    *response.headers_mut() = map;
+    response
 }
 
 struct Parsed {
@@ -552,14 +621,34 @@ pub fn graph_ok(
     extra: &[(&str, String)],
     vars: &Vars,
 ) -> HttpResponse {
-    let bytes = body.map_or_else(Bytes::new, |b| {
-        Bytes::from(serde_json::to_vec(b).expect("JSON values serialise"))
-    });
-    let headers = match body {
-        Some(_) => &parsed().graph_headers,
-        None => &parsed().graph_headers_no_body,
-    };
-    response(status, headers, extra, vars, bytes)
+    match body {
+        Some(body) => graph_ok_json(status, body, extra, vars),
+        None => response(
+            status,
+            &parsed().graph_headers_no_body,
+            extra,
+            vars,
+            Bytes::new(),
+        ),
+    }
+}
+
+/// A Graph success with a JSON body serialised straight from `body`.
+pub fn graph_ok_json<T: serde::Serialize>(
+    status: u16,
+    body: &T,
+    extra: &[(&str, String)],
+    vars: &Vars,
+) -> HttpResponse {
+    let mut bytes = Vec::with_capacity(512);
+    serde_json::to_writer(&mut bytes, body).expect("reply bodies serialise");
+    response(
+        status,
+        &parsed().graph_headers,
+        extra,
+        vars,
+        Bytes::from(bytes),
+    )
 }
 
 /// The raw IIS 503 page some Graph front ends return.

@@ -248,19 +248,19 @@ impl Directory {
         resource: Resource,
         role: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<TokenClaims, TokenError> {
+    ) -> Result<std::sync::Arc<TokenClaims>, TokenError> {
         let bearer = bearer
             .filter(|b| !b.is_empty())
             .ok_or(TokenError::Missing)?;
         let claims = match self.recent.iter().rev().find(|t| t.value == bearer) {
             Some(known) => known.claims.clone(),
-            None => token::verify(bearer, &self.signing_key)?,
+            None => std::sync::Arc::new(token::verify(bearer, &self.signing_key)?),
         };
         if now.timestamp() >= claims.exp || now.timestamp() < claims.nbf {
             return Err(TokenError::Expired(claims.expires_at()));
         }
         if claims.resource() != Some(resource) {
-            return Err(TokenError::WrongAudience(claims.aud));
+            return Err(TokenError::WrongAudience(claims.aud.clone()));
         }
         if let Some(role) = role
             && !claims.roles.iter().any(|r| r == role)

@@ -210,10 +210,15 @@ impl Mailbox {
             }
         };
         let page_size = page_size.max(1);
-        let messages: Vec<InboxMessage> = self
-            .inbox
+        // Message `seq` is at index `seq - 1`: the page is a slice, not a scan.
+        let from = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(self.inbox.len());
+        let to = usize::try_from(upto)
+            .unwrap_or(usize::MAX)
+            .min(self.inbox.len());
+        let messages: Vec<InboxMessage> = self.inbox[from..to.max(from)]
             .iter()
-            .filter(|m| m.seq > after && m.seq <= upto)
             .take(page_size)
             .cloned()
             .collect();

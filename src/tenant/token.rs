@@ -63,8 +63,8 @@ impl TokenClaims {
 pub struct AccessToken {
     /// The bearer string.
     pub value: String,
-    /// What it grants.
-    pub claims: TokenClaims,
+    /// What it grants (shared: the directory hands the same claims to every check).
+    pub claims: std::sync::Arc<TokenClaims>,
 }
 
 impl fmt::Debug for AccessToken {
@@ -111,7 +111,7 @@ pub(crate) fn sign(claims: TokenClaims, key: &[u8; 32]) -> AccessToken {
     let signature = mac(key, signing_input.as_bytes());
     AccessToken {
         value: format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)),
-        claims,
+        claims: claims.into(),
     }
 }
 

@@ -130,7 +130,7 @@ pub enum HttpExchangeError {
     Hyper(#[from] hyper::Error),
     /// The request could not be rebuilt in origin form.
     #[error("failed to build the request")]
-    Http(#[from] http::Error),
+    Uri(#[from] http::uri::InvalidUriParts),
     /// The connection could not be opened (socket wiring only).
     #[error("failed to connect")]
     Connect(#[source] std::io::Error),
@@ -177,7 +177,9 @@ where
 }
 
 /// HTTP/1.1 requests carry the path in the request line and the authority in `Host`.
-fn origin_form(request: http::Request<Vec<u8>>) -> Result<http::Request<Full<Bytes>>, http::Error> {
+fn origin_form(
+    request: http::Request<Vec<u8>>,
+) -> Result<http::Request<Full<Bytes>>, http::uri::InvalidUriParts> {
     let (mut parts, body) = request.into_parts();
     if let Some(authority) = parts.uri.authority().cloned()
         && !parts.headers.contains_key(http::header::HOST)
@@ -186,12 +188,14 @@ fn origin_form(request: http::Request<Vec<u8>>) -> Result<http::Request<Full<Byt
             .expect("a parsed authority is a valid header value");
         parts.headers.insert(http::header::HOST, host);
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    parts.uri = path.parse()?;
+    // The parsed path and query carry over as they are; only scheme and authority go.
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = None;
+    uri.authority = None;
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.uri = http::Uri::from_parts(uri)?;
     Ok(http::Request::from_parts(
         parts,
         Full::new(Bytes::from(body)),
