@@ -174,26 +174,63 @@ pub struct Leaks {
 impl Leaks {
     /// Scans one piece of written text for `secrets` and access tokens.
     pub fn scan(&mut self, secrets: &[String], text: &str) {
-        for (i, secret) in secrets.iter().enumerate() {
-            if !secret.is_empty() && text.contains(secret.as_str()) {
-                self.secrets.insert(i);
+        self.scan_with(&Needles::new(secrets), text);
+    }
+
+    /// Scans one piece of written text for the needles' secrets and access tokens.
+    pub fn scan_with(&mut self, needles: &Needles, text: &str) {
+        for (i, finder) in &needles.secrets {
+            if finder.find(text.as_bytes()).is_some() {
+                self.secrets.insert(*i);
             }
         }
-        if has_jwt(text) {
+        if has_jwt(&needles.jwt, text) {
             self.tokens += 1;
         }
     }
 }
 
+/// A run's secret values and the token marker, prepared once for a scan of many pieces.
+#[derive(Debug, Clone)]
+pub struct Needles {
+    secrets: Vec<(usize, memchr::memmem::Finder<'static>)>,
+    jwt: memchr::memmem::Finder<'static>,
+}
+
+impl Needles {
+    /// Needles for `secrets` (an empty value finds nothing).
+    pub fn new(secrets: &[String]) -> Needles {
+        Needles {
+            secrets: secrets
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.is_empty())
+                .map(|(i, s)| (i, memchr::memmem::Finder::new(s.as_bytes()).into_owned()))
+                .collect(),
+            jwt: memchr::memmem::Finder::new(b"eyJ").into_owned(),
+        }
+    }
+
+    /// Whether `bytes` hold a secret value or the start of a token at all. Redaction only
+    /// replaces and shortens, so text shown from bytes without either cannot leak: a scan
+    /// renders only what this says yes to.
+    pub fn may_hold(&self, bytes: &[u8]) -> bool {
+        self.jwt.find(bytes).is_some() || self.secrets.iter().any(|(_, f)| f.find(bytes).is_some())
+    }
+}
+
 /// Whether `text` holds something shaped like a JWT access token.
-fn has_jwt(text: &str) -> bool {
-    text.match_indices("eyJ").any(|(i, _)| {
-        let rest = &text[i..];
-        let token: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            .collect();
-        token.matches('.').count() >= 2 && token.len() > 20
+fn has_jwt(marker: &memchr::memmem::Finder<'_>, text: &str) -> bool {
+    marker.find_iter(text.as_bytes()).any(|i| {
+        let token = text[i..]
+            .bytes()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+        let (mut len, mut dots) = (0, 0);
+        for c in token {
+            len += 1;
+            dots += usize::from(c == b'.');
+        }
+        dots >= 2 && len > 20
     })
 }
 

@@ -119,6 +119,11 @@ impl Body {
         self.bytes.is_empty()
     }
 
+    /// The kept bytes, unredacted: for a leak scan to look through, never to show.
+    pub(crate) fn raw(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// The redacted, shortened text.
     pub fn redacted(&self) -> String {
         if self.bytes.is_empty() {

@@ -5,6 +5,8 @@
 //! clock, audience, role) before anything else, as Graph does, so an expired token is a 401 here
 //! exactly when it would be refused at SMTP.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
@@ -76,11 +78,12 @@ fn segments(path: &str) -> Vec<Segment<'_>> {
         .collect()
 }
 
-fn query(request: &HttpRequest, name: &str) -> Option<String> {
+/// The first value of query parameter `name` (borrowed unless escaped).
+fn query<'a>(request: &'a HttpRequest, name: &str) -> Option<Cow<'a, str>> {
     let query = request.uri().query()?;
     form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+        .map(|(_, v)| v)
 }
 
 fn err(ctx: &Ctx<'_>, error: GraphError) -> HttpResponse {
@@ -542,7 +545,7 @@ fn get_applications(
     let base = &ctx.config.endpoints.graph_base;
     let single = application_ref(segments);
     let Some(id) = single else {
-        let filter = query(request, "$filter").unwrap_or_default();
+        let filter = query(request, "$filter").unwrap_or_default().into_owned();
         let Some(app_id) = parse_app_id_filter(&filter) else {
             return err(ctx, GraphError::InvalidFilter);
         };

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -73,7 +74,6 @@ impl Vars {
     }
 }
 
-static HTTP_DATE: Pattern = Pattern::new("%a, %d %b %Y %H:%M:%S GMT");
 static ENTRA_TIMESTAMP: Pattern = Pattern::new("%Y-%m-%d %H:%M:%SZ");
 static INNER_DATE: Pattern = Pattern::new("%Y-%m-%dT%H:%M:%S");
 
@@ -101,7 +101,13 @@ impl ReplyDates {
 
     fn get(&self, name: &str) -> Option<&str> {
         let (cell, pattern) = match name {
-            "date" => (&self.http, &HTTP_DATE),
+            // IMF-fixdate, the `Date` of every reply: httpdate writes it without a pattern.
+            "date" => {
+                return Some(
+                    self.http
+                        .get_or_init(|| httpdate::fmt_http_date(SystemTime::from(self.at))),
+                );
+            }
             "timestamp" => (&self.entra, &ENTRA_TIMESTAMP),
             "inner_date" => (&self.inner, &INNER_DATE),
             _ => return None,
@@ -640,15 +646,17 @@ pub fn graph_ok_json<T: serde::Serialize>(
     extra: &[(&str, String)],
     vars: &Vars,
 ) -> HttpResponse {
-    let mut bytes = Vec::with_capacity(512);
-    serde_json::to_writer(&mut bytes, body).expect("reply bodies serialise");
-    response(
-        status,
-        &parsed().graph_headers,
-        extra,
-        vars,
-        Bytes::from(bytes),
-    )
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    // Serialised into a buffer kept per thread, then copied at its exact size: the journal
+    // keeps every reply body of a replay, so slack capacity would be kept too.
+    let bytes = BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        serde_json::to_writer(&mut *buffer, body).expect("reply bodies serialise");
+        Bytes::copy_from_slice(buffer)
+    });
+    response(status, &parsed().graph_headers, extra, vars, bytes)
 }
 
 /// The raw IIS 503 page some Graph front ends return.

@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::Wiring;
 use super::plan::{Action, Plan};
-use crate::check::{AlertSeen, Leaks, Observations, WaitSeen};
+use crate::check::{AlertSeen, Leaks, Needles, Observations, WaitSeen};
 use crate::client::alert::Alerter;
 use crate::client::backoff::{BackoffConfig, Jitter};
 use crate::client::monitor::{ExpiryConfig, LatencyConfig, default_lead_times};
@@ -420,10 +420,21 @@ pub(super) fn replay(
             let mut answered = BTreeMap::<(MockName, &str, Result<u16, &str>), u64>::new();
             let mut token_requests = Vec::new();
             let mut fail_but_deliver = 0;
+            let needles = Needles::new(&secrets);
             for e in entries {
-                line.clear();
-                let _ = write!(line, "{e}");
-                leaks.scan(&secrets, &line);
+                // What a journal line shows, piece by piece; a body is rendered (redacted) only
+                // when its bytes could show a secret or a token at all.
+                leaks.scan_with(&needles, &e.request);
+                if let Some(fault) = &e.fault {
+                    leaks.scan_with(&needles, fault);
+                }
+                for body in [&e.request_body, &e.response_body] {
+                    if needles.may_hold(body.raw()) {
+                        line.clear();
+                        let _ = write!(line, "{body}");
+                        leaks.scan_with(&needles, &line);
+                    }
+                }
                 *answered
                     .entry((e.mock, e.operation, e.status.ok_or(&*e.delivery)))
                     .or_default() += 1;
