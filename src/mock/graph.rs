@@ -6,6 +6,7 @@
 //! exactly when it would be refused at SMTP.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -361,10 +362,11 @@ fn delta(
         .tenant(&claims.tid)
         .map(|t| t.settings.delta_token_max_age)
         .unwrap_or_default();
-    let base = format!(
-        "{}/v1.0/users/{}/mailFolders/{}/messages/delta",
-        ctx.config.endpoints.graph_base, user, folder
-    );
+    let base = DeltaBase {
+        graph: &ctx.config.endpoints.graph_base,
+        user,
+        folder,
+    };
     let page = match mailbox.delta(token.as_deref(), page_size, ctx.now, max_age) {
         Ok(page) => page,
         Err(crate::tenant::DeltaError::Malformed) => {
@@ -380,18 +382,21 @@ fn delta(
         }
     };
     let body = DeltaPage {
-        context: format!(
-            "{}/v1.0/$metadata#Collection(message)",
-            ctx.config.endpoints.graph_base
-        ),
-        next_link: page
-            .skip_token
-            .as_ref()
-            .map(|skip| format!("{base}?$skiptoken={skip}")),
-        delta_link: page
-            .delta_token
-            .as_ref()
-            .map(|delta| format!("{base}?$deltatoken={delta}")),
+        context: Shown(MetadataContext(&ctx.config.endpoints.graph_base)),
+        next_link: page.skip_token.as_deref().map(|token| {
+            Shown(Link {
+                base: &base,
+                key: "$skiptoken",
+                token,
+            })
+        }),
+        delta_link: page.delta_token.as_deref().map(|token| {
+            Shown(Link {
+                base: &base,
+                key: "$deltatoken",
+                token,
+            })
+        }),
         value: page
             .messages
             .iter()
@@ -412,12 +417,61 @@ fn delta(
 #[derive(Serialize)]
 struct DeltaPage<'a> {
     #[serde(rename = "@odata.context")]
-    context: String,
+    context: Shown<MetadataContext<'a>>,
     #[serde(rename = "@odata.nextLink", skip_serializing_if = "Option::is_none")]
-    next_link: Option<String>,
+    next_link: Option<Shown<Link<'a>>>,
     #[serde(rename = "@odata.deltaLink", skip_serializing_if = "Option::is_none")]
-    delta_link: Option<String>,
+    delta_link: Option<Shown<Link<'a>>>,
     value: Vec<MessageJson<'a>>,
+}
+
+/// A string member written straight from its `Display` (links are built per request; this
+/// spares a `String` for each).
+struct Shown<T>(T);
+
+impl<T: fmt::Display> Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+/// `{graph}/v1.0/$metadata#Collection(message)`.
+struct MetadataContext<'a>(&'a str);
+
+impl fmt::Display for MetadataContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/v1.0/$metadata#Collection(message)", self.0)
+    }
+}
+
+/// `{base}?{key}={token}`: the next page, or where the next sync starts.
+struct Link<'a> {
+    base: &'a DeltaBase<'a>,
+    key: &'static str,
+    token: &'a str,
+}
+
+impl fmt::Display for Link<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}?{}={}", self.base, self.key, self.token)
+    }
+}
+
+/// `{graph}/v1.0/users/{user}/mailFolders/{folder}/messages/delta`.
+struct DeltaBase<'a> {
+    graph: &'a str,
+    user: &'a str,
+    folder: &'a str,
+}
+
+impl fmt::Display for DeltaBase<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/v1.0/users/{}/mailFolders/{}/messages/delta",
+            self.graph, self.user, self.folder
+        )
+    }
 }
 
 /// A message as a delta page lists it.

@@ -258,15 +258,15 @@ fn domain_of(address: &str) -> &str {
 }
 
 fn encode(cursor: Cursor) -> String {
-    let upto = if cursor.upto == u64::MAX {
-        "-".to_string()
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(64);
+    let _ = write!(text, "md1.{}.{}.", cursor.epoch, cursor.after);
+    if cursor.upto == u64::MAX {
+        text.push('-');
     } else {
-        cursor.upto.to_string()
-    };
-    let text = format!(
-        "md1.{}.{}.{}.{}",
-        cursor.epoch, cursor.after, upto, cursor.issued
-    );
+        let _ = write!(text, "{}", cursor.upto);
+    }
+    let _ = write!(text, ".{}", cursor.issued);
     URL_SAFE_NO_PAD.encode(text)
 }
 
