@@ -120,6 +120,9 @@ impl InboxSync {
     /// Syncs until `until`.
     pub async fn run(&self, until: DateTime<Utc>) {
         let mut backoff = Backoff::new(self.config.backoff, self.rng.clone());
+        let prefer =
+            http::HeaderValue::from_str(&format!("odata.maxpagesize={}", self.config.page_size))
+                .expect("a number makes a valid header value");
         while self.clock.now_utc() < until {
             let start = self
                 .state
@@ -128,7 +131,7 @@ impl InboxSync {
                 .delta_link
                 .clone()
                 .unwrap_or_else(|| self.initial_url());
-            let round = self.round(start).await;
+            let round = self.round(start, &prefer).await;
             let wait = {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 match round {
@@ -169,16 +172,13 @@ impl InboxSync {
     }
 
     /// Follows `nextLink`s from `url` to the `deltaLink`.
-    async fn round(&self, mut url: String) -> Result<Round, Failure> {
+    async fn round(&self, mut url: String, prefer: &http::HeaderValue) -> Result<Round, Failure> {
         let mut refreshed = false;
         loop {
             let token = self.tokens.token(GRAPH_SCOPE).await?;
             let request = http::Request::get(&url)
                 .header(http::header::AUTHORIZATION, token.authorization())
-                .header(
-                    "Prefer",
-                    format!("odata.maxpagesize={}", self.config.page_size),
-                )
+                .header("Prefer", prefer.clone())
                 .body(Vec::new())
                 .map_err(|e| Failure::Permanent {
                     reason: e.to_string(),

@@ -355,7 +355,18 @@ fn delta(
     let page_size: usize = prefer
         .unwrap_or(settings.default_page_size)
         .clamp(1, settings.max_page_size);
-    let token = query(request, "$skiptoken").or_else(|| query(request, "$deltatoken"));
+    // One pass over the query: a `$skiptoken` wins over a `$deltatoken`.
+    let mut token = None;
+    for (key, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+        match &*key {
+            "$skiptoken" => {
+                token = Some(value);
+                break;
+            }
+            "$deltatoken" if token.is_none() => token = Some(value),
+            _ => {}
+        }
+    }
     let token = token.filter(|t| !t.is_empty());
     let max_age = ctx
         .directory
