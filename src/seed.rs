@@ -36,6 +36,12 @@ impl Seed {
     /// The stream of one occurrence of something, keyed by what it is (`parts`) rather than by
     /// when it was drawn: two requests served in either order get the same ids.
     pub fn stream_for(self, name: &str, parts: &[&[u8]]) -> SeedRng {
+        SeedRng(ChaCha8Rng::from_seed(self.digest_for(name, parts)))
+    }
+
+    /// 32 bytes keyed by `name` and `parts`, for something that needs no more than that (a
+    /// request's two ids): the hash alone, without starting a stream.
+    pub fn digest_for(self, name: &str, parts: &[&[u8]]) -> [u8; 32] {
         let mut hasher = Sha256::new();
         hasher.update(self.0.to_le_bytes());
         hasher.update(name.as_bytes());
@@ -44,8 +50,7 @@ impl Seed {
             hasher.update((part.len() as u64).to_le_bytes());
             hasher.update(part);
         }
-        let digest: [u8; 32] = hasher.finalize().into();
-        SeedRng(ChaCha8Rng::from_seed(digest))
+        hasher.finalize().into()
     }
 }
 
@@ -106,7 +111,8 @@ impl SeedRng {
 }
 
 /// Formats 16 random bytes as a lower-case version-4 GUID.
-fn uuid_v4(mut bytes: [u8; 16]) -> String {
+/// A version-4-shaped GUID made of `bytes`.
+pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let mut guid = String::with_capacity(36);

@@ -24,7 +24,7 @@ use crate::fault::{
     CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, SharedFaults, Target,
 };
 use crate::journal::{Body, Journal, JournalEntry, MockName};
-use crate::seed::{Seed, SeedRng};
+use crate::seed::{Seed, uuid_v4};
 use crate::tenant::{Directory, SharedDirectory};
 use crate::time::SharedClock;
 use wire::{ReplyDates, Vars};
@@ -180,8 +180,8 @@ struct Ids {
 }
 
 impl Ids {
-    /// The id stream of `request` at `now`.
-    fn request_rng(&mut self, now: DateTime<Utc>, request: &HttpRequest) -> SeedRng {
+    /// The ids of `request` at `now`: 32 bytes, two GUIDs' worth.
+    fn request_ids(&mut self, now: DateTime<Utc>, request: &HttpRequest) -> [u8; 32] {
         if self.instant != Some(now) {
             self.instant = Some(now);
             self.seen.clear();
@@ -191,7 +191,7 @@ impl Ids {
             .headers()
             .get("client-request-id")
             .map_or(&b""[..], |v| v.as_bytes());
-        let mut key = self.seed.stream_for(
+        let key = self.seed.digest_for(
             "http.request",
             &[
                 request.method().as_str().as_bytes(),
@@ -200,10 +200,9 @@ impl Ids {
                 client_request_id,
             ],
         );
-        let key: [u8; 32] = key.bytes();
         let occurrence = self.seen.entry(key).or_default();
         *occurrence += 1;
-        self.seed.stream_for(
+        self.seed.digest_for(
             "http.request-ids",
             &[
                 &now.timestamp_micros().to_le_bytes(),
@@ -225,6 +224,15 @@ impl Ids {
             }
         }
     }
+}
+
+/// The two 16-byte halves of a request's id bytes.
+fn halves(bytes: [u8; 32]) -> [[u8; 16]; 2] {
+    let (first, second) = bytes.split_at(16);
+    [
+        first.try_into().expect("16 of 32 bytes"),
+        second.try_into().expect("16 of 32 bytes"),
+    ]
 }
 
 /// What a handler gets: the locked directory, the instant, and reply variables.
@@ -397,8 +405,8 @@ impl HttpMocks {
 
     fn vars(&self, mock: MockName, request: &HttpRequest, now: DateTime<Utc>) -> Vars {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        let mut rng = ids.request_rng(now, request);
-        let request_id = rng.guid();
+        let [first, second]: [[u8; 16]; 2] = halves(ids.request_ids(now, request));
+        let request_id = uuid_v4(first);
         let client_request_id = request
             .headers()
             .get("client-request-id")
@@ -415,7 +423,7 @@ impl HttpMocks {
             _ => vars
                 .set(
                     "correlation_id",
-                    client_request_id.unwrap_or_else(|| rng.guid()),
+                    client_request_id.unwrap_or_else(|| uuid_v4(second)),
                 )
                 .set("trace_id", request_id),
         }
