@@ -198,7 +198,11 @@ const CHUNK: usize = 4096;
 #[derive(Debug)]
 enum Store {
     Chunks(Vec<Vec<JournalEntry>>),
-    Ring(VecDeque<JournalEntry>),
+    /// The newest entries, at most `capacity`.
+    Ring {
+        entries: VecDeque<JournalEntry>,
+        capacity: usize,
+    },
 }
 
 impl Default for Store {
@@ -208,7 +212,7 @@ impl Default for Store {
 }
 
 impl Store {
-    fn push(&mut self, entry: JournalEntry, capacity: Option<usize>) {
+    fn push(&mut self, entry: JournalEntry) {
         match self {
             Store::Chunks(chunks) => match chunks.last_mut() {
                 Some(last) if last.len() < CHUNK => last.push(entry),
@@ -218,11 +222,11 @@ impl Store {
                     chunks.push(chunk);
                 }
             },
-            Store::Ring(ring) => {
-                if capacity.is_some_and(|c| ring.len() >= c) {
-                    ring.pop_front();
+            Store::Ring { entries, capacity } => {
+                if entries.len() >= *capacity {
+                    entries.pop_front();
                 }
-                ring.push_back(entry);
+                entries.push_back(entry);
             }
         }
     }
@@ -230,14 +234,14 @@ impl Store {
     fn iter(&self) -> Entries<'_> {
         Entries(match self {
             Store::Chunks(chunks) => EntriesIter::Chunks(chunks.iter().flatten()),
-            Store::Ring(ring) => EntriesIter::Ring(ring.iter()),
+            Store::Ring { entries, .. } => EntriesIter::Ring(entries.iter()),
         })
     }
 
     fn len(&self) -> usize {
         match self {
             Store::Chunks(chunks) => chunks.iter().map(Vec::len).sum(),
-            Store::Ring(ring) => ring.len(),
+            Store::Ring { entries, .. } => entries.len(),
         }
     }
 }
@@ -267,7 +271,6 @@ impl<'a> Iterator for Entries<'a> {
 struct Inner {
     entries: Store,
     total: u64,
-    capacity: Option<usize>,
     /// The instant of the last entry and how many entries share it.
     instant: Option<(DateTime<Utc>, u64)>,
 }
@@ -293,8 +296,10 @@ impl Journal {
     pub fn bounded(capacity: usize) -> Journal {
         let capacity = capacity.max(1);
         let inner = Inner {
-            entries: Store::Ring(VecDeque::with_capacity(capacity.min(CHUNK))),
-            capacity: Some(capacity),
+            entries: Store::Ring {
+                entries: VecDeque::with_capacity(capacity.min(CHUNK)),
+                capacity,
+            },
             ..Inner::default()
         };
         Journal {
@@ -322,8 +327,7 @@ impl Journal {
         if same == STALL_LIMIT {
             self.stalled.notify_one();
         }
-        let capacity = inner.capacity;
-        inner.entries.push(entry, capacity);
+        inner.entries.push(entry);
     }
 
     /// Resolves once [`STALL_LIMIT`] entries were recorded at one instant, with that instant.
