@@ -30,17 +30,12 @@ pub struct Seed(pub u64);
 impl Seed {
     /// The independent random stream called `name`.
     pub fn stream(self, name: &str) -> SeedRng {
-        self.stream_for(name, &[])
+        SeedRng(ChaCha8Rng::from_seed(self.digest_for(name, &[])))
     }
 
-    /// The stream of one occurrence of something, keyed by what it is (`parts`) rather than by
-    /// when it was drawn: two requests served in either order get the same ids.
-    pub fn stream_for(self, name: &str, parts: &[&[u8]]) -> SeedRng {
-        SeedRng(ChaCha8Rng::from_seed(self.digest_for(name, parts)))
-    }
-
-    /// 32 bytes keyed by `name` and `parts`, for something that needs no more than that (a
-    /// request's two ids): the hash alone, without starting a stream.
+    /// 32 bytes keyed by `name` and `parts`, the seed of [`Seed::stream`], and on their own
+    /// a request's two ids: keyed by what the request is rather than by when it was served,
+    /// so two requests served in either order get the same ids.
     pub fn digest_for(self, name: &str, parts: &[&[u8]]) -> [u8; 32] {
         let mut hasher = Sha256::new();
         hasher.update(self.0.to_le_bytes());
