@@ -70,6 +70,7 @@ fn fill(messages: usize) -> (Arc<Outbox>, std::path::PathBuf) {
             to: vec!["customer@example.com".into()],
             subject: format!("order {i}"),
             body: "Thank you for your order.".into(),
+            message_id: None,
         };
         outbox
             .enqueue(&message, start() - TimeDelta::hours(14), &mut ids)

@@ -28,42 +28,50 @@ fn as_rfc3339<S: serde::Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S
     s.serialize_str(&rfc3339(*at))
 }
 
-/// A wait of the client after a failure (a retry or a circuit probe).
+/// What kind of attempt a wait followed, as the wire shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AttemptKind {
+    /// A token request.
+    Token,
+    /// A send: an SMTP transaction or a Graph `sendMail`.
+    Send,
+}
+
+/// A wait of the subject after a failed attempt, up to its next attempt of the same kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitSeen {
-    /// When the wait began.
+    /// When the failure reached the subject.
     pub at: DateTime<Utc>,
-    /// How long.
+    /// How long until its next attempt.
     pub wait: Duration,
-    /// The server's `Retry-After`, if it sent one.
+    /// The failure's `Retry-After`, if it carried one.
     pub retry_after: Option<Duration>,
-    /// Failures in a row in its loop, this one included.
+    /// Failures in a row of this kind, this one included.
     pub streak: u32,
-    /// A circuit probe's wait (else a message retry's).
-    pub probe: bool,
+    /// Which attempts.
+    pub kind: AttemptKind,
 }
 
 /// What a run observed; the checks read nothing else.
 #[derive(Debug, Clone, Default)]
 pub struct Observations {
-    /// Messages enqueued.
+    /// Messages the harness submitted.
     pub enqueued: u64,
-    /// Delivered.
+    /// Submitted messages the server accepted at least once (by `Message-ID`).
     pub delivered: u64,
-    /// Failed for good.
-    pub failed: u64,
-    /// Still queued or in flight at the end.
-    pub waiting: u64,
-    /// Sent with no reply (the server may have them).
+    /// Submitted messages the server never accepted.
+    pub lost: u64,
+    /// Sends that got no reply after the server had the whole message (the connection ended
+    /// after the final dot, or the reply never came): a subject must not send those again.
     pub unknown: u64,
-    /// Sends whose outcome the client could not know: no reply, or a failure reply for a
-    /// message the server kept (each may explain one duplicate).
+    /// Sends whose outcome the subject could not know: a failure reply for a message the
+    /// server kept (each may explain one duplicate).
     pub unknowable: u64,
-    /// Messages the server holds more than once (by idempotency key).
+    /// Messages the server accepted more than once (by `Message-ID`).
     pub duplicated: u64,
     /// Token requests: (instant, succeeded).
     pub token_requests: Vec<(DateTime<Utc>, bool)>,
-    /// Alerts the client raised.
+    /// Alerts the sink accepted.
     pub alerts: Vec<AlertSeen>,
     /// The first delivery attempt that failed.
     pub first_failure_at: Option<DateTime<Utc>>,
@@ -83,13 +91,13 @@ pub struct Observations {
     pub leaks: Leaks,
     /// Secret values that must never appear in what the run wrote.
     pub secrets: Vec<String>,
-    /// The client's waits after failures, in order.
+    /// The subject's waits after failed attempts, by kind, in order.
     pub waits: Vec<WaitSeen>,
-    /// The client's backoff cap.
+    /// The longest wait the scenario allows between retries.
     pub backoff_cap: Duration,
     /// Inbound messages: (Graph id, arrival).
     pub inbound: Vec<(String, DateTime<Utc>)>,
-    /// Messages the sync reported: id to (first time, how many times).
+    /// Messages the subject says it synced: id to (first time asked, how many times).
     pub synced: BTreeMap<String, (DateTime<Utc>, u64)>,
     /// The run's event stream in brief: each kind of event and how often it happened.
     pub events: BTreeMap<String, u64>,
@@ -240,21 +248,21 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
     let fmt_duration =
         |d: TimeDelta| humantime::format_duration(d.to_std().unwrap_or_default()).to_string();
     Some(match id {
-        "no-loss" => {
-            let lost = o.failed + o.waiting;
-            (
-                lost == 0,
-                format!("{lost} of {} lost ({} failed, {} still waiting, {} unknown)", o.enqueued, o.failed, o.waiting, o.unknown),
-                "every enqueued message delivered; a send with unknown outcome is counted, not lost".into(),
-            )
-        }
+        "no-loss" => (
+            o.lost == 0,
+            format!(
+                "{} of {} lost (never accepted by the server); {} send(s) with no reply after the message went",
+                o.lost, o.enqueued, o.unknown
+            ),
+            "every submitted message accepted by the server (matched by Message-ID)".into(),
+        ),
         "no-duplicates" if params.allow_unknowable => (
             o.duplicated <= o.unknowable,
             format!(
-                "{} of {} delivered more than once; {} send(s) had an unknowable outcome",
+                "{} of {} delivered more than once; {} failure repl(ies) for a message the server kept",
                 o.duplicated, o.delivered, o.unknowable
             ),
-            "no message held twice by the server, except one per send whose outcome the client could not know".into(),
+            "no message accepted twice by the server, except one per failure reply for a message the server kept".into(),
         ),
         "no-duplicates" => (
             o.duplicated == 0,
@@ -262,7 +270,7 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
                 "{} of {} delivered more than once",
                 o.duplicated, o.delivered
             ),
-            "no message held twice by the server (by idempotency key)".into(),
+            "no message accepted twice by the server (by Message-ID)".into(),
         ),
         "expiry-alert-lead" => {
             let lead = params.lead.unwrap_or(Duration::from_secs(30 * 86_400));
@@ -441,11 +449,13 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
     })
 }
 
-/// `backoff-shape`: waits honour `Retry-After`, stay under the cap, grow over a run of
-/// failures, and are spread by jitter.
+/// `backoff-shape`, from the gaps on the wire between a failed attempt and the next attempt of
+/// the same kind: waits honour `Retry-After`, a send's wait stays under the cap, waits grow over
+/// a run of failures, and they are spread by jitter. The token endpoint's pace has no cap here
+/// (a client may hold a refused credential longer, to keep within `token-request-budget`).
 fn backoff_shape(o: &Observations) -> (bool, String, String) {
     let required = format!(
-        "every wait at least its Retry-After and at most {} (or the Retry-After), growing over 4 failures in a row, and jittered",
+        "every wait at least its Retry-After; a send's wait at most {} (or the Retry-After); the longest wait of each run of 4 or more failures in a row at least twice its shortest; jittered",
         humantime::format_duration(o.backoff_cap)
     );
     if o.waits.is_empty() {
@@ -456,28 +466,9 @@ fn backoff_shape(o: &Observations) -> (bool, String, String) {
     let over = o
         .waits
         .iter()
-        .filter(|w| w.wait > o.backoff_cap.max(ra(w)))
+        .filter(|w| w.kind == AttemptKind::Send && w.wait > o.backoff_cap.max(ra(w)))
         .count();
-    // Growth: in each loop, the fourth failure in a row waits at least twice the first's wait.
-    let mut flat = 0;
-    let mut runs = 0;
-    for probe in [false, true] {
-        let mut first: Option<Duration> = None;
-        for w in o.waits.iter().filter(|w| w.probe == probe) {
-            if w.streak <= 1 {
-                // A first wait set by the server's Retry-After says nothing about growth.
-                first = Some(w.wait).filter(|_| w.retry_after.is_none());
-            } else if w.streak == 4
-                && let Some(first) = first
-                && w.retry_after.is_none()
-            {
-                runs += 1;
-                if w.wait < first.saturating_mul(2) && w.wait < o.backoff_cap / 2 {
-                    flat += 1;
-                }
-            }
-        }
-    }
+    let (runs, flat) = flat_runs(o);
     // Jitter: waits the backoff chose (not a Retry-After) should rarely repeat exactly.
     let chosen: Vec<Duration> = o
         .waits
@@ -494,7 +485,7 @@ fn backoff_shape(o: &Observations) -> (bool, String, String) {
     (
         short == 0 && over == 0 && flat == 0 && jitter_ok,
         format!(
-            "{} waits, longest {}; {short} shorter than Retry-After, {over} over the cap; {flat} of {runs} runs of 4 failures did not grow; {distinct} distinct of {} chosen waits",
+            "{} waits, longest {}; {short} shorter than Retry-After, {over} sends over the cap; {flat} of {runs} runs of 4 or more failures did not grow; {distinct} distinct of {} chosen waits",
             o.waits.len(),
             humantime::format_duration(Duration::from_millis(
                 u64::try_from(longest.as_millis()).unwrap_or(u64::MAX)
@@ -503,6 +494,40 @@ fn backoff_shape(o: &Observations) -> (bool, String, String) {
         ),
         required,
     )
+}
+
+/// Runs of 4 or more failures in a row (of one kind), and how many of them did not grow: their
+/// longest wait under twice their shortest, while the shortest was still under half the cap.
+/// Waits a `Retry-After` set say nothing about growth and are left out.
+fn flat_runs(o: &Observations) -> (usize, usize) {
+    let (mut runs, mut flat) = (0, 0);
+    let mut run: Vec<Duration> = Vec::new();
+    let mut last: Option<&WaitSeen> = None;
+    let mut close = |run: &mut Vec<Duration>| {
+        if run.len() >= 4 {
+            runs += 1;
+            let (min, max) = (run.iter().min(), run.iter().max());
+            if let (Some(min), Some(max)) = (min, max)
+                && *max < min.saturating_mul(2)
+                && *min < o.backoff_cap / 2
+            {
+                flat += 1;
+            }
+        }
+        run.clear();
+    };
+    for w in &o.waits {
+        let continues = last.is_some_and(|l| l.kind == w.kind && w.streak > l.streak);
+        if !continues {
+            close(&mut run);
+        }
+        if w.retry_after.is_none() {
+            run.push(w.wait);
+        }
+        last = Some(w);
+    }
+    close(&mut run);
+    (runs, flat)
 }
 
 #[cfg(test)]
@@ -518,7 +543,7 @@ mod tests {
         let o = Observations {
             enqueued: 10,
             delivered: 9,
-            failed: 1,
+            lost: 1,
             first_failure_at: Some(at("2025-02-14T12:30:00Z")),
             alerts: vec![AlertSeen {
                 kind: "delivery-latency".into(),
@@ -536,7 +561,7 @@ mod tests {
         assert!(!ok);
         assert_eq!(
             observed,
-            "1 of 10 lost (1 failed, 0 still waiting, 0 unknown)"
+            "1 of 10 lost (never accepted by the server); 0 send(s) with no reply after the message went"
         );
         let (ok, observed, _) = evaluate(
             "latency-alert-within",

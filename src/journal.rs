@@ -63,6 +63,21 @@ pub struct JournalEntry {
     pub response_body: Body,
     /// The fault that shaped the reply, if any.
     pub fault: Option<String>,
+    /// Extra facts the checks read and the journal's text does not show.
+    #[serde(skip)]
+    pub facts: Facts,
+}
+
+/// What a check needs of an entry beyond its text: when the reply left, what it asked of the
+/// client, and which SMTP connection carried it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// How long after `at` the reply left (a latency fault, a throttled write).
+    pub delay: std::time::Duration,
+    /// The reply's `Retry-After`, in seconds.
+    pub retry_after: Option<u64>,
+    /// The SMTP connection, numbered from 1 in the order the server accepted them (0 for HTTP).
+    pub connection: u64,
 }
 
 /// A journaled body. It keeps the bytes (a cheap reference-counted clone, so journaling costs
@@ -620,6 +635,7 @@ mod tests {
             status: Some(410),
             response_body: Body::default(),
             fault: None,
+            facts: Facts::default(),
         };
         for _ in 0..STALL_LIMIT {
             journal.record(entry.clone());
@@ -653,6 +669,7 @@ mod tests {
                 status: Some(200),
                 response_body: Body::text("{\"access_token\":\"eyJ.a.b\"}"),
                 fault: None,
+                facts: Facts::default(),
             });
         }
         assert_eq!(journal.total(), 5);

@@ -74,6 +74,7 @@ pub mod runner;
 pub mod scenario;
 pub mod seed;
 pub mod serve;
+pub mod subject;
 pub mod tenant;
 pub mod time;
 pub mod tls;

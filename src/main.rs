@@ -188,12 +188,19 @@ fn progress_bar(len: usize, template: &str) -> indicatif::ProgressBar {
 
 /// Prints a scenario's verdict line and, for a failure, each check that differs.
 fn print_report(bar: &indicatif::ProgressBar, report: &maildrill::runner::ScenarioReport) {
-    let status = if report.passed { "PASS" } else { "FAIL" };
+    let status = match (&report.skipped, report.passed) {
+        (Some(_), _) => "SKIP",
+        (None, true) => "PASS",
+        (None, false) => "FAIL",
+    };
     bar.suspend(|| {
         say(format!(
             "{status} {} ({}, seed {}, {} ms)",
             report.name, report.file, report.seed, report.wall_ms
         ));
+        if let Some(reason) = &report.skipped {
+            say(format!("     skipped: {reason}"));
+        }
         for check in report.checks.iter().filter(|c| c.verdict != c.expected) {
             say(format!(
                 "     {}: expected {}, got {}: {} (required: {})",

@@ -1,5 +1,6 @@
-//! Reports of a run: JUnit XML (one testsuite per scenario file, one testcase per check). The
-//! JSON report is the serde form of [`crate::runner::ScenarioReport`] under `scenarios`.
+//! Reports of a run: JUnit XML (one testsuite per scenario file, one testcase per check, one
+//! `<skipped>` case for a scenario the subject could not be judged by). The JSON report is the
+//! serde form of [`crate::runner::ScenarioReport`] under `scenarios`.
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
@@ -10,6 +11,14 @@ pub fn junit(reports: &[ScenarioReport]) -> Result<String, quick_junit::Serializ
     let mut report = Report::new("maildrill");
     for scenario in reports {
         let mut suite = TestSuite::new(scenario.file.clone());
+        if let Some(reason) = &scenario.skipped {
+            // One skipped case says why the scenario was not run against this subject.
+            let mut status = TestCaseStatus::skipped();
+            status.set_message(reason.clone());
+            let mut case = TestCase::new(scenario.name.clone(), status);
+            case.set_classname(scenario.name.clone());
+            suite.add_test_case(case);
+        }
         for check in &scenario.checks {
             let status = if check.verdict == check.expected {
                 TestCaseStatus::success()
@@ -30,4 +39,30 @@ pub fn junit(reports: &[ScenarioReport]) -> Result<String, quick_junit::Serializ
         report.add_test_suite(suite);
     }
     report.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skipped_scenario_is_a_skipped_case_with_its_reason() {
+        let report = ScenarioReport {
+            file: "scenarios/delta-token-expired.toml".into(),
+            name: "delta-token-expired".into(),
+            seed: 410,
+            subject: "mailer".into(),
+            passed: true,
+            skipped: Some("subject mailer lacks inbound-sync that the scenario needs".into()),
+            checks: Vec::new(),
+            stats: crate::runner::Stats::default(),
+            wall_ms: 0,
+            events: std::collections::BTreeMap::new(),
+        };
+        let xml = junit(&[report]).expect("the report encodes");
+        assert!(
+            xml.contains("<skipped message=\"subject mailer lacks inbound-sync"),
+            "{xml}"
+        );
+    }
 }

@@ -227,6 +227,11 @@ pub async fn start(
             "MAILDRILL_SMTP_PORT".to_string(),
             smtp_addr.port().to_string(),
         ),
+        // The PagerDuty-compatible sink shares the HTTPS listener (CONTRACTS section 2).
+        (
+            "MAILDRILL_ALERTS_URL".to_string(),
+            format!("{base}/v2/enqueue"),
+        ),
     ];
     let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     write_private(&options.env_file, text.as_bytes())?;

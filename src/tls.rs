@@ -16,6 +16,16 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 /// The names every server certificate carries (CONTRACTS section 2).
 pub const SERVER_NAMES: [&str; 3] = ["127.0.0.1", "::1", "localhost"];
 
+/// The real services' names, also on the certificate: on the in-memory wiring a subject is
+/// handed endpoints under these names (nothing resolves them; the bytes go through memory),
+/// and its TLS checks them against this certificate as it would against Microsoft's.
+pub const SERVICE_NAMES: [&str; 4] = [
+    "login.microsoftonline.com",
+    "graph.microsoft.com",
+    "smtp.office365.com",
+    "events.pagerduty.com",
+];
+
 /// A generated CA and a server certificate it signed.
 pub struct Pki {
     ca_pem: String,
@@ -55,7 +65,11 @@ impl Pki {
         ca_params.distinguished_name = name("maildrill test CA");
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
-        let names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = SERVER_NAMES
+            .iter()
+            .chain(&SERVICE_NAMES)
+            .map(|s| s.to_string())
+            .collect();
         let mut server_params = CertificateParams::new(names)?;
         server_params.distinguished_name = name("maildrill mock server");
         server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -61,7 +61,7 @@ const MUTANTS: [(Mutation, &str, usize); 8] = [
     (Mutation::TightAuthLoop, "token-request-budget", 8),
     (Mutation::NoExpiryMonitor, "expiry-alert-lead", 12),
     (Mutation::LatencyNeverFires, "latency-alert-within", 8),
-    (Mutation::FailsUnknownSends, "no-loss", 16),
+    (Mutation::FailsUnknownSends, "no-duplicates", 16),
     (Mutation::ForgetsOutbox, "no-loss", 8),
 ];
 

@@ -99,6 +99,7 @@ fn incident(profile: Profile, seed: u64) -> Outcome {
                         to: vec!["customer@example.com".into()],
                         subject: format!("order {n}"),
                         body: "Thanks.".into(),
+                        message_id: None,
                     };
                     outbox.enqueue(&message, clock.now_utc(), &mut ids).unwrap();
                     wake.notify_one();

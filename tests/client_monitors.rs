@@ -184,6 +184,7 @@ fn stall(seed: u64) -> Stall {
         to: vec!["a@example.com".into()],
         subject: "s".into(),
         body: "b".into(),
+        message_id: None,
     };
     Stall {
         sim,
@@ -292,6 +293,7 @@ fn alerts_wait_while_the_sink_is_down_and_go_out_after() {
             to: vec!["a@example.com".into()],
             subject: "s".into(),
             body: "b".into(),
+            message_id: None,
         };
         outbox
             .enqueue(&message, sim.clock.now_utc(), &mut Seed(84).stream("ids"))

@@ -91,6 +91,7 @@ fn a_killed_client_resumes_from_its_database_with_nothing_lost() {
                     to: vec!["a@example.com".into()],
                     subject: format!("m{i}"),
                     body: "b".into(),
+                    message_id: None,
                 };
                 outbox
                     .enqueue(&message, sim.clock.now_utc(), &mut ids)

@@ -83,6 +83,7 @@ impl World {
             to: vec!["customer@example.com".into()],
             subject: subject.into(),
             body: "Hello.".into(),
+            message_id: None,
         };
         self.outbox
             .enqueue(

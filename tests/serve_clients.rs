@@ -180,3 +180,52 @@ fn swaks_auth_login_gets_535_5_7_139() {
         "{transcript}"
     );
 }
+
+#[test]
+fn the_env_file_holds_every_contract_key_and_the_alert_sink_answers() {
+    let served = serve("env");
+    for key in [
+        "MAILDRILL_TENANT_ID",
+        "MAILDRILL_CLIENT_ID",
+        "MAILDRILL_CLIENT_SECRET",
+        "MAILDRILL_MAILBOX",
+        "MAILDRILL_CA_CERT",
+        "MAILDRILL_AUTHORITY",
+        "MAILDRILL_TOKEN_URL",
+        "MAILDRILL_GRAPH_URL",
+        "MAILDRILL_SMTP_HOST",
+        "MAILDRILL_SMTP_PORT",
+        "MAILDRILL_ALERTS_URL",
+    ] {
+        assert!(
+            served.env.contains_key(key),
+            "{key} missing: {:?}",
+            served.env
+        );
+    }
+    if !have("python3") {
+        return;
+    }
+    // A PagerDuty Events v2 trigger, as any client posts it, over HTTPS with the CA.
+    let script = r#"
+import json, os, ssl, urllib.request
+context = ssl.create_default_context(cafile=os.environ["MAILDRILL_CA_CERT"])
+event = {"routing_key": "r", "event_action": "trigger", "dedup_key": "k",
+         "payload": {"summary": "mail stalled", "source": "app", "severity": "critical"}}
+request = urllib.request.Request(os.environ["MAILDRILL_ALERTS_URL"], data=json.dumps(event).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+with urllib.request.urlopen(request, context=context) as response:
+    print(response.status, json.load(response)["status"])
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .envs(&served.env)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "202 success\n",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

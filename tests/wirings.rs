@@ -21,6 +21,28 @@ fn report_without_wall_time(report: &maildrill::runner::ScenarioReport) -> serde
     value
 }
 
+/// The journal without the tails of shortened bodies. A delta page's links name the listener
+/// (`https://127.0.0.1:PORT`) on sockets; the journal shows them as the in-memory wiring names
+/// them, but a body shown shortened then ends a few characters apart, and its total size
+/// differs by as many. Such lines are compared on their first 1,024 characters.
+fn without_sizes(journal: &str) -> String {
+    journal
+        .lines()
+        .map(|line| match line.rfind("...(") {
+            Some(cut) if line.ends_with(" bytes)") || line.ends_with(" bytes in all)") => {
+                let keep = cut.min(1024);
+                let keep = (0..=keep)
+                    .rev()
+                    .find(|i| line.is_char_boundary(*i))
+                    .unwrap_or(0);
+                format!("{}...", &line[..keep])
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn both_wirings_give_the_same_report_and_journal_for_every_shipped_scenario() {
     let mut paths: Vec<PathBuf> =
@@ -49,8 +71,10 @@ fn both_wirings_give_the_same_report_and_journal_for_every_shipped_scenario() {
                     report_without_wall_time(&sockets)
                 ));
             }
-            let (memory_journal, sockets_journal) =
-                (canonical(&memory_journal), canonical(&sockets_journal));
+            let (memory_journal, sockets_journal) = (
+                canonical(&without_sizes(&memory_journal)),
+                canonical(&without_sizes(&sockets_journal)),
+            );
             if memory_journal != sockets_journal {
                 let (line, (m, s)) = memory_journal
                     .lines()

@@ -92,21 +92,29 @@ fn failing(report: &ScenarioReport) -> Vec<String> {
 /// The pseudo-check of a case whose replay could not reach its end.
 pub const REPLAY_COMPLETES: &str = "replay-completes";
 
+/// How a case is judged: a scenario in, its report out (the bundled client through
+/// [`runner::run_scenario`], or any subject through [`runner::run_subject`]).
+pub type Judge<'a> = dyn Fn(&Path, &ScenarioFile) -> Result<ScenarioReport, RunError> + Sync + 'a;
+
 /// Replays a case. A replay the harness had to stop (a client that retries without ever
-/// waiting) is a failing case, not the end of the run: it is shrunk and saved like any other.
+/// waiting, a subject that fails or hangs) is a failing case, not the end of the run: it is
+/// shrunk and saved like any other.
 fn replay(
     name: &str,
     case: &Case,
     profile: Profile,
+    judge: &Judge<'_>,
 ) -> Result<(ScenarioFile, ScenarioReport), RunError> {
     let scenario = case.scenario(name, start(), &profile.to_string());
-    let report = match runner::run_scenario(Path::new(name), &scenario, None) {
+    let report = match judge(Path::new(name), &scenario) {
         Ok(report) => report,
         Err(RunError::Harness { reason, .. }) => ScenarioReport {
             file: name.to_string(),
             name: name.to_string(),
             seed: scenario.seed,
+            subject: String::new(),
             passed: false,
+            skipped: None,
             checks: vec![crate::check::Verdict {
                 id: REPLAY_COMPLETES.into(),
                 verdict: "fail".into(),
@@ -123,9 +131,23 @@ fn replay(
     Ok((scenario, report))
 }
 
+/// The bundled client as `config.profile` says.
+fn bundled(path: &Path, file: &ScenarioFile) -> Result<ScenarioReport, RunError> {
+    runner::run_scenario(path, file, None)
+}
+
 /// Runs case `index`: draws it, replays it and, if it fails, shrinks it while a check that
 /// failed at first still fails.
 pub fn run_case(config: &ChaosConfig, index: usize) -> Result<CaseResult, RunError> {
+    run_case_with(config, index, &bundled)
+}
+
+/// [`run_case`] with another judge (a subject of the user's).
+pub fn run_case_with(
+    config: &ChaosConfig,
+    index: usize,
+    judge: &Judge<'_>,
+) -> Result<CaseResult, RunError> {
     let name = case_name(config.seed, index);
     let seed: [u8; 32] = Seed(config.seed)
         .stream(&format!("chaos.case.{index}"))
@@ -140,14 +162,14 @@ pub fn run_case(config: &ChaosConfig, index: usize) -> Result<CaseResult, RunErr
             path: PathBuf::from(&name),
             reason: reason.to_string(),
         })?;
-    let (mut scenario, mut report) = replay(&name, &tree.current(), config.profile)?;
+    let (mut scenario, mut report) = replay(&name, &tree.current(), config.profile, judge)?;
     let failed_checks = failing(&report);
     let mut shrink_steps = 0;
     if !failed_checks.is_empty() && config.shrink && tree.simplify() {
         // proptest's own loop: simplify while the case still fails, complicate when it passes.
         while shrink_steps < config.shrink_budget {
             shrink_steps += 1;
-            let (candidate, outcome) = replay(&name, &tree.current(), config.profile)?;
+            let (candidate, outcome) = replay(&name, &tree.current(), config.profile, judge)?;
             let still = failing(&outcome)
                 .iter()
                 .any(|id| failed_checks.contains(id));
@@ -182,11 +204,20 @@ impl Progress for () {
 
 /// Runs the cases on `config.jobs` threads; results come back in case order.
 pub fn run(config: &ChaosConfig, progress: &dyn Progress) -> Result<Vec<CaseResult>, RunError> {
+    run_with(config, progress, &bundled)
+}
+
+/// [`run`] with another judge (a subject of the user's).
+pub fn run_with(
+    config: &ChaosConfig,
+    progress: &dyn Progress,
+    judge: &Judge<'_>,
+) -> Result<Vec<CaseResult>, RunError> {
     let results = crate::parallel::map_ordered(
         config.cases,
         config.jobs,
         |index| {
-            let result = run_case(config, index);
+            let result = run_case_with(config, index, judge);
             progress.case_done(
                 result
                     .as_ref()

@@ -4,11 +4,13 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::transport::HttpTransport;
-use crate::time::SharedClock;
+use crate::time::{ClockExt as _, SharedClock};
 
 /// PagerDuty's severities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,13 +64,20 @@ impl AlertEvent {
             "dedup_key": self.dedup_key,
         });
         if self.action == "trigger" {
+            // The kind travels in the event itself, so whoever receives it (a responder, the
+            // harness's sink) can tell an expiry warning from a stalled sendout.
+            let mut details = match &self.details {
+                serde_json::Value::Object(map) => map.clone(),
+                _ => serde_json::Map::new(),
+            };
+            details.insert("kind".into(), self.kind.into());
             body["payload"] = json!({
                 "summary": self.summary,
                 "source": source,
                 "severity": self.severity.as_str(),
                 "timestamp": crate::time::rfc3339(self.at),
                 "component": "mail-sendout",
-                "custom_details": self.details,
+                "custom_details": details,
             });
         }
         body
@@ -84,6 +93,8 @@ pub struct Alerter {
     source: String,
     clock: SharedClock,
     pending: Mutex<VecDeque<AlertEvent>>,
+    /// Woken when an event is left pending, so [`Alerter::run`] starts retrying.
+    undelivered: tokio::sync::Notify,
     /// Every event raised, delivered or not, for the run's report.
     pub raised: Mutex<Vec<AlertEvent>>,
 }
@@ -103,7 +114,31 @@ impl Alerter {
             source: "maildrill-client".into(),
             clock,
             pending: Mutex::new(VecDeque::new()),
+            undelivered: tokio::sync::Notify::new(),
             raised: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Retries pending events until `until`: a minute after the sink refused, doubling to ten
+    /// minutes, so a page goes out soon after the sink is back rather than with the next alert.
+    pub async fn run(&self, until: DateTime<Utc>) {
+        const FIRST: Duration = Duration::from_secs(60);
+        const LONGEST: Duration = Duration::from_secs(600);
+        let end = self.clock.instant_at(until);
+        let mut wait = FIRST;
+        while self.clock.now_utc() < until {
+            if self.pending() == 0 {
+                wait = FIRST;
+                tokio::select! {
+                    () = self.undelivered.notified() => {}
+                    () = self.clock.sleep_until(end) => return,
+                }
+                continue;
+            }
+            let retry_at = (self.clock.now() + wait).min(end);
+            self.clock.sleep_until(retry_at).await;
+            self.flush().await;
+            wait = (wait * 2).min(LONGEST);
         }
     }
 
@@ -120,41 +155,49 @@ impl Alerter {
         self.flush().await;
     }
 
-    /// Delivers pending events in order; stops at the first the sink refuses.
+    /// Tries every pending event once, oldest first. Events of one alert (same dedup key) keep
+    /// their order: one waits while an earlier one is undelivered, so a resolve never overtakes
+    /// its trigger; other alerts are not held up behind it.
     pub async fn flush(&self) {
-        loop {
-            let Some(event) = self
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .front()
-                .cloned()
-            else {
-                return;
-            };
-            let body = serde_json::to_vec(&event.body(&self.routing_key, &self.source))
-                .expect("JSON values serialise");
-            let request = http::Request::post(&self.url)
-                .header("Content-Type", "application/json")
-                .body(body);
-            let Ok(request) = request else { return };
-            let sent = crate::time::ClockExt::timeout(
-                &*self.clock,
-                std::time::Duration::from_secs(10),
-                self.http.send(request),
-            )
-            .await;
-            match sent {
-                Ok(Ok(response)) if response.status().is_success() => {
-                    self.pending
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .pop_front();
+        let events: Vec<AlertEvent> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let mut blocked = std::collections::BTreeSet::new();
+        for event in events {
+            if blocked.contains(&event.dedup_key) {
+                continue;
+            }
+            if self.post(&event).await {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(i) = pending.iter().position(|e| *e == event) {
+                    pending.remove(i);
                 }
-                // The sink is down or refused: keep the event for the next flush.
-                _ => return,
+            } else {
+                blocked.insert(event.dedup_key.clone());
             }
         }
+        if !blocked.is_empty() {
+            self.undelivered.notify_one();
+        }
+    }
+
+    /// Posts one event; whether the sink accepted it.
+    async fn post(&self, event: &AlertEvent) -> bool {
+        let body = serde_json::to_vec(&event.body(&self.routing_key, &self.source))
+            .expect("JSON values serialise");
+        let request = http::Request::post(&self.url)
+            .header("Content-Type", "application/json")
+            .body(body);
+        let Ok(request) = request else { return false };
+        let sent = self
+            .clock
+            .timeout(Duration::from_secs(10), self.http.send(request))
+            .await;
+        matches!(sent, Ok(Ok(response)) if response.status().is_success())
     }
 
     /// Events not yet delivered.

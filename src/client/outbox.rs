@@ -69,6 +69,9 @@ pub struct NewMessage {
     pub subject: String,
     /// Plain-text body.
     pub body: String,
+    /// The `Message-ID` to send it under (a caller that tracks its mail by id, such as the
+    /// harness, chooses it); `None` for one the outbox makes up.
+    pub message_id: Option<String>,
 }
 
 /// A message in the outbox.
@@ -211,7 +214,10 @@ impl Outbox {
             .from
             .rsplit_once('@')
             .map_or("maildrill.invalid", |(_, d)| d);
-        let message_id = format!("<{key}@{domain}>");
+        let message_id = message
+            .message_id
+            .clone()
+            .unwrap_or_else(|| format!("<{key}@{domain}>"));
         let recipients = serde_json::to_string(&message.to).expect("strings serialise");
         let conn = self.conn();
         conn.prepare_cached("INSERT INTO messages (message_id, idempotency_key, sender, recipients, subject, body, state, enqueued_at, next_attempt_at)
@@ -469,6 +475,7 @@ mod tests {
             to: vec!["a@example.com".into()],
             subject: subject.into(),
             body: "hi".into(),
+            message_id: None,
         }
     }
 

@@ -203,6 +203,11 @@ impl Client {
                 Ok(())
             }));
         }
+        let alerter = &self.alerter;
+        parts.push(Box::pin(async move {
+            alerter.run(until).await;
+            Ok(())
+        }));
         let mut worked = Ok(());
         while let Some(done) = parts.next().await {
             worked = worked.and(done);

@@ -271,6 +271,9 @@ impl Sender {
                 "subject": message.subject,
                 "body": {"contentType": "Text", "content": message.body},
                 "toRecipients": recipients,
+                // Graph keeps a Message-ID a client sets on a new message, so the message is
+                // found by it in Sent Items, as over SMTP.
+                "internetMessageId": message.message_id,
                 "internetMessageHeaders": [{"name": "X-Maildrill-Idempotency-Key", "value": message.idempotency_key}],
             },
             "saveToSentItems": false,
@@ -284,11 +287,15 @@ impl Sender {
                     reason: e.to_string(),
                 })
             })?;
-        // A reset or cut reply after the request went out leaves the outcome unknown.
-        let response = http
-            .send(request)
-            .await
-            .map_err(|e| Attempt::Unknown(e.to_string()))?;
+        // A reset or cut exchange is retried: Graph takes no idempotency key, and a message
+        // sent twice (findable by its internetMessageId) beats one lost. A reply that never
+        // comes at all is Unknown (the timeout in `deliver`): Graph may still be sending it.
+        let response = http.send(request).await.map_err(|e| {
+            Attempt::Failed(Failure::Transient {
+                reason: format!("Graph exchange failed: {e}"),
+                retry_after: None,
+            })
+        })?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(());

@@ -50,7 +50,7 @@ pub enum SyncEvent {
 
 /// What the sync keeps between rounds and across restarts (a client persists it): the
 /// `deltaLink` to resume from and the ids already synced.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SyncState {
     /// Where the next round starts; `None` for a full sync.
     pub delta_link: Option<String>,

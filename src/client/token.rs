@@ -54,6 +54,9 @@ pub struct TokenConfig {
     /// until the oldest of them is an hour old. A new secret value is still tried at once (a
     /// rotation must not wait), but its failures count too. Applies only while holding is on.
     pub failure_budget: u32,
+    /// Whether a throttled or unavailable endpoint's `Retry-After` lengthens the hold (it
+    /// should; the `ignores-retry-after` mutant turns it off).
+    pub read_retry_after: bool,
 }
 
 impl TokenConfig {
@@ -73,6 +76,7 @@ impl TokenConfig {
             request_timeout: Duration::from_secs(30),
             refusal_hold_cap: Duration::from_secs(300),
             failure_budget: 20,
+            read_retry_after: true,
         }
     }
 }
@@ -330,7 +334,9 @@ impl TokenProvider {
             _ => 0,
         };
         let retry_after = match failure {
-            Failure::Transient { retry_after, .. } => retry_after.unwrap_or_default(),
+            Failure::Transient { retry_after, .. } if self.config.read_retry_after => {
+                retry_after.unwrap_or_default()
+            }
             _ => Duration::ZERO,
         };
         let hold = Duration::from_secs(1)

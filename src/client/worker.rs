@@ -47,7 +47,8 @@ pub enum Mutation {
     NoExpiryMonitor,
     /// The latency monitor's threshold is never reached.
     LatencyNeverFires,
-    /// A send with no reply after the final dot is marked failed (it may have been delivered).
+    /// A send with no reply after the final dot is taken for a failure and sent again (the
+    /// server may have it: a duplicate).
     FailsUnknownSends,
     /// A restarted process starts with an empty outbox.
     ForgetsOutbox,
@@ -236,6 +237,7 @@ impl Worker {
         let mut circuit: Option<Backoff> = None;
         let mut probe_at = self.clock.now_utc();
         let mut last_secret = self.secret.current().ok();
+        let mut paused_until = self.clock.now_utc();
         while self.clock.now_utc() < until {
             let now = self.clock.now_utc();
             if let Some(probe_backoff) = circuit.as_mut() {
@@ -267,6 +269,12 @@ impl Worker {
                 self.sleep_until(next).await;
                 continue;
             }
+            if now < paused_until {
+                // The last send failed: the server is unwell, not the message, so no message
+                // goes before the backoff (or the server's Retry-After) has passed.
+                self.sleep_until(paused_until.min(until)).await;
+                continue;
+            }
             let Some(message) = self.outbox.claim_due(now)? else {
                 if self.config.stop_when_empty && self.outbox.depth()? == 0 {
                     return Ok(());
@@ -292,8 +300,9 @@ impl Worker {
                     });
                 }
                 (profile, Outcome::Unknown(reason)) if profile.has(Mutation::FailsUnknownSends) => {
-                    self.outbox.failed(message.id, &reason)?;
-                    self.note(WorkerEvent::Failed {
+                    // Taken for a failure, so sent again: a duplicate whenever the server had it.
+                    self.outbox.retry(message.id, now, &reason)?;
+                    self.note(WorkerEvent::Deferred {
                         id: message.id,
                         reason,
                     });
@@ -331,8 +340,8 @@ impl Worker {
                         continue;
                     }
                     let wait = self.wait(&mut retry, retry_after, false);
-                    self.outbox
-                        .retry(message.id, now + crate::time::to_chrono(wait), &reason)?;
+                    paused_until = now + crate::time::to_chrono(wait);
+                    self.outbox.retry(message.id, paused_until, &reason)?;
                     self.note(WorkerEvent::Deferred {
                         id: message.id,
                         reason,

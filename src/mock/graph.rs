@@ -225,6 +225,7 @@ fn send_mail(
     let message = SentMessage {
         via: SentVia::Graph,
         at: ctx.now,
+        accepted_at: ctx.now,
         message_id: outgoing.message_id,
         idempotency_key: outgoing.idempotency_key,
         from: if outgoing.from.is_empty() {

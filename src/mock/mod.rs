@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use crate::fault::{
     CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, SharedFaults, Target,
 };
-use crate::journal::{Body, Journal, JournalEntry, MockName};
+use crate::journal::{Body, Facts, Journal, JournalEntry, MockName};
 use crate::seed::{Seed, uuid_v4};
 use crate::tenant::{Directory, SharedDirectory};
 use crate::time::SharedClock;
@@ -358,6 +358,12 @@ impl HttpMocks {
                 delay = *extra;
                 Action::Respond(serve(mock, &mut ctx, &request))
             }
+            // A send that hangs has been taken: the reply is lost, not the message (the trap a
+            // client must not fall into by sending it again, or by counting it lost).
+            Some(FaultKind::Timeout) if operation == "send-mail" => {
+                let _taken = serve(mock, &mut ctx, &request);
+                Action::Hang
+            }
             Some(FaultKind::Timeout) => Action::Hang,
             Some(FaultKind::ResetPeer) => Action::Reset,
             Some(FaultKind::LimitData { bytes }) => {
@@ -456,6 +462,14 @@ impl HttpMocks {
             format!("{delivery} after {}", humantime::format_duration(delay)).into()
         };
         let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let retry_after = match action {
+            Action::Respond(r) | Action::Truncate(r, _) => r
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok()),
+            Action::Reset | Action::Hang => None,
+        };
         self.journal.record(JournalEntry {
             seq: 0,
             at,
@@ -470,6 +484,11 @@ impl HttpMocks {
             status,
             response_body,
             fault: fault.map(|f| f.to_string()),
+            facts: Facts {
+                delay,
+                retry_after,
+                connection: 0,
+            },
         });
     }
 }

@@ -12,6 +12,7 @@ use crate::client::worker::Profile;
 use crate::fault::{Activation, CatalogueReply, Fault, FaultKind, Target};
 use crate::scenario::file::{LoadError, ScenarioFile};
 use crate::seed::Seed;
+use crate::subject::{Capability, Settings};
 use crate::tenant::{AppSpec, SecretSpec, TenantSpec};
 use crate::time::to_chrono;
 
@@ -67,16 +68,15 @@ pub struct Plan {
     pub(super) app: AppSpec,
     pub(super) secret: SecretSpec,
     pub(super) mailbox: String,
+    /// The bundled client's profile, when the bundled client is the subject.
     pub(super) profile: Profile,
-    pub(super) graph: bool,
     pub(super) faults: Vec<Fault>,
     pub(super) steps: Vec<Step>,
     pub(super) rotated_at: Option<DateTime<Utc>>,
     pub(super) traffic: Vec<Traffic>,
-    pub(super) latency_threshold: Duration,
-    pub(super) backoff_cap: Duration,
-    pub(super) refresh_ahead: Duration,
-    pub(super) sync_interval: Duration,
+    pub(super) settings: Settings,
+    /// What a subject must be able to do to be judged by this scenario.
+    pub(super) needs: Vec<Capability>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -257,6 +257,14 @@ pub(super) fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Resu
             .and_then(pick)
             .unwrap_or(Duration::from_secs(default))
     };
+    let settings = Settings {
+        graph,
+        latency_threshold: setting(|c| c.latency_threshold.map(|d| d.0), 300),
+        backoff_cap: setting(|c| c.backoff_cap.map(|d| d.0), 300),
+        refresh_ahead: setting(|c| c.refresh_ahead.map(|d| d.0), 300),
+        sync_interval: setting(|c| c.sync_interval.map(|d| d.0), 60),
+        inbound: traffic.iter().any(|t| t.inbound),
+    };
     Ok(Plan {
         seed,
         start,
@@ -266,16 +274,40 @@ pub(super) fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Resu
         secret,
         mailbox,
         profile,
-        graph,
         faults,
         steps,
         rotated_at,
         traffic,
-        latency_threshold: setting(|c| c.latency_threshold.map(|d| d.0), 300),
-        backoff_cap: setting(|c| c.backoff_cap.map(|d| d.0), 300),
-        refresh_ahead: setting(|c| c.refresh_ahead.map(|d| d.0), 300),
-        sync_interval: setting(|c| c.sync_interval.map(|d| d.0), 60),
+        settings,
+        needs: needs(file, settings),
     })
+}
+
+/// The capabilities a subject needs for `file`: its transport, and the inbound sync or alerts
+/// when a check of theirs is expected to pass (a subject without them fails those checks, which
+/// is what a scenario expecting them to fail asks; inbound mail alone just lands in the inbox).
+fn needs(file: &ScenarioFile, settings: Settings) -> Vec<Capability> {
+    let mut needs = vec![if settings.graph {
+        Capability::GraphSend
+    } else {
+        Capability::Smtp
+    }];
+    let expects_pass = |ids: &[&str]| {
+        file.expect
+            .iter()
+            .any(|e| ids.contains(&e.check.as_str()) && e.verdict == "pass")
+    };
+    if expects_pass(&["sync-complete"]) {
+        needs.push(Capability::InboundSync);
+    }
+    if expects_pass(&[
+        "expiry-alert-lead",
+        "latency-alert-within",
+        "alerts-resolved",
+    ]) {
+        needs.push(Capability::Alerts);
+    }
+    needs
 }
 
 fn fault(
@@ -407,10 +439,35 @@ impl Plan {
             "{} end; client {} over {}",
             t(self.end),
             self.profile,
-            if self.graph { "Graph" } else { "SMTP" }
+            if self.settings.graph { "Graph" } else { "SMTP" }
         ));
         lines.sort();
         lines.join("\n")
+    }
+
+    /// Every secret value of the run (the tenant's and the timeline's): none may show in what
+    /// the run wrote.
+    pub(super) fn secret_values(&self) -> Vec<String> {
+        let mut secrets: Vec<String> = self
+            .tenant
+            .apps
+            .iter()
+            .flat_map(|a| a.secrets.iter().map(|s| s.value.clone()))
+            .collect();
+        secrets.extend(self.steps.iter().filter_map(|s| match &s.action {
+            Action::Rotate(value) | Action::Paste(value) => Some(value.clone()),
+            _ => None,
+        }));
+        secrets
+    }
+
+    /// The instants the subject is restarted.
+    pub(super) fn restarts(&self) -> Vec<DateTime<Utc>> {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::Restart))
+            .map(|s| s.at)
+            .collect()
     }
 
     /// The seed the replay uses.

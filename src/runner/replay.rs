@@ -1,97 +1,111 @@
-//! The replay: the tenant, the mocks, the client and the timeline on one paused runtime,
-//! until the scenario's end; then what happened, read into [`Observations`].
+//! The replay: the tenant and the mocks on one paused runtime, a subject started on them, the
+//! scenario's traffic submitted and its timeline performed until the end; then what the
+//! harness saw, read into [`Observations`] (`observe`).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::Wiring;
+use super::observe::{self, Record};
 use super::plan::{Action, Plan};
-use crate::check::{AlertSeen, Leaks, Needles, Observations, WaitSeen};
-use crate::client::alert::Alerter;
-use crate::client::backoff::{BackoffConfig, Jitter};
-use crate::client::monitor::{ExpiryConfig, LatencyConfig, default_lead_times};
-use crate::client::outbox::{NewMessage, Outbox, OutboxError, State};
-use crate::client::process::{Client, ClientConfig, Parts};
-use crate::client::secret::{Secret, SecretSource};
-use crate::client::send::{SmtpConnector, TcpSmtpConnector, Transport};
-use crate::client::sync::{SyncConfig, SyncEvent, SyncState};
-use crate::client::token::TokenConfig;
-use crate::client::transport::HttpTransport;
-use crate::client::worker::{Mutation, Profile, WorkerEvent};
-use crate::journal::{Journal, MockName};
+use crate::check::Observations;
+use crate::journal::Journal;
 use crate::mock::smtp::{SmtpConfig, SmtpServer};
 use crate::mock::{HttpMocks, HttpMocksConfig};
+use crate::subject::{Endpoints, MemoryTransports, Message, Process, SecretHandle, Start, Subject};
 use crate::tenant::{Directory, DirectoryConfig, SecretSpec, SharedDirectory};
 use crate::time::{
     ClockExt as _, SharedClock, VirtualClock, replay_runtime, socket_replay_runtime, to_chrono,
 };
 use crate::wiring::memory::{MemoryNet, MemorySmtp};
-use crate::wiring::socket::{HttpListener, ServerHandle, SmtpListener, TcpNet};
+use crate::wiring::socket::{HttpListener, ServerHandle, SmtpListener};
 
-const GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
-const ALERTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
-/// A latency threshold no stall reaches (the `latency-never-fires` mutant).
-const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// How long a subject may take to start, take a message or stop, on the replay's clock.
+const START_WITHIN: Duration = Duration::from_secs(60);
+const SUBMIT_WITHIN: Duration = Duration::from_secs(30);
+const STOP_WITHIN: Duration = Duration::from_secs(60);
 
-/// Replays `plan`; the client's secret file lives at `secret_file` for the run.
-#[allow(
-    clippy::too_many_lines,
-    reason = "one linear set-up of a run, read top to bottom"
-)]
-pub(super) fn replay(
+/// The simulated Microsoft side of one replay and how a subject reaches it.
+struct World {
+    clock: SharedClock,
+    directory: SharedDirectory,
+    journal: Journal,
+    mocks: HttpMocks,
+    endpoints: Endpoints,
+    memory: Option<MemoryTransports>,
+    /// Loopback listeners, serving while they live.
+    _servers: Vec<ServerHandle>,
+}
+
+/// Where a replay keeps its files: the secret file and the subject's state directory.
+#[derive(Debug, Clone)]
+pub(super) struct Workspace {
+    pub secret_file: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// Replays `plan` against `subject` through `wiring`.
+pub(super) fn replay<S: Subject>(
     plan: &Plan,
-    secret_file: &Path,
+    subject: &S,
+    workspace: &Workspace,
     wiring: Wiring,
-) -> Result<(Observations, Journal), String> {
-    let Plan {
-        seed,
-        start,
-        end,
-        ref tenant,
-        ref app,
-        ref secret,
-        ref mailbox,
-        profile,
-        graph,
-        ref faults,
-        ref steps,
-        rotated_at,
-        ref traffic,
-        latency_threshold,
-        backoff_cap,
-        refresh_ahead,
-        sync_interval,
-    } = *plan;
-    std::fs::write(secret_file, &secret.value).map_err(|e| e.to_string())?;
-    let pki = crate::tls::Pki::generate().map_err(|e| e.to_string())?;
+) -> Result<(Observations, Journal, Option<String>), String> {
+    let secret = SecretHandle::create(workspace.secret_file.clone(), &plan.secret.value)
+        .map_err(|e| format!("failed to write the secret file: {e}"))?;
     let runtime = match wiring {
         Wiring::Memory => replay_runtime(),
         Wiring::Sockets => socket_replay_runtime(),
     }
     .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let clock: SharedClock = VirtualClock::starting_at(start).shared();
+        let world = World::build(plan, wiring).await?;
+        let record = tokio::select! {
+            biased;
+            at = world.journal.stalled() => {
+                return Err(format!(
+                    "the replay stopped moving at {}: {} requests at that instant without the clock advancing (a client retrying without waiting?)",
+                    crate::time::rfc3339(at),
+                    crate::journal::STALL_LIMIT
+                ));
+            }
+            record = drive(plan, subject, &world, &secret, &workspace.state_dir) => record?,
+        };
+        let observations = observe::observe(plan, &world.journal, &world.directory, record);
+        Ok((observations, world.journal.clone(), world.socket_base()))
+    })
+}
+
+impl World {
+    /// The tenant, the mocks with the scenario's faults, and the wiring's way to them.
+    async fn build(plan: &Plan, wiring: Wiring) -> Result<World, String> {
+        let seed = plan.seed;
+        let pki = crate::tls::Pki::generate().map_err(|e| e.to_string())?;
+        let clock: SharedClock = VirtualClock::starting_at(plan.start).shared();
         let directory = Directory::new(&DirectoryConfig {
             seed,
-            tenants: vec![tenant.clone()],
+            tenants: vec![plan.tenant.clone()],
         })
         .shared();
         let journal = Journal::new();
-        let mocks = HttpMocks::new(
-            directory.clone(),
-            clock.clone(),
-            journal.clone(),
-            HttpMocksConfig {
-                seed,
-                ..HttpMocksConfig::default()
-            },
-        );
-        for fault in faults {
+        // On sockets the listeners come first: the mocks write their address into the links
+        // they hand out (a delta page's nextLink), which a subject follows as it is.
+        let listeners = match wiring {
+            Wiring::Memory => None,
+            Wiring::Sockets => Some(Listeners::bind().await.map_err(|e| e.to_string())?),
+        };
+        let mut config = HttpMocksConfig {
+            seed,
+            ..HttpMocksConfig::default()
+        };
+        if let Some(listeners) = &listeners {
+            config.endpoints = listeners.endpoints.clone();
+        }
+        let mocks = HttpMocks::new(directory.clone(), clock.clone(), journal.clone(), config);
+        for fault in &plan.faults {
             mocks.inject(fault.clone()).map_err(|e| e.to_string())?;
         }
         let smtp = SmtpServer::new(
@@ -105,496 +119,285 @@ pub(super) fn replay(
             },
         )
         .with_faults(mocks.faults_handle());
-        let (net, smtp_connector, _servers) = connect(wiring, &mocks, &smtp).await?;
-        // The naive client reads its secret once at start: a rotation needs a restart.
-        let secret_source = |value: String| match profile {
-            Profile::Naive2025 => SecretSource::Value(Secret::new(value)),
-            Profile::Remediated | Profile::Mutant(_) => {
-                SecretSource::File(secret_file.to_path_buf())
-            }
-        };
-        let token_url = format!(
-            "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
-            tenant.id
-        );
-        let token_config = |source: SecretSource| {
-            let mut config = TokenConfig::new(token_url.clone(), app.app_id.clone(), source);
-            config.refresh_ahead = refresh_ahead;
-            if profile.has(Mutation::TightAuthLoop) || profile == Profile::Naive2025 {
-                config.refusal_hold_cap = Duration::ZERO;
-            }
-            config
-        };
-        let transport = if graph {
-            Transport::Graph {
-                http: net.clone(),
-                graph_url: GRAPH_URL.into(),
-            }
-        } else {
-            Transport::Smtp {
-                connector: smtp_connector,
-                tls_domain: "localhost".into(),
-                ca_pem: Some(pki.ca_pem().to_string()),
-                hello_name: "mailman.client.example".into(),
-            }
-        };
-        // Each process's outbox: one database, unless the process forgets it on restart.
-        let outboxes = Mutex::new(vec![Arc::new(
-            Outbox::in_memory().map_err(|e| e.to_string())?,
-        )]);
-        let current_outbox = || {
-            outboxes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .last()
-                .cloned()
-                .expect("there is always an outbox")
-        };
-        let wake = Arc::new(tokio::sync::Notify::new());
-        let monitor_wake = Arc::new(tokio::sync::Notify::new());
-        let worker_log: crate::client::worker::WorkerLog = Arc::default();
-        let backoff = BackoffConfig {
-            cap: backoff_cap,
-            jitter: if profile.has(Mutation::NoJitter) {
-                Jitter::None
-            } else {
-                Jitter::Equal
-            },
-            ..BackoffConfig::default()
-        };
-        let sync_log: crate::client::EventLog<SyncEvent> = Arc::default();
-        // What a client persists besides its outbox: the sync's delta link and synced ids.
-        let sync_state: Arc<Mutex<SyncState>> = Arc::default();
-        let syncing = traffic.iter().any(|t| t.inbound);
-        let alerters: Mutex<Vec<Arc<Alerter>>> = Mutex::new(Vec::new());
-        // One client process until `until`: worker, monitors and sync sharing one token cache
-        // and the secret as read when the process starts; the outbox and the sync state are
-        // what survives it.
-        let process = |secret_now: String,
-                       outbox: Arc<Outbox>,
-                       until: DateTime<Utc>,
-                       process_index: usize| {
-            let config = ClientConfig {
-                profile,
-                token: token_config(secret_source(secret_now)),
-                transport: transport.clone(),
-                mailbox: mailbox.clone(),
-                backoff,
-                send_timeout: Duration::from_secs(120),
-                alerts_url: ALERTS_URL.into(),
-                routing_key: "maildrill".into(),
-                // The 2025 client had no monitors.
-                expiry: (profile.remediated() && !profile.has(Mutation::NoExpiryMonitor)).then(
-                    || ExpiryConfig {
-                        app_id: app.app_id.clone(),
-                        graph_url: GRAPH_URL.into(),
-                        lead_times: default_lead_times(),
-                        poll_every: Duration::from_secs(6 * 3600),
-                        fallback: vec![],
-                    },
-                ),
-                latency: profile.remediated().then(|| LatencyConfig {
-                    threshold: if profile.has(Mutation::LatencyNeverFires) {
-                        NEVER
-                    } else {
-                        latency_threshold
-                    },
-                    ..LatencyConfig::default()
-                }),
-                sync: syncing.then(|| SyncConfig {
-                    graph_url: GRAPH_URL.into(),
-                    mailbox: mailbox.clone(),
-                    interval: sync_interval,
-                    page_size: 50,
-                    backoff,
-                }),
-            };
-            let client = Client::new(
-                config,
-                Parts {
-                    clock: clock.clone(),
-                    http: net.clone(),
-                    outbox,
-                    sync_state: sync_state.clone(),
-                    wake: wake.clone(),
-                    monitor_wake: monitor_wake.clone(),
-                    jitter: seed.stream(&format!("client.jitter.{process_index}")),
-                    sync_jitter: seed.stream(&format!("client.sync.{process_index}")),
-                    worker_log: worker_log.clone(),
-                    sync_log: sync_log.clone(),
-                },
-            );
-            alerters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(client.alerter.clone());
-            async move { client.run(until).await }
-        };
-        let restarts: Vec<DateTime<Utc>> = steps
-            .iter()
-            .filter(|s| matches!(s.action, Action::Restart))
-            .map(|s| s.at)
-            .collect();
-        let client_task = async {
-            let mut secret_now = secret.value.clone();
-            for (i, boundary) in restarts.iter().copied().chain([end]).enumerate() {
-                process(secret_now.clone(), current_outbox(), boundary.min(end), i).await?;
-                if boundary < end {
-                    if profile.has(Mutation::ForgetsOutbox) {
-                        let fresh = Arc::new(Outbox::in_memory()?);
-                        outboxes
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(fresh);
-                    }
-                    // The new process: in-flight messages go back to the queue, and the secret
-                    // is whatever the file holds now (how a redeploy picks up a rotation).
-                    current_outbox().recover(clock.now_utc())?;
-                    secret_now = std::fs::read_to_string(secret_file)
-                        .unwrap_or(secret_now)
-                        .trim()
-                        .to_string();
-                }
-            }
-            Ok::<_, OutboxError>(())
-        };
-        let enqueued = Mutex::new(0u64);
-        let inbound = Mutex::new(Vec::<(String, DateTime<Utc>)>::new());
-        let traffic_task = async {
-            let mut ids = seed.stream("client.ids");
-            // Every message of every window, in time order (windows may overlap).
-            let mut arrivals: Vec<(DateTime<Utc>, bool)> = Vec::new();
-            for window in traffic {
-                let mut at = window.from;
-                while at < window.until.min(end) {
-                    arrivals.push((at, window.inbound));
-                    at += to_chrono(window.every);
-                }
-            }
-            arrivals.sort();
-            for (n, (at, is_inbound)) in arrivals.into_iter().enumerate() {
-                clock.sleep_until(clock.instant_at(at)).await;
-                if is_inbound {
-                    let mut directory = Directory::lock(&directory);
-                    let id = directory.next_message_id();
-                    if let Some(mailbox) = directory.mailbox_mut(&tenant.id, mailbox) {
-                        mailbox.deliver(id.clone(), at, "customer@example.com", "a reply");
-                        inbound
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((id, at));
-                    }
-                    continue;
-                }
-                let message = NewMessage {
-                    from: mailbox.clone(),
-                    to: vec!["customer@example.com".into()],
-                    subject: format!("message {n}"),
-                    body: "Hello.".into(),
+        let tenant = &plan.tenant.id;
+        let (endpoints, memory, servers) = match listeners {
+            None => {
+                let memory = MemoryTransports {
+                    http: Arc::new(MemoryNet::new(mocks.clone())),
+                    smtp: Arc::new(MemorySmtp::new(smtp)),
                 };
-                if current_outbox()
-                    .enqueue(&message, clock.now_utc(), &mut ids)
-                    .is_err()
-                {
-                    return;
-                }
-                *enqueued.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-                wake.notify_one();
-                monitor_wake.notify_one();
-            }
-        };
-        let timeline_task = async {
-            for step in steps {
-                clock.sleep_until(clock.instant_at(step.at)).await;
-                perform(
-                    &step.action,
-                    clock.now_utc(),
-                    &directory,
-                    plan,
-                    &mocks,
-                    secret_file,
+                let base = crate::mock::Endpoints::default();
+                let endpoints = endpoints(
+                    &base,
+                    tenant,
+                    "https://events.pagerduty.com",
+                    ("smtp.office365.com", 587),
+                    &pki,
                 );
+                (endpoints, Some(memory), Vec::new())
             }
+            Some(listeners) => listeners.serve(tenant, &mocks, smtp, &pki)?,
         };
-        let (worked, (), ()) = tokio::select! {
-            biased;
-            at = journal.stalled() => {
-                return Err(format!(
-                    "the replay stopped moving at {}: {} requests at that instant without the clock advancing (a client retrying without waiting?)",
-                    crate::time::rfc3339(at),
-                    crate::journal::STALL_LIMIT
-                ));
-            }
-            done = async { tokio::join!(client_task, traffic_task, timeline_task) } => done,
-        };
-        worked.map_err(|e| e.to_string())?;
-        let alerters = alerters.into_inner().unwrap_or_else(|p| p.into_inner());
-        // The last alerts of a run that ended while the sink was down still count as raised.
-        if let Some(last) = alerters.last() {
-            last.flush().await;
-        }
+        Ok(World {
+            clock,
+            directory,
+            journal,
+            mocks,
+            endpoints,
+            memory,
+            _servers: servers,
+        })
+    }
+}
 
-        let mut summaries = Vec::new();
-        for outbox in outboxes.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            summaries.extend(outbox.summaries().map_err(|e| e.to_string())?);
-        }
-        let count = |state: State| summaries.iter().filter(|s| s.state == state).count() as u64;
-        let mut keys = BTreeMap::<String, u64>::new();
-        for tenant in Directory::lock(&directory).tenants() {
-            for mailbox in &tenant.mailboxes {
-                for sent in mailbox.sent() {
-                    if let Some(key) = &sent.idempotency_key {
-                        *keys.entry(key.clone()).or_default() += 1;
-                    }
-                }
-            }
-        }
-        let log = worker_log.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let first_failure_at = log
-            .iter()
-            .find(|(_, e)| matches!(e, WorkerEvent::Deferred { .. } | WorkerEvent::Failed { .. }))
-            .map(|(at, _)| *at);
-        let recovered_at = rotated_at.and_then(|r| {
-            log.iter()
-                .find(|(at, e)| *at >= r && matches!(e, WorkerEvent::Delivered { .. }))
-                .map(|(at, _)| *at)
-        });
-        let drained_at = rotated_at.and_then(|r| {
-            let backlog: Vec<_> = summaries.iter().filter(|s| s.enqueued_at < r).collect();
-            if backlog.iter().any(|s| s.state != State::Delivered) {
-                None
-            } else {
-                backlog
-                    .iter()
-                    .filter_map(|s| s.delivered_at)
-                    .max()
-                    .map(|d| d.max(r))
-            }
-        });
-        // The first message that waited longer than the threshold: where a stall begins.
-        // A message never delivered waited until the end; one with an unknown outcome may
-        // have been delivered, so it tells nothing about a stall.
-        let stalled_from = summaries
-            .iter()
-            .filter(|s| s.state != State::Unknown)
-            .filter(|s| {
-                let done = s.delivered_at.unwrap_or(end);
-                done - s.enqueued_at > to_chrono(latency_threshold)
-            })
-            .map(|s| s.enqueued_at)
-            .min();
-        let waits = log
-            .iter()
-            .filter_map(|(at, e)| match e {
-                WorkerEvent::Waited {
-                    wait,
-                    retry_after,
-                    streak,
-                    probe,
-                } => Some(WaitSeen {
-                    at: *at,
-                    wait: *wait,
-                    retry_after: *retry_after,
-                    streak: *streak,
-                    probe: *probe,
-                }),
-                _ => None,
-            })
-            .collect();
-        let mut secrets: Vec<String> = tenant
-            .apps
-            .iter()
-            .flat_map(|a| a.secrets.iter().map(|s| s.value.clone()))
-            .collect();
-        secrets.extend(steps.iter().filter_map(|s| match &s.action {
-            Action::Rotate(value) | Action::Paste(value) => Some(value.clone()),
-            _ => None,
-        }));
-        // One pass over the journal, in place: a 45-day journal is tens of megabytes.
-        let mut leaks = Leaks::default();
-        let mut events = BTreeMap::<String, u64>::new();
-        let (token_requests, fail_but_deliver) = journal.with_entries(|entries| {
-            let mut line = String::new();
-            // A tally of the run's event stream: what each service answered, what the client
-            // did. Counted on borrowed keys, named once at the end.
-            let mut answered = BTreeMap::<(MockName, &str, Result<u16, &str>), u64>::new();
-            let mut token_requests = Vec::new();
-            let mut fail_but_deliver = 0;
-            let needles = Needles::new(&secrets);
-            for e in entries {
-                // What a journal line shows, piece by piece; a body is rendered (redacted) only
-                // when its bytes could show a secret or a token at all.
-                leaks.scan_with(&needles, &e.request);
-                if let Some(fault) = &e.fault {
-                    leaks.scan_with(&needles, fault);
-                }
-                for body in [&e.request_body, &e.response_body] {
-                    if needles.may_hold(body.raw()) {
-                        line.clear();
-                        let _ = write!(line, "{body}");
-                        leaks.scan_with(&needles, &line);
-                    }
-                }
-                *answered
-                    .entry((e.mock, e.operation, e.status.ok_or(&*e.delivery)))
-                    .or_default() += 1;
-                if e.operation == "token" {
-                    token_requests.push((e.at, e.status == Some(200)));
-                }
-                if e
-                    .fault
-                    .as_deref()
-                    .is_some_and(|f| f.starts_with("fail_but_deliver"))
-                {
-                    fail_but_deliver += 1;
-                }
-            }
-            for ((mock, operation, status), n) in answered {
-                let status = status.map_or_else(str::to_string, |s| s.to_string());
-                *events
-                    .entry(format!("{mock} {operation} {status}"))
-                    .or_default() += n;
-            }
-            (token_requests, fail_but_deliver)
-        });
-        let raised: Vec<_> = alerters
-            .iter()
-            .flat_map(|a| a.raised.lock().unwrap_or_else(|p| p.into_inner()).clone())
-            .collect();
-        let alerts = raised
-            .iter()
-            .map(|e| AlertSeen {
-                kind: e.kind.to_string(),
-                key: e.dedup_key.clone(),
-                action: e.action.to_string(),
-                at: e.at,
-            })
-            .collect();
-        for event in &raised {
-            let body = event.body("maildrill", "maildrill-client").to_string();
-            leaks.scan(&secrets, &body);
-        }
-        let mut synced = BTreeMap::<String, (DateTime<Utc>, u64)>::new();
-        for (at, event) in sync_log.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            if let SyncEvent::Synced { id } = event {
-                synced.entry(id.clone()).or_insert((*at, 0)).1 += 1;
-            }
-        }
-        for (_, e) in &log {
-            let kind = match e {
-                WorkerEvent::Delivered { .. } => "delivered",
-                WorkerEvent::Deferred { .. } => "deferred",
-                WorkerEvent::Failed { .. } => "failed",
-                WorkerEvent::Unknown { .. } => "unknown",
-                WorkerEvent::Waited { probe: true, .. } => "probe wait",
-                WorkerEvent::Waited { probe: false, .. } => "retry wait",
-                WorkerEvent::CircuitOpened => "circuit opened",
-                WorkerEvent::CircuitClosed => "circuit closed",
-            };
-            *events.entry(format!("client {kind}")).or_default() += 1;
-        }
-        for (_, e) in sync_log.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let kind = match e {
-                SyncEvent::Synced { .. } => "synced",
-                SyncEvent::Resync => "resync",
-                SyncEvent::Failed { .. } => "round failed",
-            };
-            *events.entry(format!("sync {kind}")).or_default() += 1;
-        }
-        for e in &raised {
-            *events
-                .entry(format!("alert {} {}", e.action, e.kind))
-                .or_default() += 1;
-        }
-        let delivered = count(State::Delivered);
-        let unknown = count(State::Unknown);
-        let failed = count(State::Failed);
-        let enqueued = *enqueued.lock().unwrap_or_else(|p| p.into_inner());
-        let observations = Observations {
-            enqueued,
-            delivered,
-            failed,
-            // Whatever is neither delivered, failed nor unknown waits, or was forgotten.
-            waiting: enqueued.saturating_sub(delivered + failed + unknown),
-            unknown,
-            unknowable: unknown + fail_but_deliver,
-            duplicated: keys.values().filter(|n| **n > 1).count() as u64,
-            token_requests,
+impl World {
+    /// The scheme and authority of the socket listener, if the mocks are on sockets.
+    fn socket_base(&self) -> Option<String> {
+        self.memory.is_none().then(|| {
+            self.endpoints
+                .graph_url
+                .trim_end_matches("/v1.0")
+                .to_string()
+        })
+    }
+}
+
+/// What a subject is handed: the mocks' bases, the SMTP host and port, the CA.
+fn endpoints(
+    base: &crate::mock::Endpoints,
+    tenant: &str,
+    alerts: &str,
+    (smtp_host, smtp_port): (&str, u16),
+    pki: &crate::tls::Pki,
+) -> Endpoints {
+    let authority = format!("{}/{tenant}", base.login_base);
+    Endpoints {
+        token_url: format!("{authority}/oauth2/v2.0/token"),
+        authority,
+        graph_url: format!("{}/v1.0", base.graph_base),
+        smtp_host: smtp_host.to_string(),
+        smtp_port,
+        alerts_url: format!("{alerts}/v2/enqueue"),
+        ca_pem: pki.ca_pem().to_string(),
+    }
+}
+
+/// Loopback listeners bound on this runtime before the mocks exist: HTTPS for the token
+/// endpoint, Graph and the alert sink on one port, SMTP with STARTTLS on another. IP literals
+/// only: a host name would be resolved on a blocking thread, off the replay's clock.
+struct Listeners {
+    http: tokio::net::TcpListener,
+    smtp: tokio::net::TcpListener,
+    endpoints: crate::mock::Endpoints,
+}
+
+impl Listeners {
+    async fn bind() -> std::io::Result<Listeners> {
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let http = tokio::net::TcpListener::bind(loopback).await?;
+        let smtp = tokio::net::TcpListener::bind(loopback).await?;
+        let base = format!("https://{}", http.local_addr()?);
+        let endpoints = crate::mock::Endpoints {
+            login_base: base.clone(),
+            graph_base: base,
+        };
+        Ok(Listeners {
+            http,
+            smtp,
+            endpoints,
+        })
+    }
+
+    /// Starts serving; the servers run while the returned handles live.
+    fn serve(
+        self,
+        tenant: &str,
+        mocks: &HttpMocks,
+        smtp: SmtpServer,
+        pki: &crate::tls::Pki,
+    ) -> Result<(Endpoints, Option<MemoryTransports>, Vec<ServerHandle>), String> {
+        let tls = pki.server_config(true).map_err(|e| e.to_string())?;
+        let smtp_port = self.smtp.local_addr().map_err(|e| e.to_string())?.port();
+        // The alert sink shares the HTTP listener.
+        let alerts = &self.endpoints.login_base;
+        let endpoints = endpoints(
+            &self.endpoints,
+            tenant,
             alerts,
-            first_failure_at,
-            stalled_from,
-            rotated_at,
-            recovered_at,
-            drained_at,
-            secret_end: Some(secret.end),
-            end,
-            leaks,
-            secrets,
-            waits,
-            backoff_cap,
-            inbound: inbound.into_inner().unwrap_or_else(|p| p.into_inner()),
-            synced,
-            events,
-        };
-        Ok((observations, journal))
-    })
+            ("127.0.0.1", smtp_port),
+            pki,
+        );
+        let http = HttpListener::new(self.http, mocks.clone(), Some(tls));
+        let smtp = SmtpListener::new(self.smtp, smtp);
+        Ok((endpoints, None, vec![http.spawn(), smtp.spawn()]))
+    }
 }
 
-/// The client's way to the mocks: duplex streams, or loopback listeners on this runtime (kept
-/// serving while the returned handles live).
-async fn connect(
-    wiring: Wiring,
-    mocks: &HttpMocks,
-    smtp: &SmtpServer,
-) -> Result<
-    (
-        Arc<dyn HttpTransport>,
-        Arc<dyn SmtpConnector>,
-        Vec<ServerHandle>,
-    ),
-    String,
-> {
-    Ok(match wiring {
-        Wiring::Memory => (
-            Arc::new(MemoryNet::new(mocks.clone())),
-            Arc::new(MemorySmtp::new(smtp.clone())),
-            Vec::new(),
-        ),
-        Wiring::Sockets => {
-            // IP literals only: a host name would be resolved on a blocking thread.
-            let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-            let io = |e: std::io::Error| e.to_string();
-            let http = HttpListener::bind(loopback, mocks.clone(), None)
-                .await
-                .map_err(io)?;
-            let smtp_listener = SmtpListener::new(
-                tokio::net::TcpListener::bind(loopback).await.map_err(io)?,
-                smtp.clone(),
-            );
-            let net = TcpNet::new(http.local_addr().map_err(io)?);
-            let connector = TcpSmtpConnector {
-                address: smtp_listener.local_addr().map_err(io)?.to_string(),
-            };
-            (
-                Arc::new(net),
-                Arc::new(connector),
-                vec![http.spawn(), smtp_listener.spawn()],
-            )
+/// What happens at an instant of the replay, in the order it happens.
+enum Event<'a> {
+    Outbound(usize),
+    Inbound,
+    Step(&'a Action),
+}
+
+/// Every message of every traffic window and every timeline step, in time order; at one
+/// instant, traffic before steps (windows may overlap).
+fn schedule(plan: &Plan) -> Vec<(DateTime<Utc>, Event<'_>)> {
+    let mut events = Vec::new();
+    for window in &plan.traffic {
+        let mut at = window.from;
+        while at < window.until.min(plan.end) {
+            events.push((at, 0, window.inbound));
+            at += to_chrono(window.every);
         }
-    })
+    }
+    events.sort_by_key(|(at, _, inbound)| (*at, *inbound));
+    let mut outbound = 0;
+    let mut timeline: Vec<(DateTime<Utc>, u8, Event<'_>)> = events
+        .into_iter()
+        .map(|(at, order, inbound)| {
+            let event = if inbound {
+                Event::Inbound
+            } else {
+                outbound += 1;
+                Event::Outbound(outbound - 1)
+            };
+            (at, order, event)
+        })
+        .collect();
+    timeline.extend(plan.steps.iter().map(|s| (s.at, 1, Event::Step(&s.action))));
+    timeline.sort_by_key(|(at, order, _)| (*at, *order));
+    timeline.into_iter().map(|(at, _, e)| (at, e)).collect()
 }
 
-/// Performs one timeline step on the tenant, the mocks or the client's secret file.
-fn perform(
-    action: &Action,
-    now: DateTime<Utc>,
-    directory: &SharedDirectory,
+/// Starts the subject, plays the schedule against it until the end, and stops it.
+async fn drive<S: Subject>(
     plan: &Plan,
-    mocks: &HttpMocks,
-    secret_file: &Path,
-) {
+    subject: &S,
+    world: &World,
+    secret: &SecretHandle,
+    state_dir: &Path,
+) -> Result<Record, String> {
+    let mut record = Record::default();
+    let mut generation = 0;
+    let mut process = start(plan, subject, world, secret, state_dir, generation).await?;
+    for (at, event) in schedule(plan) {
+        world.clock.sleep_until(world.clock.instant_at(at)).await;
+        match event {
+            Event::Outbound(n) => {
+                let message = message(plan, n);
+                record.submitted.push((message.message_id.clone(), at));
+                let submitted = world
+                    .clock
+                    .timeout(SUBMIT_WITHIN, process.submit(message))
+                    .await;
+                check(subject, "submit", submitted)?;
+            }
+            Event::Inbound => record.inbound.push(deliver_inbound(plan, world, at)),
+            Event::Step(Action::Restart) => {
+                stop(subject, process, world, &mut record).await?;
+                generation += 1;
+                process = start(plan, subject, world, secret, state_dir, generation).await?;
+            }
+            Event::Step(action) => perform(action, at, plan, world, secret),
+        }
+    }
+    world
+        .clock
+        .sleep_until(world.clock.instant_at(plan.end))
+        .await;
+    stop(subject, process, world, &mut record).await?;
+    Ok(record)
+}
+
+async fn start<S: Subject>(
+    plan: &Plan,
+    subject: &S,
+    world: &World,
+    secret: &SecretHandle,
+    state_dir: &Path,
+    generation: u32,
+) -> Result<S::Process, String> {
+    let start = Start {
+        endpoints: world.endpoints.clone(),
+        tenant_id: plan.tenant.id.clone(),
+        client_id: plan.app.app_id.clone(),
+        mailbox: plan.mailbox.clone(),
+        secret: secret.clone(),
+        state_dir: state_dir.to_path_buf(),
+        clock: world.clock.clone(),
+        rng: plan.seed.stream(&format!("subject.{generation}")),
+        memory: world.memory.clone(),
+        settings: plan.settings,
+        generation,
+    };
+    let started = world
+        .clock
+        .timeout(START_WITHIN, subject.start(start))
+        .await;
+    check(subject, "start", started)
+}
+
+async fn stop<S: Subject>(
+    subject: &S,
+    process: S::Process,
+    world: &World,
+    record: &mut Record,
+) -> Result<(), String> {
+    let now = world.clock.now_utc();
+    record
+        .synced
+        .extend(process.synced().into_iter().map(|id| (id, now)));
+    let stopped = world.clock.timeout(STOP_WITHIN, process.stop()).await;
+    check(subject, "stop", stopped)
+}
+
+/// A subject's answer to one call, or the harness error that names the subject and the call.
+fn check<S: Subject, T>(
+    subject: &S,
+    call: &str,
+    outcome: Result<Result<T, crate::subject::SubjectError>, crate::time::Elapsed>,
+) -> Result<T, String> {
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(format!("subject {} failed to {call}: {e}", subject.name())),
+        Err(elapsed) => Err(format!(
+            "subject {} did not {call} within {} of the replay's clock",
+            subject.name(),
+            humantime::format_duration(elapsed.0)
+        )),
+    }
+}
+
+/// The `n`th outbound message, under a `Message-ID` the harness chose.
+fn message(plan: &Plan, n: usize) -> Message {
+    let domain = plan
+        .mailbox
+        .rsplit_once('@')
+        .map_or("maildrill.invalid", |(_, d)| d);
+    Message {
+        message_id: format!("<maildrill.{}.{n}@{domain}>", plan.seed.0),
+        from: plan.mailbox.clone(),
+        to: vec!["customer@example.com".into()],
+        subject: format!("message {n}"),
+        body: "Hello.".into(),
+    }
+}
+
+/// An inbound message lands in the mailbox: its Graph id and arrival.
+fn deliver_inbound(plan: &Plan, world: &World, at: DateTime<Utc>) -> (String, DateTime<Utc>) {
+    let mut directory = Directory::lock(&world.directory);
+    let id = directory.next_message_id();
+    if let Some(mailbox) = directory.mailbox_mut(&plan.tenant.id, &plan.mailbox) {
+        mailbox.deliver(id.clone(), at, "customer@example.com", "a reply");
+    }
+    (id, at)
+}
+
+/// Performs one timeline step on the tenant, the mocks or the secret.
+fn perform(action: &Action, now: DateTime<Utc>, plan: &Plan, world: &World, secret: &SecretHandle) {
     let (tenant, app) = (&plan.tenant.id, &plan.app.app_id);
-    let mut directory = Directory::lock(directory);
+    let mut directory = Directory::lock(&world.directory);
     match action {
         Action::Rotate(value) => {
             let spec = SecretSpec {
@@ -604,10 +407,10 @@ fn perform(
                 end: now + TimeDelta::days(365),
             };
             directory.add_secret(tenant, app, &spec, now);
-            let _ = std::fs::write(secret_file, value);
+            let _ = secret.set(value);
         }
         Action::Paste(value) => {
-            let _ = std::fs::write(secret_file, value);
+            let _ = secret.set(value);
         }
         Action::DeleteApp => {
             directory.delete_app(tenant, app);
@@ -620,8 +423,8 @@ fn perform(
                 mailbox.reset_sync_state();
             }
         }
-        Action::ClearFaults(target) => mocks.clear_target(*target),
-        // The client task restarts itself at these instants.
+        Action::ClearFaults(target) => world.mocks.clear_target(*target),
+        // The driver stops and starts the subject at these instants.
         Action::Restart => {}
     }
 }

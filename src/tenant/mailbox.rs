@@ -37,8 +37,11 @@ pub enum SentVia {
 pub struct SentMessage {
     /// Which mock accepted it.
     pub via: SentVia,
-    /// When it was accepted (virtual time).
+    /// When it reached the mailbox (virtual time): later than `accepted_at` when Exchange
+    /// Online's rate limit holds an SMTP submission back.
     pub at: DateTime<Utc>,
+    /// When the server accepted it: the instant of its success reply.
+    pub accepted_at: DateTime<Utc>,
     /// The `Message-ID` (or Graph `internetMessageId`), when the client set one.
     pub message_id: Option<String>,
     /// The idempotency key header (`X-Maildrill-Idempotency-Key`), when the client set one.

@@ -15,7 +15,7 @@ use super::session::{Backend, Envelope, Login, Next, Refusal, Session, SessionCo
 use crate::fault::{
     CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, SharedFaults, Target,
 };
-use crate::journal::{Body, Journal, JournalEntry, MockName};
+use crate::journal::{Body, Facts, Journal, JournalEntry, MockName};
 use crate::mock::wire::Vars;
 use crate::mock::{InFlightCounter, mime};
 use crate::seed::{Seed, SeedRng};
@@ -77,6 +77,8 @@ struct State {
     ids: SeedRng,
     usage: BTreeMap<String, Usage>,
     accepted: u64,
+    /// Connections accepted so far: each gets the next number, for the journal's facts.
+    connections: u64,
     received: VecDeque<ReceivedMessage>,
     expectations: Vec<(u64, Expectation)>,
     next_expectation: u64,
@@ -109,6 +111,7 @@ impl SmtpServer {
             ids: config.seed.stream("smtp.ids"),
             usage: BTreeMap::new(),
             accepted: 0,
+            connections: 0,
             received: VecDeque::new(),
             expectations: Vec::new(),
             next_expectation: 1,
@@ -186,7 +189,13 @@ impl SmtpServer {
     {
         let (config, vars) = self.session_setup(client_ip);
         let mut session = Session::new(config, vars);
+        let id = {
+            let mut state = self.state();
+            state.connections += 1;
+            state.connections
+        };
         let mut conn = Conn {
+            id,
             stream: Box::new(io),
             buffer: Vec::with_capacity(4096),
             start: 0,
@@ -194,11 +203,11 @@ impl SmtpServer {
         let fault = self.decide("connect");
         let greeting = match &fault {
             Some(FaultKind::ResetPeer) => {
-                self.record("connect", "<connect>", "", fault.as_ref(), "reset");
+                self.record(id, "connect", "<connect>", "", fault.as_ref(), "reset");
                 return;
             }
             Some(FaultKind::Timeout) => {
-                self.record("connect", "<connect>", "", fault.as_ref(), "hang");
+                self.record(id, "connect", "<connect>", "", fault.as_ref(), "hang");
                 self.clock.park_forever().await;
                 return;
             }
@@ -212,7 +221,14 @@ impl SmtpServer {
             }
             _ => session.greeting(),
         };
-        self.record("connect", "<connect>", &greeting, fault.as_ref(), "respond");
+        self.record(
+            id,
+            "connect",
+            "<connect>",
+            &greeting,
+            fault.as_ref(),
+            "respond",
+        );
         if conn.stream.write_all(greeting.as_bytes()).await.is_err() || greeting.starts_with("421")
         {
             let _ = conn.stream.shutdown().await;
@@ -272,12 +288,13 @@ impl SmtpServer {
             // Faults that stop a command before the session sees it.
             match &fault {
                 Some(FaultKind::ResetPeer) => {
-                    self.record(operation, "<reset>", "", fault.as_ref(), "reset");
+                    self.record(conn.id, operation, "<reset>", "", fault.as_ref(), "reset");
                     conn.stream.write_all(out.as_bytes()).await?;
                     return Ok(());
                 }
-                Some(FaultKind::Timeout) => {
-                    self.record(operation, "<no reply>", "", fault.as_ref(), "hang");
+                // After the final dot the message is taken and only the reply hangs.
+                Some(FaultKind::Timeout) if operation != "end-of-data" => {
+                    self.record(conn.id, operation, "<no reply>", "", fault.as_ref(), "hang");
                     conn.stream.write_all(out.as_bytes()).await?;
                     self.clock.park_forever().await;
                     return Ok(());
@@ -290,7 +307,7 @@ impl SmtpServer {
                     let shown = line
                         .as_deref()
                         .map_or_else(|| "<line too long>".into(), show_line);
-                    self.record(operation, &shown, &text, fault.as_ref(), "respond");
+                    self.record(conn.id, operation, &shown, &text, fault.as_ref(), "respond");
                     out.push_str(&text);
                     if text.starts_with("421") {
                         conn.stream.write_all(out.as_bytes()).await?;
@@ -307,11 +324,14 @@ impl SmtpServer {
             };
             let delivery = match &fault {
                 Some(FaultKind::DropAfterData) if step.accepted => "drop after data",
+                Some(FaultKind::Timeout) => "hang",
                 Some(FaultKind::TlsFailure) if step.next == Next::StartTls => "tls failure",
                 _ => "respond",
             };
             if let Some(command) = &step.command {
-                self.record(operation, command, &step.reply, fault.as_ref(), delivery);
+                // A hung reply never leaves: the journal shows none.
+                let reply = if delivery == "hang" { "" } else { &step.reply };
+                self.record(conn.id, operation, command, reply, fault.as_ref(), delivery);
             }
             match &fault {
                 Some(FaultKind::Latency { delay }) => {
@@ -327,6 +347,11 @@ impl SmtpServer {
                         bytes / (*bytes_per_second).max(1) as f64,
                     );
                     self.clock.park(delay).await;
+                }
+                Some(FaultKind::Timeout) => {
+                    conn.stream.write_all(out.as_bytes()).await?;
+                    self.clock.park_forever().await;
+                    return Ok(());
                 }
                 Some(FaultKind::DropAfterData) if step.accepted => {
                     // Stored, but the client never hears: the duplicate-send trap.
@@ -355,7 +380,7 @@ impl SmtpServer {
                     let chunk = conn.read_exact(size).await?;
                     let step = session.on_chunk(&chunk, &mut self.backend());
                     if let Some(command) = &step.command {
-                        self.record("bdat", command, &step.reply, None, "respond");
+                        self.record(conn.id, "bdat", command, &step.reply, None, "respond");
                     }
                     out.push_str(&step.reply);
                 }
@@ -396,6 +421,7 @@ impl SmtpServer {
 
     fn record(
         &self,
+        connection: u64,
         operation: &'static str,
         command: &str,
         reply: &str,
@@ -417,6 +443,14 @@ impl SmtpServer {
             status,
             response_body: Body::text(reply),
             fault: fault.map(|f| f.to_string()),
+            facts: Facts {
+                delay: match fault {
+                    Some(FaultKind::Latency { delay }) => *delay,
+                    _ => std::time::Duration::ZERO,
+                },
+                retry_after: None,
+                connection,
+            },
         });
     }
 
@@ -630,6 +664,7 @@ impl Backend for TenantBackend<'_> {
         let sent = SentMessage {
             via: SentVia::Smtp,
             at: delivered_at,
+            accepted_at: self.now,
             message_id: Some(message_id.clone()),
             idempotency_key: mime::field(&fields, mime::IDEMPOTENCY_HEADER),
             from: envelope.from.clone(),
@@ -686,6 +721,8 @@ trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 struct Conn {
+    /// The connection's number (journal facts).
+    id: u64,
     stream: Box<dyn Stream>,
     buffer: Vec<u8>,
     start: usize,

@@ -1,0 +1,419 @@
+//! Observation: what the harness itself saw during a replay (the mocks' journal, the
+//! mailboxes, the alert sink, what it submitted) read into [`Observations`], the same way for
+//! any subject. Nothing here reads a subject's own records.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::check::{AlertSeen, AttemptKind, Leaks, Needles, Observations, WaitSeen};
+use crate::journal::{Journal, JournalEntry, MockName};
+use crate::tenant::{Directory, SharedDirectory};
+use crate::time::to_chrono;
+
+use super::plan::Plan;
+
+/// What the harness did and heard from the subject, besides what the mocks hold.
+#[derive(Debug, Default)]
+pub(super) struct Record {
+    /// Each submitted message: its `Message-ID` and when it was submitted.
+    pub submitted: Vec<(String, DateTime<Utc>)>,
+    /// Each inbound message the harness put in the mailbox: Graph id and arrival.
+    pub inbound: Vec<(String, DateTime<Utc>)>,
+    /// What the subject's processes said they synced, with the instant each was asked.
+    pub synced: Vec<(String, DateTime<Utc>)>,
+}
+
+/// One attempt of the subject as the wire shows it: a token request, a Graph `sendMail`, or
+/// an SMTP transaction (from its connection or `MAIL` to its final reply).
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    kind: AttemptKind,
+    start: DateTime<Utc>,
+    /// When the outcome reached the subject.
+    end: DateTime<Utc>,
+    outcome: Outcome,
+    /// No reply ever came: when the subject gave up is not on the wire.
+    hung: bool,
+    retry_after: Option<u64>,
+}
+
+/// What an attempt told the subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Failed,
+    /// The server took the message and the subject heard nothing (or a failure): not a failure
+    /// to back off from, since for all the subject knows the message went.
+    Unknown,
+}
+
+/// Reads everything the harness saw into observations.
+pub(super) fn observe(
+    plan: &Plan,
+    journal: &Journal,
+    directory: &SharedDirectory,
+    record: Record,
+) -> Observations {
+    let secrets = plan.secret_values();
+    let accepted = accepted_by_id(directory, &record.submitted);
+    let mut o = Observations {
+        enqueued: record.submitted.len() as u64,
+        rotated_at: plan.rotated_at,
+        secret_end: Some(plan.secret.end),
+        end: plan.end,
+        backoff_cap: plan.settings.backoff_cap,
+        inbound: record.inbound,
+        ..Observations::default()
+    };
+    deliveries(&mut o, plan, &record.submitted, &accepted);
+    let (attempts, alerts) = read_journal(&mut o, journal, &secrets);
+    o.first_failure_at = attempts
+        .iter()
+        .filter(|a| a.outcome == Outcome::Failed)
+        .map(|a| a.end)
+        .min();
+    o.waits = waits(&attempts, &plan.restarts());
+    o.alerts = alerts;
+    for (id, at) in record.synced {
+        o.synced.entry(id).or_insert((at, 0)).1 += 1;
+    }
+    o.secrets = secrets;
+    o
+}
+
+/// Each submitted message's acceptances by the server, by `Message-ID`, in time order.
+fn accepted_by_id(
+    directory: &SharedDirectory,
+    submitted: &[(String, DateTime<Utc>)],
+) -> BTreeMap<String, Vec<DateTime<Utc>>> {
+    let mut accepted: BTreeMap<String, Vec<DateTime<Utc>>> = submitted
+        .iter()
+        .map(|(id, _)| (id.clone(), Vec::new()))
+        .collect();
+    for tenant in Directory::lock(directory).tenants() {
+        for mailbox in &tenant.mailboxes {
+            for sent in mailbox.sent() {
+                if let Some(times) = sent
+                    .message_id
+                    .as_deref()
+                    .and_then(|id| accepted.get_mut(id))
+                {
+                    times.push(sent.accepted_at);
+                }
+            }
+        }
+    }
+    for times in accepted.values_mut() {
+        times.sort();
+    }
+    accepted
+}
+
+/// Delivered, lost and duplicated messages, the stall, the recovery and the drain.
+fn deliveries(
+    o: &mut Observations,
+    plan: &Plan,
+    submitted: &[(String, DateTime<Utc>)],
+    accepted: &BTreeMap<String, Vec<DateTime<Utc>>>,
+) {
+    let first = |id: &str| accepted.get(id).and_then(|t| t.first().copied());
+    o.delivered = accepted.values().filter(|t| !t.is_empty()).count() as u64;
+    o.duplicated = accepted.values().filter(|t| t.len() > 1).count() as u64;
+    o.lost = o.enqueued - o.delivered;
+    let threshold = to_chrono(plan.settings.latency_threshold);
+    o.stalled_from = submitted
+        .iter()
+        .filter(|(id, at)| first(id).unwrap_or(plan.end) - *at > threshold)
+        .map(|(_, at)| *at)
+        .min();
+    let Some(rotated) = plan.rotated_at else {
+        return;
+    };
+    o.recovered_at = accepted
+        .values()
+        .flatten()
+        .filter(|at| **at >= rotated)
+        .min()
+        .copied();
+    let backlog: Vec<Option<DateTime<Utc>>> = submitted
+        .iter()
+        .filter(|(_, at)| *at < rotated)
+        .map(|(id, _)| first(id))
+        .collect();
+    o.drained_at = backlog
+        .iter()
+        .copied()
+        .collect::<Option<Vec<_>>>()
+        .map(|times| times.into_iter().max().map_or(rotated, |d| d.max(rotated)));
+}
+
+/// One pass over the journal, in place (a 45-day journal is tens of megabytes): token
+/// requests, attempts, alerts the sink accepted, unknowable sends, leaks and the tally.
+fn read_journal(
+    o: &mut Observations,
+    journal: &Journal,
+    secrets: &[String],
+) -> (Vec<Attempt>, Vec<AlertSeen>) {
+    journal.with_entries(|entries| {
+        let needles = Needles::new(secrets);
+        let mut line = String::new();
+        let mut answered = BTreeMap::<(MockName, &str, Result<u16, &str>), u64>::new();
+        let mut attempts = Vec::new();
+        let mut smtp = SmtpAttempts::default();
+        let mut alerts = AlertReader::default();
+        for e in entries {
+            scan(&mut o.leaks, &needles, &mut line, e);
+            *answered
+                .entry((e.mock, e.operation, e.status.ok_or(&*e.delivery)))
+                .or_default() += 1;
+            if unknowable(e) {
+                o.unknowable += 1;
+            }
+            if unknown(e) {
+                o.unknown += 1;
+            }
+            match (e.mock, e.operation) {
+                (MockName::Entra, "token") => {
+                    o.token_requests.push((e.at, e.status == Some(200)));
+                    attempts.push(http_attempt(AttemptKind::Token, e));
+                }
+                (MockName::Graph, "send-mail") => {
+                    attempts.push(http_attempt(AttemptKind::Send, e));
+                }
+                (MockName::Smtp, _) => smtp.read(e, &mut attempts),
+                (MockName::Alerts, "enqueue") => alerts.read(e),
+                _ => {}
+            }
+        }
+        for ((mock, operation, status), n) in answered {
+            let status = status.map_or_else(str::to_string, |s| s.to_string());
+            *o.events
+                .entry(format!("{mock} {operation} {status}"))
+                .or_default() += n;
+        }
+        attempts.sort_by_key(|a| (a.kind, a.start));
+        (attempts, alerts.seen)
+    })
+}
+
+/// What a journal line shows, piece by piece; a body is rendered (redacted) only when its
+/// bytes could show a secret or a token at all.
+fn scan(leaks: &mut Leaks, needles: &Needles, line: &mut String, e: &JournalEntry) {
+    leaks.scan_with(needles, &e.request);
+    if let Some(fault) = &e.fault {
+        leaks.scan_with(needles, fault);
+    }
+    for body in [&e.request_body, &e.response_body] {
+        if needles.may_hold(body.raw()) {
+            line.clear();
+            let _ = write!(line, "{body}");
+            leaks.scan_with(needles, line);
+        }
+    }
+}
+
+/// A send the server kept while the subject heard a failure: it could not know, and may send
+/// it again (one duplicate forgiven each).
+fn unknowable(e: &JournalEntry) -> bool {
+    e.mock == MockName::Graph
+        && e.operation == "send-mail"
+        && e.status.is_some()
+        && e.fault
+            .as_deref()
+            .is_some_and(|f| f.starts_with("fail_but_deliver"))
+}
+
+/// A send that got no reply after the server had the whole message: the subject must count it
+/// as maybe sent, never send it again.
+fn unknown(e: &JournalEntry) -> bool {
+    let smtp = e.mock == MockName::Smtp
+        && e.operation == "end-of-data"
+        && matches!(&*e.delivery, "drop after data" | "reset" | "hang");
+    let graph =
+        e.mock == MockName::Graph && e.operation == "send-mail" && e.delivery.starts_with("hang");
+    smtp || graph
+}
+
+fn http_attempt(kind: AttemptKind, e: &JournalEntry) -> Attempt {
+    let hung = e.status.is_none() && e.delivery.starts_with("hang");
+    let outcome = if e.status.is_some_and(|s| (200..300).contains(&s)) {
+        Outcome::Ok
+    } else if hung && kind == AttemptKind::Send {
+        Outcome::Unknown
+    } else {
+        Outcome::Failed
+    };
+    Attempt {
+        kind,
+        start: e.at,
+        end: e.at + to_chrono(e.facts.delay),
+        outcome,
+        hung,
+        retry_after: e.facts.retry_after,
+    }
+}
+
+/// SMTP transactions, from each connection's entries: the first starts at the connection,
+/// later ones at `MAIL`; each ends at its final reply to the message, or at the first reply
+/// that refuses (or a connection that drops).
+#[derive(Debug, Default)]
+struct SmtpAttempts {
+    open: BTreeMap<u64, DateTime<Utc>>,
+}
+
+impl SmtpAttempts {
+    fn read(&mut self, e: &JournalEntry, attempts: &mut Vec<Attempt>) {
+        let connection = e.facts.connection;
+        if e.operation == "connect" || e.operation == "mail" {
+            self.open.entry(connection).or_insert(e.at);
+        }
+        let Some(start) = self.open.get(&connection).copied() else {
+            return;
+        };
+        let refused = e.status.is_none_or(|s| s >= 400)
+            || matches!(&*e.delivery, "drop after data" | "tls failure");
+        let done = matches!(e.operation, "end-of-data")
+            || (e.operation == "bdat" && e.request.to_ascii_uppercase().contains("LAST"));
+        if refused || done {
+            self.open.remove(&connection);
+            let after_dot = e.operation == "end-of-data"
+                && matches!(&*e.delivery, "drop after data" | "hang" | "reset");
+            let outcome = match (refused, after_dot) {
+                (_, true) => Outcome::Unknown,
+                (true, false) => Outcome::Failed,
+                (false, false) => Outcome::Ok,
+            };
+            attempts.push(Attempt {
+                kind: AttemptKind::Send,
+                start,
+                end: e.at + to_chrono(e.facts.delay),
+                outcome,
+                hung: e.delivery == "hang",
+                retry_after: None,
+            });
+        }
+    }
+}
+
+/// Alerts as the sink saw them, each at the first time the subject posted it: a sink the
+/// scenario takes down does not make a subject late, and retries of an event the sink has not
+/// accepted yet are the same alert. A trigger's kind is `payload.custom_details.kind`, else read
+/// from its summary; a resolve takes the kind of the trigger with its `dedup_key`.
+#[derive(Debug, Default)]
+struct AlertReader {
+    kinds: BTreeMap<String, String>,
+    /// Events posted and not accepted yet: (action, dedup key).
+    pending: std::collections::BTreeSet<(String, String)>,
+    seen: Vec<AlertSeen>,
+}
+
+impl AlertReader {
+    fn read(&mut self, e: &JournalEntry) {
+        let Ok(event) = serde_json::from_slice::<Value>(e.request_body.raw()) else {
+            return;
+        };
+        let text = |pointer: &str| event.pointer(pointer).and_then(Value::as_str);
+        let action = text("/event_action").unwrap_or("").to_string();
+        let key = text("/dedup_key").unwrap_or("").to_string();
+        let accepted = e.status == Some(202);
+        let event_key = (action.clone(), key.clone());
+        if self.pending.contains(&event_key) {
+            if accepted {
+                self.pending.remove(&event_key);
+            }
+            return;
+        }
+        if !accepted && e.status.is_none_or(|s| s >= 500 || s == 429) {
+            self.pending.insert(event_key);
+        } else if !accepted {
+            // The sink refused the event itself (400): it is no alert.
+            return;
+        }
+        let kind = if action == "trigger" {
+            let kind = text("/payload/custom_details/kind").map_or_else(
+                || kind_from_summary(text("/payload/summary").unwrap_or("")),
+                str::to_string,
+            );
+            self.kinds.insert(key.clone(), kind.clone());
+            kind
+        } else {
+            self.kinds
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| "other".into())
+        };
+        self.seen.push(AlertSeen {
+            kind,
+            key,
+            action,
+            at: e.at,
+        });
+    }
+}
+
+/// An alert kind from a summary without `custom_details.kind`.
+fn kind_from_summary(summary: &str) -> String {
+    let summary = summary.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| summary.contains(w));
+    if has(&["expir", "secret", "certificate", "credential"]) {
+        "credential-expiry".into()
+    } else if has(&["latency", "delay", "stall", "stuck", "queue", "backlog"]) {
+        "delivery-latency".into()
+    } else {
+        "other".into()
+    }
+}
+
+/// The subject's waits: from each failed attempt's outcome to its next attempt of the same
+/// kind. Left out: a hung attempt's wait (not on the wire: the subject's own timeout ran
+/// first), an attempt that began before the failure came back (it ran beside it), a gap in
+/// which the subject tried the other kind (its trouble moved: a send waits while the token
+/// endpoint is probed), and a gap across a restart (a new process starts afresh). Attempts
+/// with an unknown outcome are neither failures nor successes.
+fn waits(attempts: &[Attempt], restarts: &[DateTime<Utc>]) -> Vec<WaitSeen> {
+    let known: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| a.outcome != Outcome::Unknown)
+        .collect();
+    let between =
+        |from: DateTime<Utc>, to: DateTime<Utc>| restarts.iter().any(|r| *r >= from && *r < to);
+    let other_inside = |kind: AttemptKind, from: DateTime<Utc>, to: DateTime<Utc>| {
+        known
+            .iter()
+            .any(|a| a.kind != kind && a.start > from && a.start < to)
+    };
+    let mut waits = Vec::new();
+    let mut streak = 0;
+    for (i, attempt) in known.iter().enumerate() {
+        let previous = i.checked_sub(1).map(|p| known[p]);
+        if previous.is_none_or(|p| p.kind != attempt.kind || between(p.end, attempt.start)) {
+            streak = 0;
+        }
+        if attempt.outcome == Outcome::Ok {
+            streak = 0;
+            continue;
+        }
+        streak += 1;
+        let Some(next) = known.get(i + 1).filter(|n| n.kind == attempt.kind) else {
+            continue;
+        };
+        if attempt.hung
+            || next.start < attempt.end
+            || between(attempt.end, next.start)
+            || other_inside(attempt.kind, attempt.end, next.start)
+        {
+            continue;
+        }
+        waits.push(WaitSeen {
+            at: attempt.end,
+            wait: (next.start - attempt.end).to_std().unwrap_or_default(),
+            retry_after: attempt.retry_after.map(std::time::Duration::from_secs),
+            streak,
+            kind: attempt.kind,
+        });
+    }
+    waits
+}

@@ -1,0 +1,269 @@
+//! The seam between the harness and a client under test: what a subject is handed when it
+//! starts, the three things the harness calls, and what a subject says it can do.
+//!
+//! The harness owns the clock, the tenant, the traffic and the timeline. It starts a subject
+//! with [`Start`] (endpoints, credentials, a secret it rotates, a state directory, the clock, a
+//! seeded random stream), submits the scenario's messages to it, stops it at a
+//! `restart-client` step and starts it again on the same state directory. It judges the
+//! subject only by what the mocks, the mailboxes and the alert sink saw; the one thing it asks
+//! is which inbound messages the subject synced, which only the subject can know.
+//!
+//! A subject in a few lines (it sends each message as it comes, over SMTP with lettre):
+//!
+//! ```
+//! use maildrill::subject::{Capability, Message, Process, Start, Subject, SubjectError};
+//!
+//! struct Mailer;
+//!
+//! struct Running {
+//!     start: Start,
+//! }
+//!
+//! impl Subject for Mailer {
+//!     type Process = Running;
+//!     fn name(&self) -> String {
+//!         "mailer".into()
+//!     }
+//!     fn capabilities(&self) -> Vec<Capability> {
+//!         vec![Capability::Smtp]
+//!     }
+//!     async fn start(&self, start: Start) -> Result<Running, SubjectError> {
+//!         Ok(Running { start })
+//!     }
+//! }
+//!
+//! impl Process for Running {
+//!     async fn submit(&mut self, message: Message) -> Result<(), SubjectError> {
+//!         // A real client queues it and sends it with its token, on its own time.
+//!         let _ = (&self.start.endpoints.smtp_host, message.message_id);
+//!         Ok(())
+//!     }
+//!     async fn stop(self) -> Result<(), SubjectError> {
+//!         Ok(())
+//!     }
+//! }
+//! ```
+
+pub mod bundled;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::client::send::SmtpConnector;
+use crate::client::transport::HttpTransport;
+use crate::seed::SeedRng;
+use crate::time::SharedClock;
+
+pub use bundled::Bundled;
+
+/// Whatever went wrong in a subject, for the harness error that names it.
+pub type SubjectError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a subject can do. A scenario that needs more is skipped, with the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// Sends over SMTP submission (STARTTLS, AUTH XOAUTH2).
+    Smtp,
+    /// Sends through Graph `sendMail`.
+    GraphSend,
+    /// Syncs the inbox through Graph delta and says which messages it synced.
+    InboundSync,
+    /// Posts PagerDuty Events v2 alerts to the alert sink.
+    Alerts,
+    /// Takes maildrill's in-memory transports ([`Start::memory`]) instead of opening sockets,
+    /// so it can run on the fastest wiring.
+    InMemory,
+}
+
+impl Capability {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Smtp => "smtp",
+            Capability::GraphSend => "graph-send",
+            Capability::InboundSync => "inbound-sync",
+            Capability::Alerts => "alerts",
+            Capability::InMemory => "in-memory",
+        }
+    }
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where the simulated Microsoft side answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// `https://HOST/{tenant-id}`, no trailing slash (MSAL's authority).
+    pub authority: String,
+    /// `{authority}/oauth2/v2.0/token`.
+    pub token_url: String,
+    /// Graph's base URL, e.g. `https://HOST/v1.0`; calls append `/users/{id}/sendMail`.
+    pub graph_url: String,
+    /// The SMTP submission host (STARTTLS required).
+    pub smtp_host: String,
+    /// Its port.
+    pub smtp_port: u16,
+    /// The alert sink: PagerDuty Events API v2 `enqueue`.
+    pub alerts_url: String,
+    /// The CA that signed every server certificate, as PEM.
+    pub ca_pem: String,
+}
+
+/// maildrill's own transports to the mocks, for a subject that runs on the in-memory wiring.
+#[derive(Debug, Clone)]
+pub struct MemoryTransports {
+    /// HTTP to the token endpoint, Graph and the alert sink.
+    pub http: Arc<dyn HttpTransport>,
+    /// Connections to the SMTP server (plain; the subject starts TLS itself).
+    pub smtp: Arc<dyn SmtpConnector>,
+}
+
+/// The client secret as the timeline sets it: a file the harness rewrites atomically at each
+/// rotation or paste, and the same value in process.
+#[derive(Clone)]
+pub struct SecretHandle {
+    path: PathBuf,
+    value: Arc<Mutex<String>>,
+}
+
+impl std::fmt::Debug for SecretHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretHandle")
+            .field("path", &self.path)
+            .field("value", &"[redacted]")
+            .finish()
+    }
+}
+
+impl SecretHandle {
+    /// A handle whose file is `path`, holding `value` from now on.
+    pub fn create(path: PathBuf, value: &str) -> std::io::Result<SecretHandle> {
+        let handle = SecretHandle {
+            path,
+            value: Arc::new(Mutex::new(String::new())),
+        };
+        handle.set(value)?;
+        Ok(handle)
+    }
+
+    /// The file that holds the current value (as `MAILDRILL_CLIENT_SECRET_FILE` names it).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current value.
+    pub fn current(&self) -> String {
+        self.value.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets a new value: the file is replaced by a rename, so a reader never sees half of it.
+    pub fn set(&self, value: &str) -> std::io::Result<()> {
+        let partial = self.path.with_extension("partial");
+        std::fs::write(&partial, value)?;
+        std::fs::rename(&partial, &self.path)?;
+        *self.value.lock().unwrap_or_else(|p| p.into_inner()) = value.to_string();
+        Ok(())
+    }
+}
+
+/// The scenario's `[client]` settings, for a subject that lets a scenario tune it (the bundled
+/// client does; any other subject may ignore them). The checks read the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Send over Graph `sendMail` (else SMTP).
+    pub graph: bool,
+    /// A message older than this is a stalled sendout.
+    pub latency_threshold: Duration,
+    /// The longest wait between retries.
+    pub backoff_cap: Duration,
+    /// Refresh a token this long before it expires.
+    pub refresh_ahead: Duration,
+    /// How often to sync the inbox.
+    pub sync_interval: Duration,
+    /// Whether the scenario has inbound mail to sync.
+    pub inbound: bool,
+}
+
+/// Everything a subject is handed when it starts.
+#[derive(Debug)]
+pub struct Start {
+    /// Where each service answers.
+    pub endpoints: Endpoints,
+    /// The directory (tenant) id.
+    pub tenant_id: String,
+    /// The app registration's client id.
+    pub client_id: String,
+    /// The mailbox's user principal name: the sender, and the inbox to sync.
+    pub mailbox: String,
+    /// The client secret, as the timeline rotates it.
+    pub secret: SecretHandle,
+    /// A directory that survives `restart-client` (for an outbox, a delta link).
+    pub state_dir: PathBuf,
+    /// Calendar time (`now_utc`); sleeps and timeouts go through tokio's time, which the
+    /// harness drives.
+    pub clock: SharedClock,
+    /// A seeded random stream: same seed, same draws.
+    pub rng: SeedRng,
+    /// maildrill's transports on the in-memory wiring; `None` on sockets, where the subject
+    /// opens its own connections to [`Start::endpoints`].
+    pub memory: Option<MemoryTransports>,
+    /// The scenario's client settings.
+    pub settings: Settings,
+    /// 0 for the first start, `n` after the `n`th restart.
+    pub generation: u32,
+}
+
+/// A message the harness submits. Its `Message-ID` is the harness's: a subject must send the
+/// message under it, since that is how the harness finds it in the mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// `<...@...>`, angle brackets included.
+    pub message_id: String,
+    /// The sender (the mailbox).
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+}
+
+/// A client under test: how to start it and what it can do. `start` is called at the start of
+/// a run and again after each `restart-client`.
+pub trait Subject: Sync {
+    /// A started process.
+    type Process: Process;
+
+    /// A short name for reports and errors.
+    fn name(&self) -> String;
+
+    /// What it can do.
+    fn capabilities(&self) -> Vec<Capability>;
+
+    /// Starts a process. It should return once the process accepts messages; background work
+    /// (sending, syncing, monitoring) goes on tasks it spawns.
+    fn start(&self, start: Start) -> impl Future<Output = Result<Self::Process, SubjectError>>;
+}
+
+/// A started client process.
+pub trait Process {
+    /// Takes one outbound message; returns once the process holds it (queued, or sent).
+    fn submit(&mut self, message: Message) -> impl Future<Output = Result<(), SubjectError>>;
+
+    /// Stops the process as a deploy would; whatever it keeps must be in the state directory.
+    fn stop(self) -> impl Future<Output = Result<(), SubjectError>>;
+
+    /// The inbound messages this process handed to its application, by Graph `id` (or
+    /// `internetMessageId`), once per time it did so: an id twice means processed twice.
+    fn synced(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
