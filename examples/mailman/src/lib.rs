@@ -376,3 +376,9 @@ impl Inner {
         sent.is_ok_and(|r| r.status().is_success())
     }
 }
+
+/// The maildrill README's code ("Test your own client" shows this crate's adapter), compiled
+/// as doc tests here, where both crates are at hand, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
