@@ -40,5 +40,9 @@ fn the_client_imports_nothing_of_the_harness() {
         }
     }
     assert!(files >= 10, "only {files} files read in {dir}");
-    assert!(offences.is_empty(), "the client imports the harness:\n{}", offences.join("\n"));
+    assert!(
+        offences.is_empty(),
+        "the client imports the harness:\n{}",
+        offences.join("\n")
+    );
 }

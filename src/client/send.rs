@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -159,13 +160,22 @@ impl Sender {
                 }
                 Err(failure) => return outcome(failure),
             };
+            // A timeout before the whole message went out is a failure to retry (the server
+            // cannot have the message); after it, an unknown outcome.
+            self.session.sent_whole.store(false, Ordering::Relaxed);
             let attempt = match self
                 .clock
                 .timeout(self.timeout, self.attempt(&token, message))
                 .await
             {
                 Ok(result) => result,
-                Err(elapsed) => Err(Attempt::Unknown(format!("no reply: {elapsed}"))),
+                Err(elapsed) if self.session.sent_whole.load(Ordering::Relaxed) => {
+                    Err(Attempt::Unknown(format!("no reply: {elapsed}")))
+                }
+                Err(elapsed) => Err(Attempt::Failed(Failure::Transient {
+                    reason: format!("no reply before the message went: {elapsed}"),
+                    retry_after: None,
+                })),
             };
             match attempt {
                 Ok(()) => return Outcome::Delivered,
@@ -237,7 +247,7 @@ impl Sender {
                 });
             }
             let conn = &mut session.as_mut().expect("opened just above or reused").conn;
-            match transaction(conn, message).await {
+            match transaction(conn, message, &self.session.sent_whole).await {
                 Ok(()) => return Ok(()),
                 // A reused connection may have gone stale before anything went out: one
                 // fresh connection, then the failure stands.
@@ -290,6 +300,7 @@ impl Sender {
         // A reset or cut exchange is retried: Graph takes no idempotency key, and a message
         // sent twice (findable by its internetMessageId) beats one lost. A reply that never
         // comes at all is Unknown (the timeout in `deliver`): Graph may still be sending it.
+        self.session.sent_whole.store(true, Ordering::Relaxed);
         let response = http.send(request).await.map_err(|e| {
             Attempt::Failed(Failure::Transient {
                 reason: format!("Graph exchange failed: {e}"),
@@ -332,6 +343,9 @@ impl fmt::Debug for SmtpSession {
 pub struct SessionSlot {
     session: tokio::sync::Mutex<Option<SmtpSession>>,
     tls: std::sync::OnceLock<TlsParameters>,
+    /// Whether the message of the attempt under way has gone out whole (its final dot over
+    /// SMTP, its request over Graph).
+    sent_whole: AtomicBool,
 }
 
 impl fmt::Debug for SessionSlot {
@@ -391,7 +405,11 @@ async fn open_smtp(
 }
 
 /// MAIL, RCPT, DATA and the message; a missing final reply leaves the outcome unknown.
-async fn transaction(conn: &mut AsyncSmtpConnection, message: &Message) -> Result<(), Attempt> {
+async fn transaction(
+    conn: &mut AsyncSmtpConnection,
+    message: &Message,
+    sent_whole: &AtomicBool,
+) -> Result<(), Attempt> {
     let address = |a: &str| {
         a.parse().map_err(|e: lettre::address::AddressError| {
             Attempt::Failed(Failure::Permanent {
@@ -408,7 +426,9 @@ async fn transaction(conn: &mut AsyncSmtpConnection, message: &Message) -> Resul
             .map_err(smtp_error)?;
     }
     conn.command(Data).await.map_err(smtp_error)?;
-    // From here the server may have the message even if no reply arrives.
+    // From here the server may have the message even if no reply arrives. (Marked before the
+    // write: once it starts, a timeout cannot tell how much went.)
+    sent_whole.store(true, Ordering::Relaxed);
     match conn.message(&mime(message)).await {
         Ok(_) => Ok(()),
         Err(error) if error.status().is_some() => Err(smtp_error(error)),
