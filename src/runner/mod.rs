@@ -112,7 +112,10 @@ pub fn run_scenario(
     file: &ScenarioFile,
     seed: Option<u64>,
 ) -> Result<ScenarioReport, RunError> {
-    run_wired(path, file, seed, Wiring::Memory).map(|(report, _)| report)
+    let plan = plan::lower(path, file, seed)?;
+    let subject = crate::subject::Bundled::new(plan.profile);
+    // The journal is not rendered: a 45-day one is tens of megabytes of text no one asked for.
+    run_plan(path, file, &plan, &subject, Wiring::Memory).map(|(report, _)| report)
 }
 
 /// How a replay's subject reaches the mocks.
@@ -137,6 +140,7 @@ pub fn run_wired(
     let plan = plan::lower(path, file, seed)?;
     let subject = crate::subject::Bundled::new(plan.profile);
     run_plan(path, file, &plan, &subject, wiring)
+        .map(|(report, journal)| (report, journal.render()))
 }
 
 /// Replays a scenario against any subject; returns the report and the journal rendered.
@@ -151,7 +155,25 @@ pub fn run_subject<S: Subject>(
     wiring: Wiring,
 ) -> Result<(ScenarioReport, String), RunError> {
     let plan = plan::lower(path, file, seed)?;
-    run_plan(path, file, &plan, subject, wiring)
+    run_plan(path, file, &plan, subject, wiring).map(|(report, journal)| (report, journal.render()))
+}
+
+/// A replay's journal and, on sockets, the listener's base URL its links name.
+struct Journaled {
+    journal: crate::journal::Journal,
+    socket_base: Option<String>,
+}
+
+impl Journaled {
+    /// The journal as text. Links the mocks handed out on sockets name the listener's port;
+    /// shown as the in-memory wiring names them, the text does not depend on the wiring.
+    fn render(&self) -> String {
+        let rendered = self.journal.render();
+        match &self.socket_base {
+            Some(base) => rendered.replace(base, &crate::mock::Endpoints::default().graph_base),
+            None => rendered,
+        }
+    }
 }
 
 fn run_plan<S: Subject>(
@@ -160,7 +182,7 @@ fn run_plan<S: Subject>(
     plan: &Plan,
     subject: &S,
     wiring: Wiring,
-) -> Result<(ScenarioReport, String), RunError> {
+) -> Result<(ScenarioReport, Journaled), RunError> {
     let capabilities = subject.capabilities();
     let missing: Vec<String> = plan
         .needs
@@ -174,7 +196,11 @@ fn run_plan<S: Subject>(
             subject.name(),
             missing.join(", ")
         );
-        return Ok((skipped(path, file, plan, subject, reason), String::new()));
+        let nothing = Journaled {
+            journal: crate::journal::Journal::new(),
+            socket_base: None,
+        };
+        return Ok((skipped(path, file, plan, subject, reason), nothing));
     }
     let wiring = if capabilities.contains(&Capability::InMemory) {
         wiring
@@ -200,13 +226,13 @@ fn run_plan<S: Subject>(
     let mut report = report(path, file, plan.seed, &observations);
     report.subject = subject.name();
     report.wall_ms = wall_ms;
-    let mut rendered = journal.render();
-    if let Some(base) = socket_base {
-        // Links the mocks handed out name the listener's port; shown as the in-memory wiring
-        // names them, a journal does not depend on the wiring or the port.
-        rendered = rendered.replace(&base, &crate::mock::Endpoints::default().graph_base);
-    }
-    Ok((report, rendered))
+    Ok((
+        report,
+        Journaled {
+            journal,
+            socket_base,
+        },
+    ))
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
