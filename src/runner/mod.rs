@@ -24,7 +24,6 @@ use crate::seed::Seed;
 use crate::subject::{Capability, Subject};
 
 pub use plan::Plan;
-use replay::Workspace;
 
 /// A scenario's result.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -262,6 +261,13 @@ fn skipped<S: Subject>(
         wall_ms: 0,
         events: std::collections::BTreeMap::new(),
     }
+}
+
+/// Where a replay keeps its files: the secret file and the subject's state directory.
+#[derive(Debug, Clone)]
+struct Workspace {
+    secret_file: PathBuf,
+    state_dir: PathBuf,
 }
 
 impl Workspace {

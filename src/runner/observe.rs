@@ -241,7 +241,7 @@ fn http_attempt(kind: AttemptKind, e: &JournalEntry) -> Attempt {
     let hung = e.status.is_none() && e.delivery.starts_with("hang");
     let outcome = if e.status.is_some_and(|s| (200..300).contains(&s)) {
         Outcome::Ok
-    } else if hung && kind == AttemptKind::Send {
+    } else if unknown(e) {
         Outcome::Unknown
     } else {
         Outcome::Failed
@@ -279,9 +279,7 @@ impl SmtpAttempts {
             || (e.operation == "bdat" && e.request.to_ascii_uppercase().contains("LAST"));
         if refused || done {
             self.open.remove(&connection);
-            let after_dot = e.operation == "end-of-data"
-                && matches!(&*e.delivery, "drop after data" | "hang" | "reset");
-            let outcome = match (refused, after_dot) {
+            let outcome = match (refused, unknown(e)) {
                 (_, true) => Outcome::Unknown,
                 (true, false) => Outcome::Failed,
                 (false, false) => Outcome::Ok,

@@ -2,15 +2,15 @@
 //! scenario's traffic submitted and its timeline performed until the end; then what the
 //! harness saw, read into [`Observations`] (`observe`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::Wiring;
 use super::observe::{self, Record};
 use super::plan::{Action, Plan};
+use super::{Wiring, Workspace};
 use crate::check::Observations;
 use crate::journal::Journal;
 use crate::mock::smtp::{SmtpConfig, SmtpServer};
@@ -36,15 +36,10 @@ struct World {
     mocks: HttpMocks,
     endpoints: Endpoints,
     memory: Option<MemoryTransports>,
+    /// On sockets, the listener's `https://127.0.0.1:PORT`, which the mocks' links name.
+    socket_base: Option<String>,
     /// Loopback listeners, serving while they live.
     _servers: Vec<ServerHandle>,
-}
-
-/// Where a replay keeps its files: the secret file and the subject's state directory.
-#[derive(Debug, Clone)]
-pub(super) struct Workspace {
-    pub secret_file: PathBuf,
-    pub state_dir: PathBuf,
 }
 
 /// Replays `plan` against `subject` through `wiring`.
@@ -75,7 +70,7 @@ pub(super) fn replay<S: Subject>(
             record = drive(plan, subject, &world, &secret, &workspace.state_dir) => record?,
         };
         let observations = observe::observe(plan, &world.journal, &world.directory, record);
-        Ok((observations, world.journal.clone(), world.socket_base()))
+        Ok((observations, world.journal.clone(), world.socket_base.clone()))
     })
 }
 
@@ -101,6 +96,7 @@ impl World {
             seed,
             ..HttpMocksConfig::default()
         };
+        let socket_base = listeners.as_ref().map(|l| l.endpoints.graph_base.clone());
         if let Some(listeners) = &listeners {
             config.endpoints = listeners.endpoints.clone();
         }
@@ -145,19 +141,8 @@ impl World {
             mocks,
             endpoints,
             memory,
+            socket_base,
             _servers: servers,
-        })
-    }
-}
-
-impl World {
-    /// The scheme and authority of the socket listener, if the mocks are on sockets.
-    fn socket_base(&self) -> Option<String> {
-        self.memory.is_none().then(|| {
-            self.endpoints
-                .graph_url
-                .trim_end_matches("/v1.0")
-                .to_string()
         })
     }
 }

@@ -87,14 +87,4 @@ impl Queue {
     pub fn remove(&self, name: &str) -> std::io::Result<()> {
         std::fs::remove_file(self.dir.join(name))
     }
-
-    /// How many messages wait.
-    pub fn len(&self) -> std::io::Result<usize> {
-        Ok(Self::names(&self.dir)?.len())
-    }
-
-    /// Whether nothing waits.
-    pub fn is_empty(&self) -> std::io::Result<bool> {
-        Ok(self.len()? == 0)
-    }
 }
