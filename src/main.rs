@@ -373,13 +373,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             jobs,
             shrink_budget,
         } => {
-            let profile =
-                maildrill::client::worker::Profile::parse(&profile).with_context(|| {
-                    format!(
-                        "unknown profile {profile:?}: expected one of {}",
-                        maildrill::client::worker::Profile::names().join(", ")
-                    )
-                })?;
+            let profile = maildrill::subject::Profile::parse(&profile).with_context(|| {
+                format!(
+                    "unknown profile {profile:?}: expected one of {}",
+                    maildrill::subject::Profile::names().join(", ")
+                )
+            })?;
             let config = maildrill::chaos::ChaosConfig {
                 cases,
                 // Only the default seed reads the clock; it is printed so the run can be repeated.

@@ -7,7 +7,7 @@
 )]
 
 use maildrill::chaos::{self, ChaosConfig};
-use maildrill::client::worker::{Mutation, Profile};
+use maildrill::subject::{Mutation, Profile};
 
 /// Cases for the remediated client: modest in `cargo test`, raised for nightly or pre-release
 /// runs with `MAILDRILL_CHAOS_CASES`.

@@ -46,3 +46,30 @@ fn the_client_imports_nothing_of_the_harness() {
         offences.join("\n")
     );
 }
+
+/// The harness's vocabulary for the bundled client (its profiles and mutants) lives in
+/// `maildrill::subject::profile`: a code path of the client that users may copy carries no
+/// "if mutant" branch, only configuration.
+#[test]
+fn the_client_knows_no_profile_or_mutant() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/client");
+    let mut offences = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let lower = line.to_lowercase();
+            if ["mutant", "mutation", "profile", "naive"]
+                .iter()
+                .any(|word| lower.contains(word))
+            {
+                offences.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "the client names the harness's profiles:\n{}",
+        offences.join("\n")
+    );
+}

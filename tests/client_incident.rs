@@ -18,7 +18,7 @@ use maildrill::client::outbox::{NewMessage, Outbox, State};
 use maildrill::client::secret::{Secret, SecretSource};
 use maildrill::client::send::{Sender, Transport};
 use maildrill::client::token::TokenConfig;
-use maildrill::client::worker::{Profile, Worker, WorkerConfig, WorkerEvent};
+use maildrill::client::worker::{Retries, Worker, WorkerConfig, WorkerEvent};
 use maildrill::seed::Seed;
 use maildrill::tenant::{Directory, SecretSpec, demo};
 use maildrill::time::{ClockExt as _, replay_runtime};
@@ -32,6 +32,15 @@ struct Outcome {
     token_requests: u64,
     token_requests_in_outage: usize,
     first_delivery_after_rotation: Option<DateTime<Utc>>,
+}
+
+/// The two clients of the incident, as configurations of the one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    /// Backoff, the circuit, the secret re-read from its file.
+    Remediated,
+    /// A fixed 1 s retry, five attempts, the secret read once, no hold after a refusal.
+    Naive2025,
 }
 
 fn incident(profile: Profile, seed: u64) -> Outcome {
@@ -49,7 +58,7 @@ fn incident(profile: Profile, seed: u64) -> Outcome {
         // The naive client read its secret once at start: rotation only by restart.
         let secret = match profile {
             Profile::Naive2025 => SecretSource::Value(Secret::new(SECRET)),
-            Profile::Remediated | Profile::Mutant(_) => SecretSource::File(secret_file.clone()),
+            Profile::Remediated => SecretSource::File(secret_file.clone()),
         };
         let mut config = TokenConfig::new(sim.token_url(), demo::APP_ID, secret.clone());
         if profile == Profile::Naive2025 {
@@ -63,7 +72,13 @@ fn incident(profile: Profile, seed: u64) -> Outcome {
         let metrics = Arc::new(maildrill::client::metrics::Metrics::default());
         let worker = Worker {
             config: WorkerConfig {
-                profile,
+                retries: match profile {
+                    Profile::Remediated => Retries::Backoff,
+                    Profile::Naive2025 => Retries::Fixed {
+                        every: Duration::from_secs(1),
+                        attempts: 5,
+                    },
+                },
                 ..WorkerConfig::default()
             },
             outbox: outbox.clone(),

@@ -15,10 +15,10 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
 pub use case::Case;
 
-use crate::client::worker::Profile;
 use crate::runner::{self, RunError, ScenarioReport};
 use crate::scenario::file::ScenarioFile;
 use crate::seed::Seed;
+use crate::subject::Profile;
 
 /// How a chaos run goes.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ pub enum Jitter {
     /// A uniform draw from the upper half of the capped exponential wait.
     #[default]
     Equal,
-    /// No spread: every client waits the same (a deliberately broken profile for mutation tests).
+    /// No spread: every client waits the same, and clients that failed together retry together.
     None,
 }
 

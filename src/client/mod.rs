@@ -21,7 +21,7 @@
 //! - [`process`]: one client process in one call (`Client::new`): worker, monitors, sync and
 //!   alerter sharing one token provider.
 //! - [`worker`]: the sending loop: backoff, the circuit with one probe per interval, a rotated
-//!   secret probed at once; and the `naive-2025` profile that pins the incident's behaviour.
+//!   secret probed at once; or the fixed retries of the incident's client.
 
 pub mod alert;
 pub mod backoff;

@@ -13,30 +13,27 @@ use tokio::sync::Notify;
 
 use super::EventLog;
 use super::alert::Alerter;
-use super::backoff::BackoffConfig;
 use super::monitor::{ExpiryConfig, ExpiryMonitor, LatencyConfig, LatencyMonitor};
 use super::outbox::{NewMessage, Outbox, OutboxError};
 use super::send::{Sender, SessionSlot, Transport};
 use super::sync::{InboxSync, SyncConfig, SyncEvent, SyncState};
 use super::token::{TokenConfig, TokenProvider};
 use super::transport::HttpTransport;
-use super::worker::{Profile, Worker, WorkerConfig, WorkerLog};
+use super::worker::{Worker, WorkerConfig, WorkerLog};
 use crate::seed::SeedRng;
 use crate::time::SharedClock;
 
 /// What a client process is configured with.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The behaviour.
-    pub profile: Profile,
+    /// How the outbox is delivered: retries, backoff, the circuit.
+    pub worker: WorkerConfig,
     /// The token endpoint, the app and where its secret is read.
     pub token: TokenConfig,
     /// SMTP or Graph.
     pub transport: Transport,
     /// The mailbox that sends (and is synced).
     pub mailbox: String,
-    /// Retries and circuit probes.
-    pub backoff: BackoffConfig,
     /// Give up on one delivery attempt after this long.
     pub send_timeout: Duration,
     /// The PagerDuty Events API v2 endpoint.
@@ -124,11 +121,7 @@ impl Client {
             clock.clone(),
         ));
         let worker = Worker {
-            config: WorkerConfig {
-                profile: config.profile,
-                backoff: config.backoff,
-                ..WorkerConfig::default()
-            },
+            config: config.worker,
             outbox: outbox.clone(),
             sender: Sender {
                 tokens: tokens.clone(),

@@ -55,7 +55,7 @@ pub struct TokenConfig {
     /// rotation must not wait), but its failures count too. Applies only while holding is on.
     pub failure_budget: u32,
     /// Whether a throttled or unavailable endpoint's `Retry-After` lengthens the hold (it
-    /// should; the `ignores-retry-after` mutant turns it off).
+    /// should; a client that ignores it hammers a throttled endpoint).
     pub read_retry_after: bool,
 }
 

@@ -3,8 +3,8 @@
 //!
 //! While the circuit is open nothing is sent and the queue is kept; one token probe goes out
 //! per backoff interval (no tight loop against Entra), and a new secret value is probed at
-//! once. The `naive-2025` profile keeps the behaviour of the incident: a fixed 1 s retry, no
-//! circuit, and a message failed after five attempts whatever the reason.
+//! once. [`Retries::Fixed`] keeps the behaviour of the incident: a fixed retry, no circuit, and
+//! a message failed after a few attempts whatever the reason.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,121 +20,55 @@ use super::send::{Outcome, Sender};
 use crate::seed::SeedRng;
 use crate::time::{ClockExt as _, SharedClock};
 
-/// The client's behaviour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Profile {
-    /// Everything the post-mortem asked for.
-    #[default]
-    Remediated,
-    /// The behaviour of 2025: fixed 1 s retries, five attempts, no circuit.
-    Naive2025,
-    /// The remediated client with one deliberate bug, to prove the harness catches it.
-    Mutant(Mutation),
+/// How a message that failed to go out is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retries {
+    /// What the post-mortem asked for: a jittered exponential backoff between attempts, no
+    /// message sent while the last failure's wait runs, and a circuit (one token probe per
+    /// interval) while the credentials are refused or the token endpoint throttles.
+    Backoff,
+    /// A fixed wait and a fixed number of attempts, whatever went wrong (the 2025 client).
+    Fixed {
+        /// The wait between attempts.
+        every: Duration,
+        /// Attempts before the message is failed.
+        attempts: u32,
+    },
 }
 
-/// One deliberate bug in an otherwise remediated client (mutation testing of the harness).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Mutation {
-    /// Every client waits the same: no jitter in the backoff.
-    NoJitter,
-    /// `Retry-After` is not read.
-    IgnoresRetryAfter,
-    /// A message whose credentials or token are refused is failed, not kept.
-    DropsAfterAuthFailure,
-    /// Refused credentials are retried every second, with no hold at the token provider.
-    TightAuthLoop,
-    /// No credential expiry monitor.
-    NoExpiryMonitor,
-    /// The latency monitor's threshold is never reached.
-    LatencyNeverFires,
-    /// A send with no reply after the final dot is taken for a failure and sent again (the
-    /// server may have it: a duplicate).
-    FailsUnknownSends,
-    /// A restarted process starts with an empty outbox.
-    ForgetsOutbox,
+/// What the worker does with a send that got no reply after the whole message went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnknown {
+    /// Keep it aside, unsent again: the server may have it, and a resend would be a duplicate.
+    Hold,
+    /// Send it again (at-least-once delivery: a duplicate whenever the server had it).
+    Resend,
 }
 
-impl Mutation {
-    /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 8] = [
-        Mutation::NoJitter,
-        Mutation::IgnoresRetryAfter,
-        Mutation::DropsAfterAuthFailure,
-        Mutation::TightAuthLoop,
-        Mutation::NoExpiryMonitor,
-        Mutation::LatencyNeverFires,
-        Mutation::FailsUnknownSends,
-        Mutation::ForgetsOutbox,
-    ];
-
-    /// Its name in a profile (`mutant:NAME`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Mutation::NoJitter => "no-jitter",
-            Mutation::IgnoresRetryAfter => "ignores-retry-after",
-            Mutation::DropsAfterAuthFailure => "drops-after-auth-failure",
-            Mutation::TightAuthLoop => "tight-auth-loop",
-            Mutation::NoExpiryMonitor => "no-expiry-monitor",
-            Mutation::LatencyNeverFires => "latency-never-fires",
-            Mutation::FailsUnknownSends => "fails-unknown-sends",
-            Mutation::ForgetsOutbox => "forgets-outbox",
-        }
-    }
-}
-
-impl Profile {
-    /// Parses `remediated`, `naive-2025` or `mutant:NAME`.
-    pub fn parse(name: &str) -> Option<Profile> {
-        match name {
-            "remediated" => Some(Profile::Remediated),
-            "naive-2025" => Some(Profile::Naive2025),
-            _ => {
-                let mutation = name.strip_prefix("mutant:")?;
-                Mutation::ALL
-                    .into_iter()
-                    .find(|m| m.name() == mutation)
-                    .map(Profile::Mutant)
-            }
-        }
-    }
-
-    /// Every profile name `parse` accepts.
-    pub fn names() -> Vec<String> {
-        let mut names = vec!["remediated".to_string(), "naive-2025".to_string()];
-        names.extend(Mutation::ALL.iter().map(|m| format!("mutant:{}", m.name())));
-        names
-    }
-
-    /// Whether this profile carries `mutation`.
-    pub fn has(self, mutation: Mutation) -> bool {
-        self == Profile::Mutant(mutation)
-    }
-
-    /// Whether the client has the post-mortem's features (remediated, or a mutant of it).
-    pub fn remediated(self) -> bool {
-        self != Profile::Naive2025
-    }
-}
-
-impl std::fmt::Display for Profile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Profile::Remediated => f.write_str("remediated"),
-            Profile::Naive2025 => f.write_str("naive-2025"),
-            Profile::Mutant(m) => write!(f, "mutant:{}", m.name()),
-        }
-    }
+/// What a refused credential does to the message that met it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRefused {
+    /// The message waits, with every other, until a credential works again.
+    Keep,
+    /// The message is failed (the mail is lost unless someone resends it).
+    Fail,
 }
 
 /// Worker settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// The profile.
-    pub profile: Profile,
-    /// Backoff of retries and circuit probes (remediated).
+    /// How failed sends are tried again.
+    pub retries: Retries,
+    /// Backoff of retries (with [`Retries::Backoff`]).
     pub backoff: BackoffConfig,
-    /// Attempts before a message fails (naive: 5).
-    pub naive_attempts: u32,
+    /// Backoff of the circuit's token probes while credentials are refused.
+    pub probe_backoff: BackoffConfig,
+    /// Whether a server's `Retry-After` sets the least wait.
+    pub honour_retry_after: bool,
+    /// Sends with no reply after the whole message.
+    pub on_unknown: OnUnknown,
+    /// Messages that met a refused credential.
+    pub on_refused: OnRefused,
     /// How often to look for a changed secret while the circuit is open.
     pub secret_poll: Duration,
     /// Return once nothing is queued (a drain), instead of waiting for more mail.
@@ -144,9 +78,12 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            profile: Profile::Remediated,
+            retries: Retries::Backoff,
             backoff: BackoffConfig::default(),
-            naive_attempts: 5,
+            probe_backoff: BackoffConfig::default(),
+            honour_retry_after: true,
+            on_unknown: OnUnknown::Hold,
+            on_refused: OnRefused::Keep,
             secret_poll: Duration::from_secs(10),
             stop_when_empty: false,
         }
@@ -200,6 +137,19 @@ pub enum WorkerEvent {
 /// The worker's event log, shared with whoever reports on the run.
 pub type WorkerLog = super::EventLog<WorkerEvent>;
 
+/// The run loop's state between two attempts.
+struct LoopState {
+    /// The backoff of failed sends.
+    retry: Backoff,
+    /// The probes' backoff while the circuit is open.
+    circuit: Option<Backoff>,
+    probe_at: DateTime<Utc>,
+    /// The secret value the circuit was opened with (a new one is probed at once).
+    last_secret: Option<super::secret::Secret>,
+    /// No send before this instant: the last one failed.
+    paused_until: DateTime<Utc>,
+}
+
 /// Delivers the outbox.
 #[derive(Debug)]
 pub struct Worker {
@@ -233,46 +183,23 @@ impl Worker {
 
     /// Works until `until` on the client's calendar.
     pub async fn run(&self, until: DateTime<Utc>) -> Result<(), OutboxError> {
-        let mut retry = Backoff::new(self.config.backoff, self.jitter());
-        let mut circuit: Option<Backoff> = None;
-        let mut probe_at = self.clock.now_utc();
-        let mut last_secret = self.secret.current().ok();
-        let mut paused_until = self.clock.now_utc();
+        let mut state = LoopState {
+            retry: Backoff::new(self.config.backoff, self.jitter()),
+            circuit: None,
+            probe_at: self.clock.now_utc(),
+            last_secret: self.secret.current().ok(),
+            paused_until: self.clock.now_utc(),
+        };
         while self.clock.now_utc() < until {
             let now = self.clock.now_utc();
-            if let Some(probe_backoff) = circuit.as_mut() {
-                let secret = self.secret.current().ok();
-                let rotated = secret != last_secret;
-                if rotated {
-                    // A new value: probe at once, and start the backoff afresh for it.
-                    last_secret = secret;
-                    probe_backoff.reset();
-                    probe_at = now;
-                }
-                if now >= probe_at {
-                    let retry_after = match self.sender.tokens.token(self.sender.scope()).await {
-                        Ok(_) => {
-                            circuit = None;
-                            retry.reset();
-                            self.note(WorkerEvent::CircuitClosed);
-                            continue;
-                        }
-                        Err(Failure::Transient { retry_after, .. }) => retry_after,
-                        Err(_) => None,
-                    };
-                    let wait = self.wait(probe_backoff, retry_after, true);
-                    probe_at = self.clock.now_utc() + crate::time::to_chrono(wait);
-                }
-                let next = probe_at
-                    .min(self.clock.now_utc() + crate::time::to_chrono(self.config.secret_poll))
-                    .min(until);
-                self.sleep_until(next).await;
+            if state.circuit.is_some() {
+                self.probe(&mut state, until).await;
                 continue;
             }
-            if now < paused_until {
+            if now < state.paused_until {
                 // The last send failed: the server is unwell, not the message, so no message
                 // goes before the backoff (or the server's Retry-After) has passed.
-                self.sleep_until(paused_until.min(until)).await;
+                self.sleep_until(state.paused_until.min(until)).await;
                 continue;
             }
             let Some(message) = self.outbox.claim_due(now)? else {
@@ -285,131 +212,157 @@ impl Worker {
             };
             let outcome = self.sender.deliver(&message).await;
             let now = self.clock.now_utc();
-            let observed = outcome.clone();
-            match (self.config.profile, outcome) {
-                (_, Outcome::Delivered) => {
-                    self.outbox.delivered(message.id, now)?;
-                    retry.reset();
-                    self.note(WorkerEvent::Delivered { id: message.id });
-                }
-                (_, Outcome::Failed(reason)) => {
-                    self.outbox.failed(message.id, &reason)?;
-                    self.note(WorkerEvent::Failed {
-                        id: message.id,
-                        reason,
-                    });
-                }
-                (profile, Outcome::Unknown(reason)) if profile.has(Mutation::FailsUnknownSends) => {
-                    // Taken for a failure, so sent again: a duplicate whenever the server had it.
-                    self.outbox.retry(message.id, now, &reason)?;
-                    self.note(WorkerEvent::Deferred {
-                        id: message.id,
-                        reason,
-                    });
-                }
-                (profile, Outcome::Credential(problem))
-                    if profile.has(Mutation::DropsAfterAuthFailure) =>
-                {
-                    let reason = format!("credential refused: {problem:?}");
-                    self.outbox.failed(message.id, &reason)?;
-                    self.note(WorkerEvent::Failed {
-                        id: message.id,
-                        reason,
-                    });
-                }
-                (_, Outcome::Unknown(_)) => {
-                    self.outbox
-                        .unknown(message.id, "no reply after the message went out")?;
-                    self.note(WorkerEvent::Unknown { id: message.id });
-                }
-                (
-                    profile,
-                    Outcome::Retry {
-                        reason,
-                        retry_after,
-                    },
-                ) if profile.remediated() => {
-                    if profile.has(Mutation::DropsAfterAuthFailure)
-                        && reason == super::send::TOKEN_REFUSED_TWICE
-                    {
-                        self.outbox.failed(message.id, &reason)?;
-                        self.note(WorkerEvent::Failed {
-                            id: message.id,
-                            reason,
-                        });
-                        continue;
-                    }
-                    let wait = self.wait(&mut retry, retry_after, false);
-                    paused_until = now + crate::time::to_chrono(wait);
-                    self.outbox.retry(message.id, paused_until, &reason)?;
-                    self.note(WorkerEvent::Deferred {
-                        id: message.id,
-                        reason,
-                    });
-                }
-                (
-                    profile,
-                    Outcome::TokenUnavailable {
-                        reason,
-                        retry_after,
-                    },
-                ) if profile.remediated() => {
-                    // A throttled token endpoint throttles the app, not the message: hold every
-                    // send and probe once per interval, never sooner than its Retry-After.
-                    self.outbox.retry(message.id, now, &reason)?;
-                    self.note(WorkerEvent::Deferred {
-                        id: message.id,
-                        reason,
-                    });
-                    let (probes, first_probe) = self.open_circuit(now, retry_after);
-                    (circuit, probe_at) = (Some(probes), first_probe);
-                    last_secret = self.secret.current().ok();
-                }
-                (profile, Outcome::Credential(problem)) if profile.remediated() => {
-                    // Auth failures never fail a message: it waits for the circuit to close.
-                    self.outbox.retry(
-                        message.id,
-                        now,
-                        &format!("credential refused: {problem:?}"),
-                    )?;
-                    self.note(WorkerEvent::Deferred {
-                        id: message.id,
-                        reason: format!("{problem:?}"),
-                    });
-                    let (probes, first_probe) = self.open_circuit(now, None);
-                    (circuit, probe_at) = (Some(probes), first_probe);
-                    last_secret = self.secret.current().ok();
-                }
-                (_, outcome) => {
-                    // 2025: retry every second, give up after five attempts, whatever the cause.
-                    let reason = describe(&outcome);
-                    if message.attempts >= self.config.naive_attempts {
-                        self.outbox.failed(message.id, &reason)?;
-                        self.note(WorkerEvent::Failed {
-                            id: message.id,
-                            reason,
-                        });
-                    } else {
-                        self.note(WorkerEvent::Waited {
-                            wait: Duration::from_secs(1),
-                            retry_after: None,
-                            streak: message.attempts,
-                            probe: false,
-                        });
-                        self.outbox.retry(
-                            message.id,
-                            now + chrono::TimeDelta::seconds(1),
-                            &reason,
-                        )?;
-                        self.note(WorkerEvent::Deferred {
-                            id: message.id,
-                            reason,
-                        });
-                    }
-                }
-            }
-            self.observe(&message, &observed, now);
+            self.settle(&message, outcome.clone(), now, &mut state)?;
+            self.observe(&message, &outcome, now);
         }
+        Ok(())
+    }
+
+    /// While the circuit is open: one token probe when it is due (at once for a new secret
+    /// value), then a sleep until the next probe or the next look at the secret.
+    async fn probe(&self, state: &mut LoopState, until: DateTime<Utc>) {
+        let now = self.clock.now_utc();
+        let Some(probes) = state.circuit.as_mut() else {
+            return;
+        };
+        let secret = self.secret.current().ok();
+        if secret != state.last_secret {
+            // A new value: probe at once, and start the backoff afresh for it.
+            state.last_secret = secret;
+            probes.reset();
+            state.probe_at = now;
+        }
+        if now >= state.probe_at {
+            let retry_after = match self.sender.tokens.token(self.sender.scope()).await {
+                Ok(_) => {
+                    state.circuit = None;
+                    state.retry.reset();
+                    self.note(WorkerEvent::CircuitClosed);
+                    return;
+                }
+                Err(Failure::Transient { retry_after, .. }) => retry_after,
+                Err(_) => None,
+            };
+            let wait = self.wait(probes, retry_after, true);
+            state.probe_at = self.clock.now_utc() + crate::time::to_chrono(wait);
+        }
+        let next = state
+            .probe_at
+            .min(self.clock.now_utc() + crate::time::to_chrono(self.config.secret_poll))
+            .min(until);
+        self.sleep_until(next).await;
+    }
+
+    /// Records what one delivery attempt came to, as the configuration says.
+    fn settle(
+        &self,
+        message: &super::outbox::Message,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+        state: &mut LoopState,
+    ) -> Result<(), OutboxError> {
+        let id = message.id;
+        let refused_fails = self.config.on_refused == OnRefused::Fail;
+        match outcome {
+            Outcome::Delivered => {
+                self.outbox.delivered(id, now)?;
+                state.retry.reset();
+                self.note(WorkerEvent::Delivered { id });
+            }
+            Outcome::Failed(reason) => self.fail(id, reason)?,
+            Outcome::Unknown(reason) if self.config.on_unknown == OnUnknown::Resend => {
+                self.defer(id, now, reason)?;
+            }
+            Outcome::Unknown(_) => {
+                self.outbox
+                    .unknown(id, "no reply after the message went out")?;
+                self.note(WorkerEvent::Unknown { id });
+            }
+            Outcome::Credential(problem) if refused_fails => {
+                self.fail(id, format!("credential refused: {problem:?}"))?;
+            }
+            Outcome::Retry { reason, .. }
+                if refused_fails && reason == super::send::TOKEN_REFUSED_TWICE =>
+            {
+                self.fail(id, reason)?;
+            }
+            outcome => {
+                if let Retries::Fixed { every, attempts } = self.config.retries {
+                    return self.retry_fixed(message, &outcome, now, every, attempts);
+                }
+                self.retry_backoff(id, outcome, now, state)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Retries::Backoff`]: a failed send pauses every send; a throttled token endpoint or a
+    /// refused credential opens the circuit, and the message waits for it to close.
+    fn retry_backoff(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+        state: &mut LoopState,
+    ) -> Result<(), OutboxError> {
+        let (reason, retry_after) = match outcome {
+            Outcome::Retry {
+                reason,
+                retry_after,
+            } => {
+                let wait = self.wait(&mut state.retry, retry_after, false);
+                state.paused_until = now + crate::time::to_chrono(wait);
+                return self.defer(id, state.paused_until, reason);
+            }
+            // A throttled token endpoint throttles the app, not the message: hold every send
+            // and probe once per interval, never sooner than its Retry-After.
+            Outcome::TokenUnavailable {
+                reason,
+                retry_after,
+            } => (reason, retry_after),
+            // Auth failures never fail a message: it waits for the circuit to close.
+            Outcome::Credential(problem) => (format!("credential refused: {problem:?}"), None),
+            other => return self.defer(id, now, describe(&other)),
+        };
+        self.defer(id, now, reason)?;
+        let (probes, first_probe) = self.open_circuit(now, retry_after);
+        (state.circuit, state.probe_at) = (Some(probes), first_probe);
+        state.last_secret = self.secret.current().ok();
+        Ok(())
+    }
+
+    /// [`Retries::Fixed`]: the same wait whatever the cause, and the message failed after
+    /// `attempts`.
+    fn retry_fixed(
+        &self,
+        message: &super::outbox::Message,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+        every: Duration,
+        attempts: u32,
+    ) -> Result<(), OutboxError> {
+        let reason = describe(outcome);
+        if message.attempts >= attempts {
+            return self.fail(message.id, reason);
+        }
+        self.note(WorkerEvent::Waited {
+            wait: every,
+            retry_after: None,
+            streak: message.attempts,
+            probe: false,
+        });
+        self.defer(message.id, now + crate::time::to_chrono(every), reason)
+    }
+
+    fn fail(&self, id: i64, reason: String) -> Result<(), OutboxError> {
+        self.outbox.failed(id, &reason)?;
+        self.note(WorkerEvent::Failed { id, reason });
+        Ok(())
+    }
+
+    fn defer(&self, id: i64, due: DateTime<Utc>, reason: String) -> Result<(), OutboxError> {
+        self.outbox.retry(id, due, &reason)?;
+        self.note(WorkerEvent::Deferred { id, reason });
         Ok(())
     }
 
@@ -442,11 +395,7 @@ impl Worker {
         now: DateTime<Utc>,
         retry_after: Option<Duration>,
     ) -> (Backoff, DateTime<Utc>) {
-        let mut config = self.config.backoff;
-        if self.config.profile.has(Mutation::TightAuthLoop) {
-            config.cap = config.base;
-        }
-        let mut probes = Backoff::new(config, self.jitter());
+        let mut probes = Backoff::new(self.config.probe_backoff, self.jitter());
         self.note(WorkerEvent::CircuitOpened);
         let first_probe = now + crate::time::to_chrono(self.wait(&mut probes, retry_after, true));
         (probes, first_probe)
@@ -459,11 +408,7 @@ impl Worker {
 
     /// The next wait of `backoff` after a failure, noted for the run's event stream.
     fn wait(&self, backoff: &mut Backoff, retry_after: Option<Duration>, probe: bool) -> Duration {
-        let heard = if self.config.profile.has(Mutation::IgnoresRetryAfter) {
-            None
-        } else {
-            retry_after
-        };
+        let heard = retry_after.filter(|_| self.config.honour_retry_after);
         let wait = backoff.next(heard);
         self.note(WorkerEvent::Waited {
             wait,

@@ -8,10 +8,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::RunError;
 use crate::check;
-use crate::client::worker::Profile;
 use crate::fault::{Activation, CatalogueReply, Fault, FaultKind, Target};
 use crate::scenario::file::{LoadError, ScenarioFile};
 use crate::seed::Seed;
+use crate::subject::Profile;
 use crate::subject::{Capability, Settings};
 use crate::tenant::{AppSpec, SecretSpec, TenantSpec};
 use crate::time::to_chrono;

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::profile::{Mutation, Profile};
 use super::{Capability, Message, Process, Start, Subject, SubjectError};
 use crate::client::backoff::{BackoffConfig, Jitter};
 use crate::client::monitor::{ExpiryConfig, LatencyConfig, default_lead_times};
@@ -18,7 +19,7 @@ use crate::client::send::{SmtpConnector, TcpSmtpConnector, Transport};
 use crate::client::sync::{SyncConfig, SyncEvent, SyncState};
 use crate::client::token::TokenConfig;
 use crate::client::transport::{HttpTransport, ReqwestTransport};
-use crate::client::worker::{Mutation, Profile};
+use crate::client::worker::{OnRefused, OnUnknown, Retries, WorkerConfig};
 
 /// A latency threshold no stall reaches (the `latency-never-fires` mutant).
 const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
@@ -165,11 +166,10 @@ impl Bundled {
             ..BackoffConfig::default()
         };
         ClientConfig {
-            profile,
+            worker: worker_config(profile, backoff),
             token,
             transport,
             mailbox: start.mailbox.clone(),
-            backoff,
             send_timeout: Duration::from_secs(120),
             alerts_url: endpoints.alerts_url.clone(),
             routing_key: "maildrill".into(),
@@ -199,6 +199,44 @@ impl Bundled {
                 backoff,
             }),
         }
+    }
+}
+
+/// How the profile's worker retries: the 2025 client's fixed second and five attempts, or the
+/// remediated backoff with the mutant's one change.
+fn worker_config(profile: Profile, backoff: BackoffConfig) -> WorkerConfig {
+    let retries = if profile.remediated() {
+        Retries::Backoff
+    } else {
+        Retries::Fixed {
+            every: Duration::from_secs(1),
+            attempts: 5,
+        }
+    };
+    let probe_backoff = if profile.has(Mutation::TightAuthLoop) {
+        BackoffConfig {
+            cap: backoff.base,
+            ..backoff
+        }
+    } else {
+        backoff
+    };
+    WorkerConfig {
+        retries,
+        backoff,
+        probe_backoff,
+        honour_retry_after: !profile.has(Mutation::IgnoresRetryAfter),
+        on_unknown: if profile.has(Mutation::FailsUnknownSends) {
+            OnUnknown::Resend
+        } else {
+            OnUnknown::Hold
+        },
+        on_refused: if profile.has(Mutation::DropsAfterAuthFailure) {
+            OnRefused::Fail
+        } else {
+            OnRefused::Keep
+        },
+        ..WorkerConfig::default()
     }
 }
 

@@ -45,6 +45,7 @@
 //! ```
 
 pub mod bundled;
+pub mod profile;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,7 @@ use crate::seed::SeedRng;
 use crate::time::SharedClock;
 
 pub use bundled::Bundled;
+pub use profile::{Mutation, Profile};
 
 /// Whatever went wrong in a subject, for the harness error that names it.
 pub type SubjectError = Box<dyn std::error::Error + Send + Sync + 'static>;
