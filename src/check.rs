@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::time::{rfc3339, to_chrono};
 
@@ -142,32 +142,131 @@ pub struct Params {
 /// A check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verdict {
-    /// The check's id.
-    pub id: String,
-    /// `pass` or `fail`.
-    pub verdict: String,
+    /// The check.
+    pub id: CheckId,
+    /// Whether it held.
+    pub verdict: Grade,
     /// The verdict the scenario expects.
-    pub expected: String,
+    pub expected: Grade,
     /// What was observed, in numbers.
     pub observed: String,
     /// What was required.
     pub detail: String,
 }
 
-/// The ids of every check.
-pub const CHECKS: [&str; 11] = [
-    "no-loss",
-    "no-duplicates",
-    "expiry-alert-lead",
-    "latency-alert-within",
-    "token-request-budget",
-    "backoff-shape",
-    "recovery-within",
-    "drained-within",
-    "alerts-resolved",
-    "sync-complete",
-    "no-secret-leak",
-];
+/// A check, as scenarios name it (`no-loss`, ...).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckId {
+    /// Every submitted message accepted by the server.
+    NoLoss,
+    /// No message accepted twice.
+    NoDuplicates,
+    /// An expiry alert at least a lead before the credential ends.
+    ExpiryAlertLead,
+    /// A latency alert within a bound of the first failed delivery.
+    LatencyAlertWithin,
+    /// At most so many token requests in any hour while credentials fail.
+    TokenRequestBudget,
+    /// Waits after failures honour Retry-After, grow, stay capped and are jittered.
+    BackoffShape,
+    /// The first delivery within a bound of the rotation.
+    RecoveryWithin,
+    /// The backlog delivered within a bound of the rotation.
+    DrainedWithin,
+    /// Every alert triggered is resolved by the end.
+    AlertsResolved,
+    /// Every inbound message synced exactly once.
+    SyncComplete,
+    /// No secret or token in the journal, the alerts, the report or the subject's output.
+    NoSecretLeak,
+    /// Chaos only, never written in a scenario: the replay reached the scenario's end.
+    #[serde(skip_deserializing)]
+    #[schemars(skip)]
+    ReplayCompletes,
+}
+
+impl CheckId {
+    /// Every check a scenario can name, in a fixed order.
+    pub const ALL: [CheckId; 11] = [
+        CheckId::NoLoss,
+        CheckId::NoDuplicates,
+        CheckId::ExpiryAlertLead,
+        CheckId::LatencyAlertWithin,
+        CheckId::TokenRequestBudget,
+        CheckId::BackoffShape,
+        CheckId::RecoveryWithin,
+        CheckId::DrainedWithin,
+        CheckId::AlertsResolved,
+        CheckId::SyncComplete,
+        CheckId::NoSecretLeak,
+    ];
+
+    /// Its name in scenarios and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckId::NoLoss => "no-loss",
+            CheckId::NoDuplicates => "no-duplicates",
+            CheckId::ExpiryAlertLead => "expiry-alert-lead",
+            CheckId::LatencyAlertWithin => "latency-alert-within",
+            CheckId::TokenRequestBudget => "token-request-budget",
+            CheckId::BackoffShape => "backoff-shape",
+            CheckId::RecoveryWithin => "recovery-within",
+            CheckId::DrainedWithin => "drained-within",
+            CheckId::AlertsResolved => "alerts-resolved",
+            CheckId::SyncComplete => "sync-complete",
+            CheckId::NoSecretLeak => "no-secret-leak",
+            CheckId::ReplayCompletes => "replay-completes",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Pass or fail: a check's verdict, or the one a scenario expects.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Grade {
+    /// The check holds.
+    #[default]
+    Pass,
+    /// The check does not hold.
+    Fail,
+}
+
+impl Grade {
+    /// `Pass` when `holds`.
+    pub fn of(holds: bool) -> Grade {
+        if holds { Grade::Pass } else { Grade::Fail }
+    }
+}
+
+impl std::fmt::Display for Grade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Grade::Pass => "pass",
+            Grade::Fail => "fail",
+        })
+    }
+}
 
 /// Secret values and access tokens found in what a run wrote, scanned piece by piece (a
 /// journal entry, an alert body, the report) rather than in one copy of everything.
@@ -242,13 +341,14 @@ fn has_jwt(marker: &memchr::memmem::Finder<'_>, text: &str) -> bool {
     })
 }
 
-/// Evaluates check `id`; `None` for an unknown id (scenario lowering rejects those).
-pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, String, String)> {
+/// Evaluates check `id`: whether it holds, what was observed, what was required.
+#[expect(clippy::too_many_lines, reason = "one arm per check, each a few lines")]
+pub fn evaluate(id: CheckId, params: Params, o: &Observations) -> (bool, String, String) {
     let within = |default_s: u64| params.within.unwrap_or(Duration::from_secs(default_s));
     let fmt_duration =
         |d: TimeDelta| humantime::format_duration(d.to_std().unwrap_or_default()).to_string();
-    Some(match id {
-        "no-loss" => (
+    match id {
+        CheckId::NoLoss => (
             o.lost == 0,
             format!(
                 "{} of {} lost (never accepted by the server); {} send(s) with no reply after the message went",
@@ -256,7 +356,7 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
             ),
             "every submitted message accepted by the server (matched by Message-ID)".into(),
         ),
-        "no-duplicates" if params.allow_unknowable => (
+        CheckId::NoDuplicates if params.allow_unknowable => (
             o.duplicated <= o.unknowable,
             format!(
                 "{} of {} delivered more than once; {} failure repl(ies) for a message the server kept",
@@ -264,7 +364,7 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
             ),
             "no message accepted twice by the server, except one per failure reply for a message the server kept".into(),
         ),
-        "no-duplicates" => (
+        CheckId::NoDuplicates => (
             o.duplicated == 0,
             format!(
                 "{} of {} delivered more than once",
@@ -272,7 +372,7 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
             ),
             "no message accepted twice by the server (by Message-ID)".into(),
         ),
-        "expiry-alert-lead" => {
+        CheckId::ExpiryAlertLead => {
             let lead = params.lead.unwrap_or(Duration::from_secs(30 * 86_400));
             let first = o
                 .alerts
@@ -298,7 +398,7 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
                 (Some(_), None) => (false, "no secret end date known".into(), required),
             }
         }
-        "latency-alert-within" => {
+        CheckId::LatencyAlertWithin => {
             let bound = within(600);
             let required = format!(
                 "a latency alert within {} of the first message that waited longer than the threshold",
@@ -327,7 +427,7 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
                 },
             }
         }
-        "token-request-budget" => {
+        CheckId::TokenRequestBudget => {
             let budget = params.per_hour.unwrap_or(30);
             let window_end = o.rotated_at.unwrap_or(o.end);
             let failing: Vec<DateTime<Utc>> = o
@@ -355,7 +455,7 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
                 format!("at most {budget} token requests in any hour while credentials fail"),
             )
         }
-        "recovery-within" => {
+        CheckId::RecoveryWithin => {
             let bound = within(60);
             let required = format!(
                 "first delivery within {} of the rotation",
@@ -374,7 +474,7 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
                 (Some(_), None) => (false, "no delivery after the rotation".into(), required),
             }
         }
-        "drained-within" => {
+        CheckId::DrainedWithin => {
             let bound = within(3600);
             let required = format!(
                 "backlog delivered within {} of the rotation",
@@ -393,7 +493,7 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
                 (Some(_), None) => (false, "backlog never drained".into(), required),
             }
         }
-        "alerts-resolved" => {
+        CheckId::AlertsResolved => {
             let mut open = std::collections::BTreeSet::new();
             for alert in &o.alerts {
                 let key = (alert.kind.clone(), alert.key.clone());
@@ -415,8 +515,8 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
                 "every triggered alert resolved by the end".into(),
             )
         }
-        "backoff-shape" => backoff_shape(o),
-        "sync-complete" => {
+        CheckId::BackoffShape => backoff_shape(o),
+        CheckId::SyncComplete => {
             let grace = to_chrono(within(900));
             let due: Vec<&(String, DateTime<Utc>)> =
                 o.inbound.iter().filter(|(_, at)| *at + grace <= o.end).collect();
@@ -435,7 +535,7 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
                 ),
             )
         }
-        "no-secret-leak" => {
+        CheckId::NoSecretLeak => {
             let (secrets, tokens) = (o.leaks.secrets.len(), o.leaks.tokens);
             (
                 secrets == 0 && tokens == 0,
@@ -445,8 +545,12 @@ pub fn evaluate(id: &str, params: Params, o: &Observations) -> Option<(bool, Str
                 "no secret or token value anywhere in what the run wrote".into(),
             )
         }
-        _ => return None,
-    })
+        CheckId::ReplayCompletes => (
+            true,
+            "the replay reached its end".into(),
+            "the replay reaches the scenario's end".into(),
+        ),
+    }
 }
 
 /// `backoff-shape`, from the gaps on the wire between a failed attempt and the next attempt of
@@ -557,30 +661,28 @@ mod tests {
             end: at("2025-02-15T00:00:00Z"),
             ..Observations::default()
         };
-        let (ok, observed, _) = evaluate("no-loss", Params::default(), &o).unwrap();
+        let (ok, observed, _) = evaluate(CheckId::NoLoss, Params::default(), &o);
         assert!(!ok);
         assert_eq!(
             observed,
             "1 of 10 lost (never accepted by the server); 0 send(s) with no reply after the message went"
         );
         let (ok, observed, _) = evaluate(
-            "latency-alert-within",
+            CheckId::LatencyAlertWithin,
             Params {
                 within: Some(Duration::from_secs(300)),
                 ..Params::default()
             },
             &o,
-        )
-        .unwrap();
+        );
         assert!(ok, "{observed}");
-        let (ok, observed, _) = evaluate("token-request-budget", Params::default(), &o).unwrap();
+        let (ok, observed, _) = evaluate(CheckId::TokenRequestBudget, Params::default(), &o);
         assert!(!ok);
         assert!(
             observed.starts_with("at most 40 token requests in an hour"),
             "{observed}"
         );
-        assert!(evaluate("unknown-check", Params::default(), &o).is_none());
-        let (ok, _, _) = evaluate("alerts-resolved", Params::default(), &o).unwrap();
+        let (ok, _, _) = evaluate(CheckId::AlertsResolved, Params::default(), &o);
         assert!(!ok, "the latency alert was never resolved");
         let mut leaks = Leaks::default();
         leaks.scan(
@@ -588,11 +690,7 @@ mod tests {
             "token eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ4In0.c2lnbmF0dXJl",
         );
         let leaky = Observations { leaks, ..o.clone() };
-        assert!(
-            !evaluate("no-secret-leak", Params::default(), &leaky)
-                .unwrap()
-                .0
-        );
+        assert!(!evaluate(CheckId::NoSecretLeak, Params::default(), &leaky).0);
         let secrets = vec!["Xk78Q~x".to_string()];
         let mut leaks = Leaks::default();
         leaks.scan(&secrets, "nothing here");
@@ -603,10 +701,6 @@ mod tests {
             secrets,
             ..o
         };
-        assert!(
-            !evaluate("no-secret-leak", Params::default(), &secret)
-                .unwrap()
-                .0
-        );
+        assert!(!evaluate(CheckId::NoSecretLeak, Params::default(), &secret).0);
     }
 }

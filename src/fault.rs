@@ -15,7 +15,20 @@ use crate::mock::wire::{EntraError, GraphError};
 use crate::seed::{Seed, SeedRng};
 
 /// Which service a fault targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Target {
     /// The Entra token endpoint (and discovery).
     Entra,
@@ -206,6 +219,11 @@ pub enum FaultError {
         /// The target given.
         target: Target,
     },
+    /// A bandwidth that lets nothing through (use `timeout` for that).
+    #[error(
+        "bandwidth must be at least 1 byte per second (a link that carries nothing is a timeout)"
+    )]
+    ZeroBandwidth,
     /// A probability outside `[0, 1]`.
     #[error("probability {0} is not between 0 and 1")]
     Probability(String),
@@ -255,10 +273,7 @@ impl Fault {
             bytes_per_second: 0,
         } = self.kind
         {
-            return Err(FaultError::WrongTarget {
-                kind: "bandwidth 0".into(),
-                target: self.target,
-            });
+            return Err(FaultError::ZeroBandwidth);
         }
         if let Some(p) = self.activation.probability
             && !(0.0..=1.0).contains(&p)

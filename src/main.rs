@@ -329,7 +329,12 @@ fn chaos(
             say(format!(
                 "     case {} failed {}; shrunk in {} replays",
                 result.index,
-                result.failed_checks.join(", "),
+                result
+                    .failed_checks
+                    .iter()
+                    .map(|c| c.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 result.shrink_steps
             ));
             if let Some(dir) = save {

@@ -31,7 +31,7 @@ pub fn junit(reports: &[ScenarioReport]) -> Result<String, quick_junit::Serializ
                 status.set_description(check.detail.clone());
                 status
             };
-            let mut case = TestCase::new(check.id.clone(), status);
+            let mut case = TestCase::new(check.id.name(), status);
             case.set_classname(scenario.name.clone());
             case.set_system_out(format!("{} (required: {})", check.observed, check.detail));
             suite.add_test_case(case);

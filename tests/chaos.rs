@@ -7,6 +7,7 @@
 )]
 
 use maildrill::chaos::{self, ChaosConfig};
+use maildrill::check::{CheckId, Grade};
 use maildrill::subject::{Mutation, Profile};
 
 /// Cases for the remediated client: modest in `cargo test`, raised for nightly or pre-release
@@ -54,15 +55,15 @@ fn the_remediated_client_passes_every_case() {
 }
 
 /// Each mutant, the check that must catch it, and the most cases it may take (seed 1).
-const MUTANTS: [(Mutation, &str, usize); 8] = [
-    (Mutation::NoJitter, "backoff-shape", 8),
-    (Mutation::IgnoresRetryAfter, "backoff-shape", 16),
-    (Mutation::DropsAfterAuthFailure, "no-loss", 12),
-    (Mutation::TightAuthLoop, "token-request-budget", 8),
-    (Mutation::NoExpiryMonitor, "expiry-alert-lead", 12),
-    (Mutation::LatencyNeverFires, "latency-alert-within", 8),
-    (Mutation::FailsUnknownSends, "no-duplicates", 16),
-    (Mutation::ForgetsOutbox, "no-loss", 8),
+const MUTANTS: [(Mutation, CheckId, usize); 8] = [
+    (Mutation::NoJitter, CheckId::BackoffShape, 8),
+    (Mutation::IgnoresRetryAfter, CheckId::BackoffShape, 16),
+    (Mutation::DropsAfterAuthFailure, CheckId::NoLoss, 12),
+    (Mutation::TightAuthLoop, CheckId::TokenRequestBudget, 8),
+    (Mutation::NoExpiryMonitor, CheckId::ExpiryAlertLead, 12),
+    (Mutation::LatencyNeverFires, CheckId::LatencyAlertWithin, 8),
+    (Mutation::FailsUnknownSends, CheckId::NoDuplicates, 16),
+    (Mutation::ForgetsOutbox, CheckId::NoLoss, 8),
 ];
 
 #[test]
@@ -82,7 +83,7 @@ fn every_mutant_is_caught_within_its_budget_and_the_remediated_client_passes_the
             panic!("mutant {} passed {budget} cases of seed 1", mutation.name())
         });
         assert!(
-            caught.failed_checks.iter().any(|c| c == check),
+            caught.failed_checks.contains(&check),
             "mutant {} was caught by {:?}, not {check}",
             mutation.name(),
             caught.failed_checks
@@ -124,7 +125,7 @@ fn a_shrunk_failure_is_a_scenario_file_that_replays_byte_for_byte() {
     };
     let results = chaos::run(&config, &()).unwrap();
     let failure = results.last().unwrap();
-    assert!(failure.failed_checks.contains(&"no-loss".to_string()));
+    assert!(failure.failed_checks.contains(&CheckId::NoLoss));
     let dir = std::env::temp_dir().join(format!("maildrill-chaos-{}", std::process::id()));
     let path = chaos::save(&dir, &config, failure).unwrap();
     let replayed = maildrill::runner::run_file(&path, None).unwrap();
@@ -151,22 +152,42 @@ fn the_committed_regression_of_a_mutant_stays_green() {
         "{:#}",
         serde_json::to_value(&report.checks).unwrap()
     );
-    let no_loss = report.checks.iter().find(|c| c.id == "no-loss").unwrap();
+    let no_loss = report
+        .checks
+        .iter()
+        .find(|c| c.id == CheckId::NoLoss)
+        .unwrap();
     assert_eq!(
-        (no_loss.verdict.as_str(), no_loss.expected.as_str()),
-        ("fail", "fail")
+        (no_loss.verdict, no_loss.expected),
+        (Grade::Fail, Grade::Fail)
     );
     // The same timeline loses nothing with the remediated client: the loss is the mutant's.
     let path = std::path::Path::new("tests/chaos/forgets-outbox.toml");
     let mut file = maildrill::scenario::load(path).unwrap();
-    file.client.as_mut().unwrap().profile = "remediated".into();
+    file.client.as_mut().unwrap().profile = Profile::Remediated;
     for expect in &mut file.expect {
-        expect.verdict = "pass".into();
+        expect.verdict = Grade::Pass;
     }
     let remediated = maildrill::runner::run_scenario(path, &file, None).unwrap();
     assert!(
         remediated.passed,
         "{:#}",
         serde_json::to_value(&remediated.checks).unwrap()
+    );
+}
+
+/// A failure chaos found in the remediated client, kept as a file: a connection whose attempt
+/// timed out was reused, and its late reply answered the next message.
+#[test]
+fn the_committed_regression_of_the_remediated_client_stays_green() {
+    let report = maildrill::runner::run_file(
+        std::path::Path::new("tests/chaos/stale-smtp-reply.toml"),
+        None,
+    )
+    .unwrap();
+    assert!(
+        report.passed,
+        "{:#}",
+        serde_json::to_value(&report.checks).unwrap()
     );
 }

@@ -11,10 +11,14 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 
+use crate::check::{CheckId, Grade};
+use crate::fault::Target;
 use crate::scenario::file::{
     AppFile, ClientFile, ExpectFile, HumanDuration, Instant, MailboxFile, ScenarioFile, SecretFile,
     StepFile, TenantFile, TrafficFile, When,
 };
+use crate::scenario::vocab::{Direction, FaultName, StepAction, Transport};
+use crate::subject::Profile;
 use crate::tenant::demo;
 
 /// Minutes in a case's timeline.
@@ -49,16 +53,16 @@ pub struct Rotation {
 /// A fault window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultCase {
-    /// `entra`, `graph`, `smtp` or `alerts`.
-    pub target: &'static str,
-    /// The fault kind as a scenario spells it.
-    pub kind: &'static str,
+    /// The service.
+    pub target: Target,
+    /// The fault kind.
+    pub kind: FaultName,
     /// The operation, if only one.
     pub operation: Option<&'static str>,
     /// The catalogue reply of `respond` and `fail_but_deliver`.
     pub reply: Option<&'static str>,
-    /// The delay of `latency`.
-    pub delay: Option<u32>,
+    /// The seconds of `latency`, the bytes of `limit_data`, the bytes per second of `bandwidth`.
+    pub amount: Option<u32>,
     /// Minute it starts.
     pub at: u32,
     /// Minutes it lasts.
@@ -90,63 +94,68 @@ pub struct Case {
     pub seed: u64,
 }
 
-/// The fault vocabulary per target: (kind, operation, reply, delay in seconds).
+/// The fault vocabulary per target: (kind, operation, reply, amount).
 type Menu = [(
-    &'static str,
+    FaultName,
     Option<&'static str>,
     Option<&'static str>,
     Option<u32>,
 )];
 
+use FaultName::{
+    Bandwidth, DropAfterData, FailButDeliver, Latency, LimitData, ResetPeer, Respond, Timeout,
+    TlsFailure,
+};
+
+// Cut replies (`limit_data`) fall where a client learns nothing it could mistake for a send
+// that went through: a token reply, an EHLO reply, a delta page.
 const ENTRA: &Menu = &[
-    ("respond", Some("token"), Some("throttled"), None),
-    ("respond", Some("token"), Some("unavailable"), None),
-    ("timeout", Some("token"), None, None),
-    ("reset_peer", Some("token"), None, None),
-    ("latency", Some("token"), None, Some(20)),
+    (Respond, Some("token"), Some("throttled"), None),
+    (Respond, Some("token"), Some("unavailable"), None),
+    (Timeout, Some("token"), None, None),
+    (ResetPeer, Some("token"), None, None),
+    (Latency, Some("token"), None, Some(20)),
+    (LimitData, Some("token"), None, Some(120)),
+    (Bandwidth, Some("token"), None, Some(64)),
 ];
 const SMTP: &Menu = &[
-    (
-        "respond",
-        Some("connect"),
-        Some("service_unavailable"),
-        None,
-    ),
-    ("respond", Some("mail"), Some("sender_thread_limit"), None),
-    ("drop_after_data", Some("end-of-data"), None, None),
-    ("reset_peer", Some("rcpt"), None, None),
-    ("tls_failure", None, None, None),
-    ("latency", None, None, Some(30)),
+    (Respond, Some("connect"), Some("service_unavailable"), None),
+    (Respond, Some("mail"), Some("sender_thread_limit"), None),
+    (DropAfterData, Some("end-of-data"), None, None),
+    (ResetPeer, Some("rcpt"), None, None),
+    (TlsFailure, None, None, None),
+    (Latency, None, None, Some(30)),
+    (LimitData, Some("ehlo"), None, Some(40)),
+    (Bandwidth, None, None, Some(16)),
 ];
 const GRAPH: &Menu = &[
     (
-        "respond",
+        Respond,
         Some("send-mail"),
         Some("mailbox_concurrency"),
         None,
     ),
-    ("respond", Some("send-mail"), Some("unavailable"), None),
-    ("respond", Some("send-mail"), Some("gateway_timeout"), None),
+    (Respond, Some("send-mail"), Some("unavailable"), None),
+    (Respond, Some("send-mail"), Some("gateway_timeout"), None),
     (
-        "fail_but_deliver",
+        FailButDeliver,
         Some("send-mail"),
         Some("gateway_timeout"),
         None,
     ),
-    ("reset_peer", Some("send-mail"), None, None),
-    ("respond", Some("delta"), Some("sync_state_not_found"), None),
+    (ResetPeer, Some("send-mail"), None, None),
+    (Respond, Some("delta"), Some("sync_state_not_found"), None),
+    (LimitData, Some("delta"), None, Some(200)),
+    (Bandwidth, Some("send-mail"), None, Some(64)),
 ];
-const ALERTS: &Menu = &[
-    ("reset_peer", None, None, None),
-    ("timeout", None, None, None),
-];
+const ALERTS: &Menu = &[(ResetPeer, None, None, None), (Timeout, None, None, None)];
 
 fn fault(graph: bool) -> impl Strategy<Value = FaultCase> {
     let transport_menu = if graph { GRAPH } else { SMTP };
     let target = prop_oneof![
-        3 => Just(("entra", ENTRA)),
-        3 => Just((if graph { "graph" } else { "smtp" }, transport_menu)),
-        1 => Just(("alerts", ALERTS)),
+        3 => Just((Target::Entra, ENTRA)),
+        3 => Just((if graph { Target::Graph } else { Target::Smtp }, transport_menu)),
+        1 => Just((Target::Alerts, ALERTS)),
     ];
     (
         target,
@@ -155,13 +164,13 @@ fn fault(graph: bool) -> impl Strategy<Value = FaultCase> {
         1u32..=180,
     )
         .prop_map(|((target, menu), pick, at, minutes)| {
-            let (kind, operation, reply, delay) = menu[pick.index(menu.len())];
+            let (kind, operation, reply, amount) = menu[pick.index(menu.len())];
             FaultCase {
                 target,
                 kind,
                 operation,
                 reply,
-                delay,
+                amount,
                 at,
                 minutes,
             }
@@ -240,29 +249,31 @@ fn minutes(m: u32) -> When {
 fn restart_step(at: u32) -> StepFile {
     StepFile {
         at: When::After(Duration::from_secs(u64::from(at) * 60 + 30)),
-        ..step(at, "restart-client")
+        ..step(at, StepAction::RestartClient)
     }
 }
 
-fn step(at: u32, action: &str) -> StepFile {
+fn step(at: u32, action: StepAction) -> StepFile {
     StepFile {
         at: minutes(at),
-        action: action.into(),
+        action,
         value: None,
         target: None,
         kind: None,
         operation: None,
         reply: None,
         delay: None,
+        bytes: None,
+        bytes_per_second: None,
         duration: None,
         first: None,
     }
 }
 
-fn expect(check: &str) -> ExpectFile {
+fn expect(check: CheckId) -> ExpectFile {
     ExpectFile {
-        check: check.into(),
-        verdict: "pass".into(),
+        check,
+        verdict: Grade::Pass,
         within: None,
         lead: None,
         per_hour: None,
@@ -279,18 +290,18 @@ impl Case {
     }
 
     /// The case as a scenario file whose expectations are the chaos invariants, all `pass`.
-    pub fn scenario(&self, name: &str, start: DateTime<Utc>, profile: &str) -> ScenarioFile {
+    pub fn scenario(&self, name: &str, start: DateTime<Utc>, profile: Profile) -> ScenarioFile {
         let secret_end = self.expiry.map_or(start + TimeDelta::days(365), |m| {
             start + TimeDelta::minutes(i64::from(m))
         });
         let mut timeline = Vec::new();
         if let (Some(at), Some(rotation)) = (self.rotation_minute(), self.rotation) {
             if rotation.wrong_paste_first {
-                let mut paste = step(at.saturating_sub(60).max(30), "paste-secret");
+                let mut paste = step(at.saturating_sub(60).max(30), StepAction::PasteSecret);
                 paste.value = Some(SECRET_ID.into());
                 timeline.push(paste);
             }
-            let mut rotate = step(at, "rotate-secret");
+            let mut rotate = step(at, StepAction::RotateSecret);
             rotate.value = Some(NEW_SECRET.into());
             timeline.push(rotate);
             if rotation.delivery == Delivery::Restart {
@@ -298,14 +309,18 @@ impl Case {
             }
         }
         for fault in &self.faults {
-            let mut s = step(fault.at, "fault");
-            s.target = Some(fault.target.into());
-            s.kind = Some(fault.kind.into());
+            let mut s = step(fault.at, StepAction::Fault);
+            s.target = Some(fault.target);
+            s.kind = Some(fault.kind);
             s.operation = fault.operation.map(Into::into);
             s.reply = fault.reply.map(Into::into);
-            s.delay = fault
-                .delay
-                .map(|d| HumanDuration(Duration::from_secs(u64::from(d))));
+            let amount = fault.amount.map(u64::from);
+            match fault.kind {
+                Latency => s.delay = amount.map(|d| HumanDuration(Duration::from_secs(d))),
+                LimitData => s.bytes = amount,
+                Bandwidth => s.bytes_per_second = amount,
+                _ => {}
+            }
             s.duration = Some(HumanDuration(Duration::from_secs(
                 u64::from(fault.minutes) * 60,
             )));
@@ -322,7 +337,7 @@ impl Case {
         }];
         if let Some(every) = self.inbound_every {
             traffic.push(TrafficFile {
-                direction: Some("inbound".into()),
+                direction: Some(Direction::Inbound),
                 from: minutes(0),
                 until: minutes(QUIET_FROM),
                 every: HumanDuration(Duration::from_secs(u64::from(every) * 60)),
@@ -362,8 +377,12 @@ impl Case {
                 }],
             },
             client: Some(ClientFile {
-                transport: if self.graph { "graph" } else { "smtp" }.into(),
-                profile: profile.into(),
+                transport: if self.graph {
+                    Transport::Graph
+                } else {
+                    Transport::Smtp
+                },
+                profile,
                 latency_threshold: None,
                 backoff_cap: None,
                 refresh_ahead: None,
@@ -377,31 +396,31 @@ impl Case {
 
     /// The checks every case must pass.
     fn invariants(&self, start: DateTime<Utc>, secret_end: DateTime<Utc>) -> Vec<ExpectFile> {
-        let mut checks = vec![expect("no-loss")];
-        let mut duplicates = expect("no-duplicates");
+        let mut checks = vec![expect(CheckId::NoLoss)];
+        let mut duplicates = expect(CheckId::NoDuplicates);
         duplicates.allow_unknowable = Some(true);
         checks.push(duplicates);
-        let mut budget = expect("token-request-budget");
+        let mut budget = expect(CheckId::TokenRequestBudget);
         budget.per_hour = Some(30);
         checks.push(budget);
-        let mut latency = expect("latency-alert-within");
+        let mut latency = expect(CheckId::LatencyAlertWithin);
         latency.within = Some(HumanDuration(Duration::from_secs(600)));
         checks.push(latency);
-        checks.push(expect("backoff-shape"));
+        checks.push(expect(CheckId::BackoffShape));
         if self.expiry.is_some() {
             // An alert before the expiry, as early as the calendar allows (at most a day).
             let ahead = (secret_end - start - TimeDelta::minutes(1))
                 .min(TimeDelta::days(1))
                 .to_std()
                 .unwrap_or_default();
-            let mut lead = expect("expiry-alert-lead");
+            let mut lead = expect(CheckId::ExpiryAlertLead);
             lead.lead = Some(HumanDuration(ahead));
             checks.push(lead);
         }
         if self.inbound_every.is_some() {
-            checks.push(expect("sync-complete"));
+            checks.push(expect(CheckId::SyncComplete));
         }
-        checks.push(expect("no-secret-leak"));
+        checks.push(expect(CheckId::NoSecretLeak));
         checks
     }
 }

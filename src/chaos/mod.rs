@@ -15,6 +15,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
 pub use case::Case;
 
+use crate::check::{CheckId, Grade};
 use crate::runner::{self, RunError, ScenarioReport};
 use crate::scenario::file::ScenarioFile;
 use crate::seed::Seed;
@@ -63,7 +64,7 @@ pub struct CaseResult {
     /// Its report.
     pub report: ScenarioReport,
     /// Ids of the checks that failed before shrinking.
-    pub failed_checks: Vec<String>,
+    pub failed_checks: Vec<CheckId>,
     /// Replays spent shrinking.
     pub shrink_steps: usize,
 }
@@ -80,17 +81,14 @@ pub fn case_name(seed: u64, index: usize) -> String {
     format!("chaos-{seed}-{index}")
 }
 
-fn failing(report: &ScenarioReport) -> Vec<String> {
+fn failing(report: &ScenarioReport) -> Vec<CheckId> {
     report
         .checks
         .iter()
         .filter(|c| c.verdict != c.expected)
-        .map(|c| c.id.clone())
+        .map(|c| c.id)
         .collect()
 }
-
-/// The pseudo-check of a case whose replay could not reach its end.
-pub const REPLAY_COMPLETES: &str = "replay-completes";
 
 /// How a case is judged: a scenario in, its report out (the bundled client through
 /// [`runner::run_scenario`], or any subject through [`runner::run_subject`]).
@@ -105,7 +103,7 @@ fn replay(
     profile: Profile,
     judge: &Judge<'_>,
 ) -> Result<(ScenarioFile, ScenarioReport), RunError> {
-    let scenario = case.scenario(name, start(), &profile.to_string());
+    let scenario = case.scenario(name, start(), profile);
     let report = match judge(Path::new(name), &scenario) {
         Ok(report) => report,
         Err(RunError::Harness { reason, .. }) => ScenarioReport {
@@ -116,9 +114,9 @@ fn replay(
             passed: false,
             skipped: None,
             checks: vec![crate::check::Verdict {
-                id: REPLAY_COMPLETES.into(),
-                verdict: "fail".into(),
-                expected: "pass".into(),
+                id: CheckId::ReplayCompletes,
+                verdict: Grade::Fail,
+                expected: Grade::Pass,
                 observed: reason,
                 detail: "the replay reaches the scenario's end".into(),
             }],
@@ -260,7 +258,11 @@ pub fn save(dir: &Path, config: &ChaosConfig, result: &CaseResult) -> std::io::R
         config.profile,
         result.index,
         result.shrink_steps,
-        failing(&result.report).join(", ")
+        failing(&result.report)
+            .iter()
+            .map(|c| c.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     std::fs::write(&path, header + &body)?;
     Ok(path)

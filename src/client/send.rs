@@ -163,11 +163,17 @@ impl Sender {
             // A timeout before the whole message went out is a failure to retry (the server
             // cannot have the message); after it, an unknown outcome.
             self.session.sent_whole.store(false, Ordering::Relaxed);
-            let attempt = match self
+            let attempt = self
                 .clock
                 .timeout(self.timeout, self.attempt(&token, message))
-                .await
-            {
+                .await;
+            if attempt.is_err() {
+                // The connection may still owe a reply to the command that timed out: reused,
+                // it would answer the next message's MAIL with this one's `250 OK`, and every
+                // reply after would be one behind (a message taken for sent that never went).
+                *self.session.session.lock().await = None;
+            }
+            let attempt = match attempt {
                 Ok(result) => result,
                 Err(elapsed) if self.session.sent_whole.load(Ordering::Relaxed) => {
                     Err(Attempt::Unknown(format!("no reply: {elapsed}")))

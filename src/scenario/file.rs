@@ -11,7 +11,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::vocab::{Direction, FaultName, StepAction, Transport};
+use crate::check::{CheckId, Grade};
+use crate::fault::Target;
 use crate::seed::Seed;
+use crate::subject::Profile;
 use crate::tenant::{AppSpec, MailboxSpec, Resource, SecretSpec, TenantSettings, TenantSpec};
 
 /// A scenario file as written.
@@ -52,13 +56,13 @@ pub struct ScenarioFile {
 #[serde(deny_unknown_fields)]
 pub struct ClientFile {
     /// `smtp` (default) or `graph`.
-    #[serde(default = "default_transport")]
-    #[schemars(extend("enum" = ["smtp", "graph"]))]
-    pub transport: String,
+    #[serde(default)]
+    pub transport: Transport,
     /// `remediated` (default), `naive-2025`, or `mutant:NAME` (a remediated client with one
     /// deliberate bug, for mutation tests of the harness).
-    #[serde(default = "default_profile")]
-    pub profile: String,
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub profile: Profile,
     /// Latency alert threshold (default 5m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_threshold: Option<HumanDuration>,
@@ -74,14 +78,6 @@ pub struct ClientFile {
     pub sync_interval: Option<HumanDuration>,
 }
 
-fn default_transport() -> String {
-    "smtp".into()
-}
-
-fn default_profile() -> String {
-    "remediated".into()
-}
-
 /// A `[[traffic]]` window: one message every `every` from `from` until `until`, sent by the
 /// client (`outbound`, the default) or arriving in the mailbox for the sync (`inbound`).
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -89,8 +85,7 @@ fn default_profile() -> String {
 pub struct TrafficFile {
     /// `outbound` (default) or `inbound`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = ["outbound", "inbound"]))]
-    pub direction: Option<String>,
+    pub direction: Option<Direction>,
     /// Window start.
     pub from: When,
     /// Window end.
@@ -109,19 +104,17 @@ pub struct StepFile {
     /// `paste-secret` (a value into the client's secret file only: a wrong paste),
     /// `delete-app`, `restore-app`, `expire-delta-tokens`, `restart-client`, `fault` or
     /// `clear-faults`.
-    #[schemars(extend("enum" = ["rotate-secret", "paste-secret", "delete-app", "restore-app", "expire-delta-tokens", "restart-client", "fault", "clear-faults"]))]
-    pub action: String,
+    pub action: StepAction,
     /// For `rotate-secret` and `paste-secret`: the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// For `fault` and `clear-faults`: `entra`, `graph`, `smtp` or `alerts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = ["entra", "graph", "smtp", "alerts"]))]
-    pub target: Option<String>,
-    /// For `fault`: `latency`, `timeout`, `reset_peer`, `respond`, `drop_after_data`, ...
+    pub target: Option<Target>,
+    /// For `fault`: `latency`, `timeout`, `reset_peer`, `limit_data`, `bandwidth`, `respond`,
+    /// `fail_but_deliver`, `drop_after_data`, `tls_failure` or `malformed_body`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = ["latency", "timeout", "reset_peer", "respond", "fail_but_deliver", "drop_after_data", "tls_failure", "malformed_body"]))]
-    pub kind: Option<String>,
+    pub kind: Option<FaultName>,
     /// For `fault`: only this operation (`token`, `send-mail`, `end-of-data`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
@@ -131,6 +124,12 @@ pub struct StepFile {
     /// For `fault` `latency`: the delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<HumanDuration>,
+    /// For `fault` `limit_data`: the bytes of each reply that get through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// For `fault` `bandwidth`: the rate replies trickle at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_second: Option<u64>,
     /// For `fault`: active for this long (default: until cleared).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<HumanDuration>,
@@ -144,12 +143,10 @@ pub struct StepFile {
 #[serde(deny_unknown_fields)]
 pub struct ExpectFile {
     /// The check's id, e.g. `no-loss`.
-    #[schemars(extend("enum" = ["no-loss", "no-duplicates", "expiry-alert-lead", "latency-alert-within", "token-request-budget", "backoff-shape", "recovery-within", "drained-within", "alerts-resolved", "sync-complete", "no-secret-leak"]))]
-    pub check: String,
+    pub check: CheckId,
     /// `pass` (default) or `fail`.
-    #[serde(default = "default_verdict", skip_serializing_if = "is_pass")]
-    #[schemars(extend("enum" = ["pass", "fail"]))]
-    pub verdict: String,
+    #[serde(default, skip_serializing_if = "is_pass")]
+    pub verdict: Grade,
     /// A duration parameter: `lead` of `expiry-alert-lead`, `within` of the `*-within` checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within: Option<HumanDuration>,
@@ -164,12 +161,8 @@ pub struct ExpectFile {
     pub allow_unknowable: Option<bool>,
 }
 
-fn default_verdict() -> String {
-    "pass".into()
-}
-
-fn is_pass(verdict: &str) -> bool {
-    verdict == "pass"
+fn is_pass(verdict: &Grade) -> bool {
+    *verdict == Grade::Pass
 }
 
 /// An RFC 3339 instant.
@@ -483,19 +476,50 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The dotted key at a byte offset: the table in force plus the key on that line.
+/// `a.b.c` with the current index after each array of tables among its prefixes:
+/// `tenant.apps[0].secrets[1]`.
+fn indexed(name: &str, arrays: &BTreeMap<String, usize>) -> String {
+    let mut path = String::new();
+    let mut prefix = String::new();
+    for (i, part) in name.split('.').enumerate() {
+        if i > 0 {
+            path.push('.');
+            prefix.push('.');
+        }
+        path.push_str(part);
+        prefix.push_str(part);
+        if let Some(n) = arrays.get(&prefix) {
+            path.push_str(&format!("[{n}]"));
+        }
+    }
+    path
+}
+
+/// The key at `offset`, as `table.key`; an array of tables gets its index (`timeline[1].kind`),
+/// matching the keys that lowering's errors name.
 fn key_at(text: &str, offset: usize) -> Option<String> {
     let offset = offset.min(text.len());
     let mut table = String::new();
+    let mut arrays: BTreeMap<String, usize> = BTreeMap::new();
     let mut line_start = 0;
     for line in text.split_inclusive('\n') {
         let line_end = line_start + line.len();
         let trimmed = line.trim();
         let is_header = trimmed.starts_with('[');
         if is_header {
-            table = trimmed
+            let name = trimmed
                 .trim_matches(|c| c == '[' || c == ']')
                 .trim()
                 .to_string();
+            if trimmed.starts_with("[[") {
+                // A new element: the arrays nested in the previous one start again.
+                arrays.retain(|k, _| !k.starts_with(&format!("{name}.")));
+                arrays
+                    .entry(name.clone())
+                    .and_modify(|n| *n += 1)
+                    .or_insert(0);
+            }
+            table = indexed(&name, &arrays);
         }
         if offset < line_end || line_end == text.len() {
             if is_header {
@@ -688,6 +712,9 @@ upn = "mailman@contoso.onmicrosoft.com"
             error.contains("s.toml:17:7: expected an RFC 3339 instant"),
             "{error}"
         );
-        assert!(error.contains("(key `tenant.apps.secrets.end`)"), "{error}");
+        assert!(
+            error.contains("(key `tenant.apps[0].secrets[0].end`)"),
+            "{error}"
+        );
     }
 }

@@ -1,9 +1,13 @@
 //! Scenario files: the incident timelines users write, parsed into plain serde structs
-//! ([`file`](mod@file)) and lowered by the runner into a validated plan; and their JSON Schema.
+//! ([`file`](mod@file)) in the words of [`vocab`], lowered into the validated [`Plan`] a replay
+//! follows ([`plan`]); and their JSON Schema.
 
 pub mod file;
+pub mod plan;
+pub mod vocab;
 
 pub use file::{LoadError, ScenarioFile, load, parse};
+pub use plan::{Plan, lower};
 
 /// The JSON Schema of scenario files (`maildrill schema`), for editor completion of TOML.
 pub fn schema() -> String {

@@ -112,13 +112,13 @@ fn chaos_finds_shrinks_and_replays_a_mailman_failure() {
         .checks
         .iter()
         .filter(|c| c.verdict != c.expected)
-        .map(|c| c.id.as_str())
+        .map(|c| c.id.name())
         .collect();
     assert!(!replayed.passed, "the saved failure replays to a failure");
     assert!(
         failing
             .iter()
-            .any(|id| failure.failed_checks.iter().any(|f| f == id)),
+            .any(|id| failure.failed_checks.iter().any(|f| f.name() == *id)),
         "the saved file fails {failing:?}, the case failed {:?}",
         failure.failed_checks
     );

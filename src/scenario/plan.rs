@@ -6,26 +6,25 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::RunError;
-use crate::check;
+use super::file::{ClientFile, LoadError, ScenarioFile, StepFile};
+use super::vocab::{Direction, FaultName, StepAction, Transport};
+use crate::check::{CheckId, Grade};
 use crate::fault::{Activation, CatalogueReply, Fault, FaultKind, Target};
-use crate::scenario::file::{LoadError, ScenarioFile};
 use crate::seed::Seed;
-use crate::subject::Profile;
-use crate::subject::{Capability, Settings};
+use crate::subject::{Capability, Profile, Settings};
 use crate::tenant::{AppSpec, SecretSpec, TenantSpec};
 use crate::time::to_chrono;
 
 /// A timeline step the replay performs at its instant.
 #[derive(Debug, Clone)]
-pub(super) struct Step {
+pub(crate) struct Step {
     pub at: DateTime<Utc>,
     pub action: Action,
 }
 
 /// What a step does.
 #[derive(Debug, Clone)]
-pub(super) enum Action {
+pub(crate) enum Action {
     /// A new secret in the tenant, and its value in the client's secret file.
     Rotate(String),
     /// A value in the client's secret file that the tenant does not know (a wrong paste).
@@ -52,7 +51,7 @@ impl Action {
 
 /// A window of traffic: one message every `every` in `[from, until)`.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Traffic {
+pub(crate) struct Traffic {
     pub from: DateTime<Utc>,
     pub until: DateTime<Utc>,
     pub every: Duration,
@@ -61,22 +60,22 @@ pub(super) struct Traffic {
 
 /// A scenario lowered and validated: everything a replay needs, nothing run yet.
 pub struct Plan {
-    pub(super) seed: Seed,
-    pub(super) start: DateTime<Utc>,
-    pub(super) end: DateTime<Utc>,
-    pub(super) tenant: TenantSpec,
-    pub(super) app: AppSpec,
-    pub(super) secret: SecretSpec,
-    pub(super) mailbox: String,
+    pub(crate) seed: Seed,
+    pub(crate) start: DateTime<Utc>,
+    pub(crate) end: DateTime<Utc>,
+    pub(crate) tenant: TenantSpec,
+    pub(crate) app: AppSpec,
+    pub(crate) secret: SecretSpec,
+    pub(crate) mailbox: String,
     /// The bundled client's profile, when the bundled client is the subject.
-    pub(super) profile: Profile,
-    pub(super) faults: Vec<Fault>,
-    pub(super) steps: Vec<Step>,
-    pub(super) rotated_at: Option<DateTime<Utc>>,
-    pub(super) traffic: Vec<Traffic>,
-    pub(super) settings: Settings,
+    pub(crate) profile: Profile,
+    pub(crate) faults: Vec<Fault>,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) rotated_at: Option<DateTime<Utc>>,
+    pub(crate) traffic: Vec<Traffic>,
+    pub(crate) settings: Settings,
     /// What a subject must be able to do to be judged by this scenario.
-    pub(super) needs: Vec<Capability>,
+    pub(crate) needs: Vec<Capability>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -90,39 +89,46 @@ impl std::fmt::Debug for Plan {
     }
 }
 
-fn semantic(path: &Path, key: String, message: impl Into<String>) -> RunError {
-    RunError::Load(LoadError::Semantic {
+fn semantic(path: &Path, key: String, message: impl Into<String>) -> LoadError {
+    LoadError::Semantic {
         path: path.to_path_buf(),
         key,
         message: message.into(),
-    })
-}
-
-fn target(path: &Path, i: usize, name: Option<&str>) -> Result<Target, RunError> {
-    match name {
-        Some("entra") => Ok(Target::Entra),
-        Some("graph") => Ok(Target::Graph),
-        Some("smtp") => Ok(Target::Smtp),
-        Some("alerts") => Ok(Target::Alerts),
-        other => Err(semantic(
-            path,
-            format!("timeline[{i}].target"),
-            format!(
-                "expected entra, graph, smtp or alerts, got {}",
-                other.map_or("nothing".into(), |o| format!("{o:?}"))
-            ),
-        )),
     }
 }
 
-fn first<'a, T>(items: &'a [T], path: &Path, key: &str, what: &str) -> Result<&'a T, RunError> {
+/// A step's `target`, which `fault` and `clear-faults` need.
+fn target(path: &Path, i: usize, step: &StepFile) -> Result<Target, LoadError> {
+    step.target.ok_or_else(|| {
+        semantic(
+            path,
+            format!("timeline[{i}].target"),
+            "expected entra, graph, smtp or alerts, got nothing",
+        )
+    })
+}
+
+/// A step's parameter its action or fault kind needs.
+fn needed<T: Clone>(
+    path: &Path,
+    i: usize,
+    value: Option<&T>,
+    key: &str,
+    what: &str,
+) -> Result<T, LoadError> {
+    value
+        .cloned()
+        .ok_or_else(|| semantic(path, format!("timeline[{i}].{key}"), what))
+}
+
+fn first<'a, T>(items: &'a [T], path: &Path, key: &str, what: &str) -> Result<&'a T, LoadError> {
     items
         .first()
         .ok_or_else(|| semantic(path, key.into(), format!("at least one {what} is needed")))
 }
 
 /// Checks `file` and lowers it into a plan; `seed` overrides the file's.
-pub(super) fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan, RunError> {
+pub fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan, LoadError> {
     let seed = Seed(seed.unwrap_or(file.seed));
     let start = file.start();
     let end = file
@@ -137,134 +143,13 @@ pub(super) fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Resu
     let mailbox = first(&tenant.mailboxes, path, "tenant.mailboxes", "mailbox")?
         .upn
         .clone();
-    let client = file.client.clone();
-    let profile_name = client.as_ref().map_or("remediated", |c| c.profile.as_str());
-    let profile = Profile::parse(profile_name).ok_or_else(|| {
-        semantic(
-            path,
-            "client.profile".into(),
-            format!(
-                "expected one of {}, got {profile_name:?}",
-                Profile::names().join(", ")
-            ),
-        )
-    })?;
-    let graph = match client.as_ref().map_or("smtp", |c| c.transport.as_str()) {
-        "smtp" => false,
-        "graph" => true,
-        other => {
-            return Err(semantic(
-                path,
-                "client.transport".into(),
-                format!("expected smtp or graph, got {other:?}"),
-            ));
-        }
-    };
-    for (i, expect) in file.expect.iter().enumerate() {
-        if !check::CHECKS.contains(&expect.check.as_str()) {
-            return Err(semantic(
-                path,
-                format!("expect[{i}].check"),
-                format!(
-                    "expected one of {}, got {:?}",
-                    check::CHECKS.join(", "),
-                    expect.check
-                ),
-            ));
-        }
-        if !matches!(expect.verdict.as_str(), "pass" | "fail") {
-            return Err(semantic(
-                path,
-                format!("expect[{i}].verdict"),
-                "expected pass or fail",
-            ));
-        }
-    }
-    // Faults are windows from their instant; everything else is a step the timeline performs.
-    let mut faults = Vec::new();
-    let mut steps = Vec::new();
-    for (i, step) in file.timeline.iter().enumerate() {
-        let at = step.at.resolve(start);
-        let value = |action: &str| {
-            step.value.clone().ok_or_else(|| {
-                semantic(
-                    path,
-                    format!("timeline[{i}].value"),
-                    format!("{action} needs the secret's value"),
-                )
-            })
-        };
-        let action = match step.action.as_str() {
-            "rotate-secret" => Action::Rotate(value("rotate-secret")?),
-            "paste-secret" => Action::Paste(value("paste-secret")?),
-            "delete-app" => Action::DeleteApp,
-            "restore-app" => Action::RestoreApp,
-            "expire-delta-tokens" => Action::ExpireDeltaTokens,
-            "restart-client" => Action::Restart,
-            "clear-faults" => Action::ClearFaults(target(path, i, step.target.as_deref())?),
-            "fault" => {
-                faults.push(fault(path, i, step, at)?);
-                continue;
-            }
-            other => {
-                return Err(semantic(
-                    path,
-                    format!("timeline[{i}].action"),
-                    format!(
-                        "expected rotate-secret, paste-secret, delete-app, restore-app, expire-delta-tokens, restart-client, fault or clear-faults, got {other:?}"
-                    ),
-                ));
-            }
-        };
-        steps.push(Step { at, action });
-    }
-    steps.sort_by_key(|s| s.at);
+    let (faults, steps) = timeline(path, file, start)?;
     let rotated_at = steps
         .iter()
         .find(|s| s.action.restores_credentials())
         .map(|s| s.at);
-    let mut traffic = Vec::new();
-    for (i, t) in file.traffic.iter().enumerate() {
-        let inbound = match t.direction.as_deref() {
-            None | Some("outbound") => false,
-            Some("inbound") => true,
-            Some(other) => {
-                return Err(semantic(
-                    path,
-                    format!("traffic[{i}].direction"),
-                    format!("expected outbound or inbound, got {other:?}"),
-                ));
-            }
-        };
-        if t.every.0.is_zero() {
-            return Err(semantic(
-                path,
-                format!("traffic[{i}].every"),
-                "must be longer than 0s",
-            ));
-        }
-        traffic.push(Traffic {
-            from: t.from.resolve(start),
-            until: t.until.resolve(start),
-            every: t.every.0,
-            inbound,
-        });
-    }
-    let setting = |pick: fn(&crate::scenario::file::ClientFile) -> Option<Duration>,
-                   default: u64| {
-        client
-            .as_ref()
-            .and_then(pick)
-            .unwrap_or(Duration::from_secs(default))
-    };
-    let settings = Settings {
-        graph,
-        latency_threshold: setting(|c| c.latency_threshold.map(|d| d.0), 300),
-        backoff_cap: setting(|c| c.backoff_cap.map(|d| d.0), 300),
-        refresh_ahead: setting(|c| c.refresh_ahead.map(|d| d.0), 300),
-        sync_interval: setting(|c| c.sync_interval.map(|d| d.0), 60),
-        inbound: traffic.iter().any(|t| t.inbound),
-    };
+    let traffic = traffic(path, file, start)?;
+    let settings = settings(file.client.as_ref(), &traffic);
     Ok(Plan {
         seed,
         start,
@@ -273,7 +158,7 @@ pub(super) fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Resu
         app,
         secret,
         mailbox,
-        profile,
+        profile: file.client.as_ref().map(|c| c.profile).unwrap_or_default(),
         faults,
         steps,
         rotated_at,
@@ -281,6 +166,89 @@ pub(super) fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Resu
         settings,
         needs: needs(file, settings),
     })
+}
+
+/// The timeline: faults are windows from their instant; everything else is a step the replay
+/// performs, in time order.
+fn timeline(
+    path: &Path,
+    file: &ScenarioFile,
+    start: DateTime<Utc>,
+) -> Result<(Vec<Fault>, Vec<Step>), LoadError> {
+    let mut faults = Vec::new();
+    let mut steps = Vec::new();
+    for (i, step) in file.timeline.iter().enumerate() {
+        let at = step.at.resolve(start);
+        let value = || {
+            needed(
+                path,
+                i,
+                step.value.as_ref(),
+                "value",
+                "rotate-secret and paste-secret need the secret's value",
+            )
+        };
+        let action = match step.action {
+            StepAction::RotateSecret => Action::Rotate(value()?),
+            StepAction::PasteSecret => Action::Paste(value()?),
+            StepAction::DeleteApp => Action::DeleteApp,
+            StepAction::RestoreApp => Action::RestoreApp,
+            StepAction::ExpireDeltaTokens => Action::ExpireDeltaTokens,
+            StepAction::RestartClient => Action::Restart,
+            StepAction::ClearFaults => Action::ClearFaults(target(path, i, step)?),
+            StepAction::Fault => {
+                faults.push(fault(path, i, step, at)?);
+                continue;
+            }
+        };
+        steps.push(Step { at, action });
+    }
+    steps.sort_by_key(|s| s.at);
+    Ok((faults, steps))
+}
+
+/// The traffic windows.
+fn traffic(
+    path: &Path,
+    file: &ScenarioFile,
+    start: DateTime<Utc>,
+) -> Result<Vec<Traffic>, LoadError> {
+    file.traffic
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.every.0.is_zero() {
+                return Err(semantic(
+                    path,
+                    format!("traffic[{i}].every"),
+                    "must be longer than 0s",
+                ));
+            }
+            Ok(Traffic {
+                from: t.from.resolve(start),
+                until: t.until.resolve(start),
+                every: t.every.0,
+                inbound: t.direction.unwrap_or_default() == Direction::Inbound,
+            })
+        })
+        .collect()
+}
+
+/// The `[client]` table's settings, with their defaults.
+fn settings(client: Option<&ClientFile>, traffic: &[Traffic]) -> Settings {
+    let setting = |pick: fn(&ClientFile) -> Option<Duration>, default: u64| {
+        client
+            .and_then(pick)
+            .unwrap_or(Duration::from_secs(default))
+    };
+    Settings {
+        graph: client.map(|c| c.transport).unwrap_or_default() == Transport::Graph,
+        latency_threshold: setting(|c| c.latency_threshold.map(|d| d.0), 300),
+        backoff_cap: setting(|c| c.backoff_cap.map(|d| d.0), 300),
+        refresh_ahead: setting(|c| c.refresh_ahead.map(|d| d.0), 300),
+        sync_interval: setting(|c| c.sync_interval.map(|d| d.0), 60),
+        inbound: traffic.iter().any(|t| t.inbound),
+    }
 }
 
 /// The capabilities a subject needs for `file`: its transport, and the inbound sync or alerts
@@ -292,51 +260,72 @@ fn needs(file: &ScenarioFile, settings: Settings) -> Vec<Capability> {
     } else {
         Capability::Smtp
     }];
-    let expects_pass = |ids: &[&str]| {
+    let expects_pass = |ids: &[CheckId]| {
         file.expect
             .iter()
-            .any(|e| ids.contains(&e.check.as_str()) && e.verdict == "pass")
+            .any(|e| ids.contains(&e.check) && e.verdict == Grade::Pass)
     };
-    if expects_pass(&["sync-complete"]) {
+    if expects_pass(&[CheckId::SyncComplete]) {
         needs.push(Capability::InboundSync);
     }
     if expects_pass(&[
-        "expiry-alert-lead",
-        "latency-alert-within",
-        "alerts-resolved",
+        CheckId::ExpiryAlertLead,
+        CheckId::LatencyAlertWithin,
+        CheckId::AlertsResolved,
     ]) {
         needs.push(Capability::Alerts);
     }
     needs
 }
 
-fn fault(
-    path: &Path,
-    i: usize,
-    step: &crate::scenario::file::StepFile,
-    at: DateTime<Utc>,
-) -> Result<Fault, RunError> {
-    let target = target(path, i, step.target.as_deref())?;
-    let kind = match step.kind.as_deref() {
-        Some("latency") => FaultKind::Latency {
+/// A `fault` step lowered into a fault window, checked against its target.
+fn fault(path: &Path, i: usize, step: &StepFile, at: DateTime<Utc>) -> Result<Fault, LoadError> {
+    let target = target(path, i, step)?;
+    let kind = match needed(
+        path,
+        i,
+        step.kind.as_ref(),
+        "kind",
+        "a fault needs a kind: latency, timeout, reset_peer, limit_data, bandwidth, respond, fail_but_deliver, drop_after_data, tls_failure or malformed_body",
+    )? {
+        FaultName::Latency => FaultKind::Latency {
             delay: step.delay.map_or(Duration::from_secs(30), |d| d.0),
         },
-        Some("timeout") => FaultKind::Timeout,
-        Some("reset_peer") => FaultKind::ResetPeer,
-        Some("drop_after_data") => FaultKind::DropAfterData,
-        Some("tls_failure") => FaultKind::TlsFailure,
-        Some("malformed_body") => FaultKind::MalformedBody,
-        Some(kind @ ("respond" | "fail_but_deliver")) => {
-            let key = step.reply.as_deref().ok_or_else(|| {
-                semantic(
-                    path,
-                    format!("timeline[{i}].reply"),
-                    "a catalogue reply key is needed",
-                )
-            })?;
-            let reply = CatalogueReply::parse(target, key)
+        FaultName::Timeout => FaultKind::Timeout,
+        FaultName::ResetPeer => FaultKind::ResetPeer,
+        FaultName::DropAfterData => FaultKind::DropAfterData,
+        FaultName::TlsFailure => FaultKind::TlsFailure,
+        FaultName::MalformedBody => FaultKind::MalformedBody,
+        FaultName::LimitData => FaultKind::LimitData {
+            bytes: usize::try_from(needed(
+                path,
+                i,
+                step.bytes.as_ref(),
+                "bytes",
+                "limit_data needs the bytes of each reply that get through",
+            )?)
+            .unwrap_or(usize::MAX),
+        },
+        FaultName::Bandwidth => FaultKind::Bandwidth {
+            bytes_per_second: needed(
+                path,
+                i,
+                step.bytes_per_second.as_ref(),
+                "bytes_per_second",
+                "bandwidth needs its rate in bytes per second",
+            )?,
+        },
+        name @ (FaultName::Respond | FaultName::FailButDeliver) => {
+            let key = needed(
+                path,
+                i,
+                step.reply.as_ref(),
+                "reply",
+                "a catalogue reply key is needed",
+            )?;
+            let reply = CatalogueReply::parse(target, &key)
                 .map_err(|e| semantic(path, format!("timeline[{i}].reply"), e.to_string()))?;
-            if kind == "respond" {
+            if name == FaultName::Respond {
                 FaultKind::Respond {
                     reply,
                     retry_after: None,
@@ -347,16 +336,6 @@ fn fault(
                     retry_after: None,
                 }
             }
-        }
-        other => {
-            return Err(semantic(
-                path,
-                format!("timeline[{i}].kind"),
-                format!(
-                    "expected latency, timeout, reset_peer, drop_after_data, tls_failure, malformed_body, respond or fail_but_deliver, got {}",
-                    other.map_or("nothing".into(), |o| format!("{o:?}"))
-                ),
-            ));
         }
     };
     let fault = Fault {
@@ -447,7 +426,7 @@ impl Plan {
 
     /// Every secret value of the run (the tenant's and the timeline's): none may show in what
     /// the run wrote.
-    pub(super) fn secret_values(&self) -> Vec<String> {
+    pub(crate) fn secret_values(&self) -> Vec<String> {
         let mut secrets: Vec<String> = self
             .tenant
             .apps
@@ -462,7 +441,7 @@ impl Plan {
     }
 
     /// The instants the subject is restarted.
-    pub(super) fn restarts(&self) -> Vec<DateTime<Utc>> {
+    pub(crate) fn restarts(&self) -> Vec<DateTime<Utc>> {
         self.steps
             .iter()
             .filter(|s| matches!(s.action, Action::Restart))
@@ -473,5 +452,50 @@ impl Plan {
     /// The seed the replay uses.
     pub fn seed(&self) -> Seed {
         self.seed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::file::HumanDuration;
+
+    fn fault_step(kind: FaultName) -> StepFile {
+        let text = "at = \"+1h\"\naction = \"fault\"\ntarget = \"smtp\"\n";
+        let mut step: StepFile = toml::from_str(text).expect("a valid step");
+        step.kind = Some(kind);
+        step.duration = Some(HumanDuration(Duration::from_secs(600)));
+        step
+    }
+
+    #[test]
+    fn limit_data_and_bandwidth_are_scenario_faults() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scenarios/sell-2025-02-14.toml"
+        ));
+        let mut file = crate::scenario::load(path).expect("the incident loads");
+        let mut cut = fault_step(FaultName::LimitData);
+        cut.bytes = Some(12);
+        let mut slow = fault_step(FaultName::Bandwidth);
+        slow.bytes_per_second = Some(300);
+        file.timeline.extend([cut, slow]);
+        let plan = lower(path, &file, None).expect("both faults lower");
+        let kinds: Vec<&FaultKind> = plan.faults.iter().map(|f| &f.kind).collect();
+        assert!(
+            kinds.contains(&&FaultKind::LimitData { bytes: 12 }),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&&FaultKind::Bandwidth {
+                bytes_per_second: 300
+            }),
+            "{kinds:?}"
+        );
+        let window = plan.faults.last().expect("a fault").activation.clone();
+        assert_eq!(
+            window.until.zip(window.from).map(|(u, f)| u - f),
+            Some(TimeDelta::minutes(10))
+        );
     }
 }
