@@ -49,7 +49,7 @@ enum Command {
         seed: Option<u64>,
         /// The client profile: remediated, naive-2025 or mutant:NAME.
         #[arg(long, default_value = "remediated")]
-        profile: String,
+        profile: maildrill::subject::Profile,
         /// Write each shrunk failure here as a scenario file.
         #[arg(long)]
         save_failures: Option<PathBuf>,
@@ -360,6 +360,10 @@ fn chaos(
     })
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per subcommand, each destructuring its flags"
+)]
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run {
@@ -378,12 +382,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             jobs,
             shrink_budget,
         } => {
-            let profile = maildrill::subject::Profile::parse(&profile).with_context(|| {
-                format!(
-                    "unknown profile {profile:?}: expected one of {}",
-                    maildrill::subject::Profile::names().join(", ")
-                )
-            })?;
             let config = maildrill::chaos::ChaosConfig {
                 cases,
                 // Only the default seed reads the clock; it is printed so the run can be repeated.
@@ -407,43 +405,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             say(maildrill::scenario::schema());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { paths } => {
-            let files = scenario_files(&paths)?;
-            let mut errors = 0;
-            for file in &files {
-                match maildrill::runner::check_file(file) {
-                    Ok(_) => say(format!("ok    {}", file.display())),
-                    Err(error) => {
-                        errors += 1;
-                        eprintln!("error {error}");
-                    }
-                }
-            }
-            Ok(if errors > 0 {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        Command::Check { paths } => check(&paths),
         Command::Explain { file } => {
             let plan = maildrill::runner::check_file(&file)?;
             say(plan.explain());
             Ok(ExitCode::SUCCESS)
         }
-        Command::List { paths } => {
-            for file in scenario_files(&paths)? {
-                match maildrill::scenario::load(&file) {
-                    Ok(scenario) => say(format!(
-                        "{}  {}  {}",
-                        scenario.name,
-                        file.display(),
-                        scenario.description
-                    )),
-                    Err(error) => eprintln!("error {error}"),
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::List { paths } => list(&paths),
         Command::Serve {
             scenario,
             at,
@@ -470,43 +438,83 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 journal_capacity,
                 seed: Seed(seed),
             };
-            let mut builder = if threads <= 1 {
-                tokio::runtime::Builder::new_current_thread()
-            } else {
-                let mut builder = tokio::runtime::Builder::new_multi_thread();
-                builder.worker_threads(threads);
-                builder
-            };
-            let runtime = builder
-                .enable_all()
-                .build()
-                .context("failed to start the runtime")?;
-            runtime.block_on(async {
-                let served = serve::start(&options, serve::real_time_clock)
-                    .await
-                    .context("failed to start serve")?;
-                say(format!(
-                    "maildrill serve: HTTPS on {}, SMTP (STARTTLS) on {}",
-                    served.http_addr, served.smtp_addr
-                ));
-                for (key, value) in &served.env {
-                    if key != "MAILDRILL_CLIENT_SECRET" {
-                        say(format!("  {key}={value}"));
-                    }
-                }
-                say(format!(
-                    "  environment written to {} (mode 0600)",
-                    options.env_file.display()
-                ));
-                say("  Ctrl-C stops");
-                served
-                    .run(async {
-                        let _ = tokio::signal::ctrl_c().await;
-                    })
-                    .await;
-                say("maildrill serve: stopped");
-                Ok(ExitCode::SUCCESS)
-            })
+            serve_until_ctrl_c(&options, threads)
         }
     }
+}
+
+/// `maildrill check`: every file loaded and lowered; exit 2 if any cannot be.
+fn check(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut errors = 0;
+    for file in &scenario_files(paths)? {
+        match maildrill::runner::check_file(file) {
+            Ok(_) => say(format!("ok    {}", file.display())),
+            Err(error) => {
+                errors += 1;
+                eprintln!("error {error}");
+            }
+        }
+    }
+    Ok(if errors > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `maildrill list`: each scenario's name, file and description.
+fn list(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    for file in scenario_files(paths)? {
+        match maildrill::scenario::load(&file) {
+            Ok(scenario) => say(format!(
+                "{}  {}  {}",
+                scenario.name,
+                file.display(),
+                scenario.description
+            )),
+            Err(error) => eprintln!("error {error}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `maildrill serve`: the mocks on loopback in real time until Ctrl-C.
+fn serve_until_ctrl_c(options: &ServeOptions, threads: usize) -> anyhow::Result<ExitCode> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    let runtime = builder
+        .enable_all()
+        .build()
+        .context("failed to start the runtime")?;
+    runtime.block_on(async {
+        let served = serve::start(options, serve::real_time_clock)
+            .await
+            .context("failed to start serve")?;
+        say(format!(
+            "maildrill serve: HTTPS on {}, SMTP (STARTTLS) on {}",
+            served.http_addr, served.smtp_addr
+        ));
+        for (key, value) in &served.env {
+            if key != "MAILDRILL_CLIENT_SECRET" {
+                say(format!("  {key}={value}"));
+            }
+        }
+        say(format!(
+            "  environment written to {} (mode 0600)",
+            options.env_file.display()
+        ));
+        say("  Ctrl-C stops");
+        served
+            .run(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await;
+        say("maildrill serve: stopped");
+        Ok(ExitCode::SUCCESS)
+    })
 }

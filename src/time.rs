@@ -224,7 +224,7 @@ pub fn wall_ms<T>(f: impl FnOnce() -> T) -> (T, u64) {
 
 /// A seed from the wall clock, for a run whose user gave none (it is printed, so the run can
 /// be repeated with `--seed`).
-#[allow(
+#[expect(
     clippy::disallowed_methods,
     reason = "only picks a default seed, which is then printed"
 )]

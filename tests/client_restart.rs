@@ -65,6 +65,10 @@ fn worker(
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one story told in order: send, kill, restart, check"
+)]
 fn a_killed_client_resumes_from_its_database_with_nothing_lost() {
     replay_runtime().unwrap().block_on(async {
         let sim = Sim::new(

@@ -22,6 +22,10 @@ use maildrill::tenant::{Directory, SecretSpec, demo};
 use maildrill::time::{ClockExt as _, replay_runtime};
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one story told in order: mail, resync, rotation, check"
+)]
 fn every_inbound_message_is_synced_exactly_once_through_resync_and_rotation() {
     replay_runtime().unwrap().block_on(async {
         let start = at("2025-02-14T09:00:00Z");

@@ -306,6 +306,10 @@ async fn malformed_json_and_no_recipients_are_400() {
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one sync story told in order: pages, delta link, 410, resync"
+)]
 async fn delta_pages_with_next_and_delta_links_then_410_after_the_sync_state_is_gone() {
     let served = serve(spec()).await;
     {
@@ -411,6 +415,10 @@ async fn delta_pages_with_next_and_delta_links_then_410_after_the_sync_state_is_
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one story told in order: list, add, use, remove"
+)]
 async fn applications_api_lists_credentials_adds_and_removes_passwords() {
     let mut spec = spec();
     spec.settings.propagation_delay = std::time::Duration::ZERO;

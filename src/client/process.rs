@@ -96,6 +96,10 @@ pub struct Client {
 impl Client {
     /// Wires one process: one token provider (holding a refused credential in the outbox
     /// database) shared by the worker, the monitors and the sync.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one struct literal per part, in the order they share the token provider"
+    )]
     pub fn new(config: ClientConfig, parts: Parts) -> Client {
         let Parts {
             clock,

@@ -171,6 +171,25 @@ impl InboxSync {
         }
     }
 
+    /// Takes a page's messages, each once: a resync returns messages already seen.
+    fn take(&self, page: &DeltaPage<'_>) {
+        for message in &page.value {
+            let Some(id) = &message.id else {
+                continue;
+            };
+            if message.removed.is_none()
+                && self
+                    .state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .seen
+                    .insert(id.to_string())
+            {
+                self.note(SyncEvent::Synced { id: id.to_string() });
+            }
+        }
+    }
+
     /// Follows `nextLink`s from `url` to the `deltaLink`.
     async fn round(&self, mut url: String, prefer: &http::HeaderValue) -> Result<Round, Failure> {
         let mut refreshed = false;
@@ -219,22 +238,7 @@ impl InboxSync {
                     reason: format!("unreadable delta page: {e}"),
                     retry_after: None,
                 })?;
-            for message in &page.value {
-                let Some(id) = &message.id else {
-                    continue;
-                };
-                // A resync returns messages already seen: dedupe by id.
-                if message.removed.is_none()
-                    && self
-                        .state
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .seen
-                        .insert(id.to_string())
-                {
-                    self.note(SyncEvent::Synced { id: id.to_string() });
-                }
-            }
+            self.take(&page);
             if let Some(next) = page.next_link {
                 url = next.into_owned();
             } else if let Some(delta) = page.delta_link {

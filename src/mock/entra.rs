@@ -134,6 +134,10 @@ fn basic_credentials(request: &HttpRequest) -> Option<(String, String)> {
     Some((unescape(id), unescape(secret)))
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the request checked in the order Entra checks it, each refusal its own error"
+)]
 fn token(ctx: &mut Ctx<'_>, tenant_ref: &str, request: &HttpRequest) -> HttpResponse {
     if request.method() != http::Method::POST {
         return error(
@@ -201,25 +205,13 @@ fn token(ctx: &mut Ctx<'_>, tenant_ref: &str, request: &HttpRequest) -> HttpResp
         .authenticate(&tenant_id, &client_id, secret, ctx.now)
     {
         Ok(app) => app.app_id.clone(),
-        Err(refusal) => {
-            let kind = match refusal {
-                CredentialError::UnknownTenant => EntraError::UnknownTenant,
-                CredentialError::UnknownApp => EntraError::UnknownApp,
-                CredentialError::MissingSecret => EntraError::MissingCredential,
-                CredentialError::InvalidSecret => EntraError::InvalidSecret,
-                CredentialError::ExpiredSecret => EntraError::ExpiredSecret,
-            };
-            return error(ctx, kind, &names);
-        }
+        Err(refusal) => return error(ctx, refusal_error(refusal), &names),
     };
     let resource = match parse_scope(&scope) {
         Ok(resource) => resource,
-        Err(ScopeError::NotDefault) => {
-            return error(ctx, EntraError::InvalidScope, &[("scope", scope.clone())]);
-        }
-        Err(ScopeError::UnknownResource(resource)) => {
-            let vars = [("resource", resource), ("tenant_name", tenant_name)];
-            return error(ctx, EntraError::InvalidResource, &vars);
+        Err(refusal) => {
+            let (kind, vars) = scope_refusal(refusal, &scope, tenant_name);
+            return error(ctx, kind, &vars);
         }
     };
     let token = ctx
@@ -227,6 +219,32 @@ fn token(ctx: &mut Ctx<'_>, tenant_ref: &str, request: &HttpRequest) -> HttpResp
         .issue_token(&tenant_id, &app_id, resource, ctx.now)
         .expect("the app was authenticated under the lock just now");
     wire::entra_token(&token.value, lifetime, &ctx.vars)
+}
+
+/// The Entra error for a refused client credential.
+fn refusal_error(refusal: CredentialError) -> EntraError {
+    match refusal {
+        CredentialError::UnknownTenant => EntraError::UnknownTenant,
+        CredentialError::UnknownApp => EntraError::UnknownApp,
+        CredentialError::MissingSecret => EntraError::MissingCredential,
+        CredentialError::InvalidSecret => EntraError::InvalidSecret,
+        CredentialError::ExpiredSecret => EntraError::ExpiredSecret,
+    }
+}
+
+/// The Entra error for a `scope` that names no `{resource}/.default`, and its variables.
+fn scope_refusal(
+    refusal: ScopeError,
+    scope: &str,
+    tenant_name: String,
+) -> (EntraError, Vec<(&'static str, String)>) {
+    match refusal {
+        ScopeError::NotDefault => (EntraError::InvalidScope, vec![("scope", scope.to_string())]),
+        ScopeError::UnknownResource(resource) => (
+            EntraError::InvalidResource,
+            vec![("resource", resource), ("tenant_name", tenant_name)],
+        ),
+    }
 }
 
 enum ScopeError {

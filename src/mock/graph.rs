@@ -321,6 +321,40 @@ fn parse_mime(body: &[u8]) -> Result<Outgoing, GraphError> {
     })
 }
 
+/// `Prefer: odata.maxpagesize=N`, if the client sent it.
+fn preferred_page_size(request: &HttpRequest) -> Option<usize> {
+    header(request, "prefer").and_then(|p| {
+        p.split(',').find_map(|part| {
+            part.trim()
+                .strip_prefix("odata.maxpagesize=")?
+                .trim()
+                .parse()
+                .ok()
+        })
+    })
+}
+
+/// The delta request's state token, in one pass over the query: a `$skiptoken` wins over a
+/// `$deltatoken`; an empty one is none (the first round).
+fn state_token(request: &HttpRequest) -> Option<std::borrow::Cow<'_, str>> {
+    let mut token = None;
+    for (key, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+        match &*key {
+            "$skiptoken" => {
+                token = Some(value);
+                break;
+            }
+            "$deltatoken" if token.is_none() => token = Some(value),
+            _ => {}
+        }
+    }
+    token.filter(|t| !t.is_empty())
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "the request checked in the order Graph checks it, then the page"
+)]
 fn delta(
     ctx: &mut Ctx<'_>,
     request: &HttpRequest,
@@ -344,31 +378,11 @@ fn delta(
         return err(ctx, GraphError::UnknownFolder);
     }
     let settings = wire::graph_delta_settings();
-    let prefer = header(request, "prefer").and_then(|p| {
-        p.split(',').find_map(|part| {
-            part.trim()
-                .strip_prefix("odata.maxpagesize=")?
-                .trim()
-                .parse()
-                .ok()
-        })
-    });
+    let prefer = preferred_page_size(request);
     let page_size: usize = prefer
         .unwrap_or(settings.default_page_size)
         .clamp(1, settings.max_page_size);
-    // One pass over the query: a `$skiptoken` wins over a `$deltatoken`.
-    let mut token = None;
-    for (key, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
-        match &*key {
-            "$skiptoken" => {
-                token = Some(value);
-                break;
-            }
-            "$deltatoken" if token.is_none() => token = Some(value),
-            _ => {}
-        }
-    }
-    let token = token.filter(|t| !t.is_empty());
+    let token = state_token(request);
     let max_age = ctx
         .directory
         .tenant(&claims.tid)

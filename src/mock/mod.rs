@@ -319,6 +319,10 @@ impl HttpMocks {
     }
 
     /// Answers one request.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one request through routing, faults, the mock and the journal, in order"
+    )]
     pub fn handle(&self, request: HttpRequest) -> Reply {
         let now = self.clock.now_utc();
         let (mock, operation) = route(request.uri().path());
@@ -435,7 +439,10 @@ impl HttpMocks {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one journal entry's fields, named at each call site"
+    )]
     fn record(
         &self,
         at: DateTime<Utc>,

@@ -352,7 +352,7 @@ pub struct AppFile {
     pub display_name: Option<String>,
     /// Roles per resource (`graph`, `exchange`); absent resources get the defaults.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub roles: BTreeMap<String, Vec<String>>,
+    pub roles: BTreeMap<Resource, Vec<String>>,
     /// Client secrets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretFile>,
@@ -558,7 +558,6 @@ impl ScenarioFile {
             key,
             message,
         };
-        let start = self.start();
         let mut ids = self.seed().stream("scenario.ids");
         let defaults = TenantSettings::default();
         let tenant = &self.tenant;
@@ -581,55 +580,12 @@ impl ScenarioFile {
                 "must be longer than 0s".into(),
             ));
         }
-        let mut apps = Vec::new();
-        for (i, app) in tenant.apps.iter().enumerate() {
-            let mut roles = Vec::new();
-            for (resource, granted) in &app.roles {
-                let resource = match resource.as_str() {
-                    "graph" => Resource::Graph,
-                    "exchange" => Resource::Exchange,
-                    other => {
-                        return Err(semantic(
-                            format!("tenant.apps[{i}].roles.{other}"),
-                            "expected `graph` or `exchange`".into(),
-                        ));
-                    }
-                };
-                roles.push((resource, granted.clone()));
-            }
-            let mut secrets = Vec::new();
-            for (j, secret) in app.secrets.iter().enumerate() {
-                let secret_start = secret
-                    .start
-                    .map_or(start - chrono::TimeDelta::days(365), |w| w.resolve(start));
-                let end = secret.end.resolve(start);
-                if end <= secret_start {
-                    return Err(semantic(
-                        format!("tenant.apps[{i}].secrets[{j}].end"),
-                        "must be after the secret's start".into(),
-                    ));
-                }
-                secrets.push(SecretSpec {
-                    value: secret.value.clone(),
-                    display_name: secret
-                        .display_name
-                        .clone()
-                        .unwrap_or_else(|| format!("secret-{}", j + 1)),
-                    start: secret_start,
-                    end,
-                });
-            }
-            apps.push(AppSpec {
-                app_id: app.app_id.clone(),
-                object_id: app.object_id.clone().unwrap_or_else(|| ids.guid()),
-                display_name: app
-                    .display_name
-                    .clone()
-                    .unwrap_or_else(|| app.app_id.clone()),
-                secrets,
-                roles,
-            });
-        }
+        let apps = tenant
+            .apps
+            .iter()
+            .enumerate()
+            .map(|(i, app)| self.app_spec(path, i, app, &mut ids))
+            .collect::<Result<Vec<_>, _>>()?;
         let mailboxes = tenant
             .mailboxes
             .iter()
@@ -645,6 +601,50 @@ impl ScenarioFile {
             settings,
             apps,
             mailboxes,
+        })
+    }
+
+    /// The `i`th `[[tenant.apps]]`, its secrets checked and dated.
+    fn app_spec(
+        &self,
+        path: &Path,
+        i: usize,
+        app: &AppFile,
+        ids: &mut crate::seed::SeedRng,
+    ) -> Result<AppSpec, LoadError> {
+        let start = self.start();
+        let mut secrets = Vec::new();
+        for (j, secret) in app.secrets.iter().enumerate() {
+            let secret_start = secret
+                .start
+                .map_or(start - chrono::TimeDelta::days(365), |w| w.resolve(start));
+            let end = secret.end.resolve(start);
+            if end <= secret_start {
+                return Err(LoadError::Semantic {
+                    path: path.to_path_buf(),
+                    key: format!("tenant.apps[{i}].secrets[{j}].end"),
+                    message: "must be after the secret's start".into(),
+                });
+            }
+            secrets.push(SecretSpec {
+                value: secret.value.clone(),
+                display_name: secret
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| format!("secret-{}", j + 1)),
+                start: secret_start,
+                end,
+            });
+        }
+        Ok(AppSpec {
+            app_id: app.app_id.clone(),
+            object_id: app.object_id.clone().unwrap_or_else(|| ids.guid()),
+            display_name: app
+                .display_name
+                .clone()
+                .unwrap_or_else(|| app.app_id.clone()),
+            secrets,
+            roles: app.roles.clone().into_iter().collect(),
         })
     }
 }

@@ -281,67 +281,10 @@ fn needs(file: &ScenarioFile, settings: Settings) -> Vec<Capability> {
 /// A `fault` step lowered into a fault window, checked against its target.
 fn fault(path: &Path, i: usize, step: &StepFile, at: DateTime<Utc>) -> Result<Fault, LoadError> {
     let target = target(path, i, step)?;
-    let kind = match needed(
-        path,
-        i,
-        step.kind.as_ref(),
-        "kind",
-        "a fault needs a kind: latency, timeout, reset_peer, limit_data, bandwidth, respond, fail_but_deliver, drop_after_data, tls_failure or malformed_body",
-    )? {
-        FaultName::Latency => FaultKind::Latency {
-            delay: step.delay.map_or(Duration::from_secs(30), |d| d.0),
-        },
-        FaultName::Timeout => FaultKind::Timeout,
-        FaultName::ResetPeer => FaultKind::ResetPeer,
-        FaultName::DropAfterData => FaultKind::DropAfterData,
-        FaultName::TlsFailure => FaultKind::TlsFailure,
-        FaultName::MalformedBody => FaultKind::MalformedBody,
-        FaultName::LimitData => FaultKind::LimitData {
-            bytes: usize::try_from(needed(
-                path,
-                i,
-                step.bytes.as_ref(),
-                "bytes",
-                "limit_data needs the bytes of each reply that get through",
-            )?)
-            .unwrap_or(usize::MAX),
-        },
-        FaultName::Bandwidth => FaultKind::Bandwidth {
-            bytes_per_second: needed(
-                path,
-                i,
-                step.bytes_per_second.as_ref(),
-                "bytes_per_second",
-                "bandwidth needs its rate in bytes per second",
-            )?,
-        },
-        name @ (FaultName::Respond | FaultName::FailButDeliver) => {
-            let key = needed(
-                path,
-                i,
-                step.reply.as_ref(),
-                "reply",
-                "a catalogue reply key is needed",
-            )?;
-            let reply = CatalogueReply::parse(target, &key)
-                .map_err(|e| semantic(path, format!("timeline[{i}].reply"), e.to_string()))?;
-            if name == FaultName::Respond {
-                FaultKind::Respond {
-                    reply,
-                    retry_after: None,
-                }
-            } else {
-                FaultKind::FailButDeliver {
-                    reply,
-                    retry_after: None,
-                }
-            }
-        }
-    };
     let fault = Fault {
         target,
         operation: step.operation.clone(),
-        kind,
+        kind: fault_kind(path, i, step, target)?,
         activation: Activation {
             from: Some(at),
             until: step.duration.map(|d| at + to_chrono(d.0)),
@@ -353,6 +296,74 @@ fn fault(path: &Path, i: usize, step: &StepFile, at: DateTime<Utc>) -> Result<Fa
         .validate()
         .map_err(|e| semantic(path, format!("timeline[{i}]"), e.to_string()))?;
     Ok(fault)
+}
+
+/// A `fault` step's kind with the parameters it needs.
+fn fault_kind(
+    path: &Path,
+    i: usize,
+    step: &StepFile,
+    target: Target,
+) -> Result<FaultKind, LoadError> {
+    Ok(
+        match needed(
+            path,
+            i,
+            step.kind.as_ref(),
+            "kind",
+            "a fault needs a kind: latency, timeout, reset_peer, limit_data, bandwidth, respond, fail_but_deliver, drop_after_data, tls_failure or malformed_body",
+        )? {
+            FaultName::Latency => FaultKind::Latency {
+                delay: step.delay.map_or(Duration::from_secs(30), |d| d.0),
+            },
+            FaultName::Timeout => FaultKind::Timeout,
+            FaultName::ResetPeer => FaultKind::ResetPeer,
+            FaultName::DropAfterData => FaultKind::DropAfterData,
+            FaultName::TlsFailure => FaultKind::TlsFailure,
+            FaultName::MalformedBody => FaultKind::MalformedBody,
+            FaultName::LimitData => FaultKind::LimitData {
+                bytes: usize::try_from(needed(
+                    path,
+                    i,
+                    step.bytes.as_ref(),
+                    "bytes",
+                    "limit_data needs the bytes of each reply that get through",
+                )?)
+                .unwrap_or(usize::MAX),
+            },
+            FaultName::Bandwidth => FaultKind::Bandwidth {
+                bytes_per_second: needed(
+                    path,
+                    i,
+                    step.bytes_per_second.as_ref(),
+                    "bytes_per_second",
+                    "bandwidth needs its rate in bytes per second",
+                )?,
+            },
+            name @ (FaultName::Respond | FaultName::FailButDeliver) => {
+                let key = needed(
+                    path,
+                    i,
+                    step.reply.as_ref(),
+                    "reply",
+                    "a catalogue reply key is needed",
+                )?;
+                let reply = CatalogueReply::parse(target, &key)
+                    .map_err(|e| semantic(path, format!("timeline[{i}].reply"), e.to_string()))?;
+                if name == FaultName::Respond {
+                    FaultKind::Respond {
+                        reply,
+                        retry_after: None,
+                    }
+                } else {
+                    FaultKind::FailButDeliver {
+                        reply,
+                        retry_after: None,
+                    }
+                }
+            }
+        },
+    )
 }
 
 impl Plan {

@@ -119,6 +119,28 @@ impl Bundled {
         Ok(Outbox::open(&start.state_dir.join(OUTBOX_FILE))?)
     }
 
+    /// The token provider: where the secret is read, how far ahead a token is refreshed,
+    /// whether `Retry-After` and a refused credential's hold are kept.
+    fn token_config(&self, start: &Start) -> TokenConfig {
+        let profile = self.profile;
+        // The naive client reads its secret once at start: a rotation needs a restart.
+        let source = match profile {
+            Profile::Naive2025 => SecretSource::Value(Secret::new(start.secret.current())),
+            Profile::Remediated | Profile::Mutant(_) => {
+                SecretSource::File(start.secret.path().to_path_buf())
+            }
+        };
+        let endpoints = &start.endpoints;
+        let mut token =
+            TokenConfig::new(endpoints.token_url.clone(), start.client_id.clone(), source);
+        token.refresh_ahead = start.settings.refresh_ahead;
+        token.read_retry_after = !profile.has(Mutation::IgnoresRetryAfter);
+        if profile.has(Mutation::TightAuthLoop) || profile == Profile::Naive2025 {
+            token.refusal_hold_cap = Duration::ZERO;
+        }
+        token
+    }
+
     /// The profile and the scenario's settings lowered into one process's configuration.
     fn config(
         &self,
@@ -129,20 +151,7 @@ impl Bundled {
         let profile = self.profile;
         let settings = start.settings;
         let endpoints = &start.endpoints;
-        // The naive client reads its secret once at start: a rotation needs a restart.
-        let source = match profile {
-            Profile::Naive2025 => SecretSource::Value(Secret::new(start.secret.current())),
-            Profile::Remediated | Profile::Mutant(_) => {
-                SecretSource::File(start.secret.path().to_path_buf())
-            }
-        };
-        let mut token =
-            TokenConfig::new(endpoints.token_url.clone(), start.client_id.clone(), source);
-        token.refresh_ahead = settings.refresh_ahead;
-        token.read_retry_after = !profile.has(Mutation::IgnoresRetryAfter);
-        if profile.has(Mutation::TightAuthLoop) || profile == Profile::Naive2025 {
-            token.refusal_hold_cap = Duration::ZERO;
-        }
+        let token = self.token_config(start);
         let transport = if settings.graph {
             Transport::Graph {
                 http: http.clone(),

@@ -18,7 +18,7 @@ struct SmtpFile {
     trailer: String,
     region: String,
     replies: BTreeMap<String, String>,
-    #[allow(dead_code, reason = "read by people reviewing the catalogue")]
+    #[expect(dead_code, reason = "read by people reviewing the catalogue")]
     choices: BTreeMap<String, String>,
 }
 

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::expect::{Expectation, ReceivedMessage, VerificationReport};
 use super::replies;
-use super::session::{Backend, Envelope, Login, Next, Refusal, Session, SessionConfig};
+use super::session::{Backend, Envelope, Login, Next, Refusal, Session, SessionConfig, Step};
 use crate::fault::{
     CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, SharedFaults, Target,
 };
@@ -265,6 +265,8 @@ impl SmtpServer {
         (config, vars)
     }
 
+    /// Serves one connection: each command read, its fault decided, the session's reply
+    /// written (replies to pipelined commands flushed together).
     async fn run(&self, session: &mut Session, conn: &mut Conn) -> std::io::Result<()> {
         let mut out = String::new();
         loop {
@@ -285,130 +287,197 @@ impl SmtpServer {
                 "data-line" => None,
                 _ => self.decide(operation),
             };
-            // Faults that stop a command before the session sees it.
-            match &fault {
-                Some(FaultKind::ResetPeer) => {
-                    self.record(conn.id, operation, "<reset>", "", fault.as_ref(), "reset");
-                    conn.stream.write_all(out.as_bytes()).await?;
-                    return Ok(());
-                }
-                // After the final dot the message is taken and only the reply hangs.
-                Some(FaultKind::Timeout) if operation != "end-of-data" => {
-                    self.record(conn.id, operation, "<no reply>", "", fault.as_ref(), "hang");
-                    conn.stream.write_all(out.as_bytes()).await?;
-                    self.clock.park_forever().await;
-                    return Ok(());
-                }
-                Some(FaultKind::Respond {
-                    reply: CatalogueReply::Smtp(key),
-                    ..
-                }) => {
-                    let text = session.render(key, &mut self.backend());
-                    let shown = line
-                        .as_deref()
-                        .map_or_else(|| "<line too long>".into(), show_line);
-                    self.record(conn.id, operation, &shown, &text, fault.as_ref(), "respond");
-                    out.push_str(&text);
-                    if text.starts_with("421") {
-                        conn.stream.write_all(out.as_bytes()).await?;
-                        conn.stream.shutdown().await?;
-                        return Ok(());
-                    }
-                    continue;
-                }
-                _ => {}
+            let command = Command {
+                operation,
+                line: line.as_deref(),
+                fault: fault.as_ref(),
+            };
+            match self.pre_empt(session, conn, &mut out, &command).await? {
+                Flow::Go => {}
+                Flow::Skip => continue,
+                Flow::End => return Ok(()),
             }
-            let step = match line {
+            let step = match command.line {
                 None => session.on_overlong_line(),
-                Some(line) => session.on_line(&line, &mut self.backend()),
+                Some(line) => session.on_line(line, &mut self.backend()),
             };
-            let delivery = match &fault {
-                Some(FaultKind::DropAfterData) if step.accepted => "drop after data",
-                Some(FaultKind::Timeout) => "hang",
-                Some(FaultKind::TlsFailure) if step.next == Next::StartTls => "tls failure",
-                _ => "respond",
-            };
-            if let Some(command) = &step.command {
-                // A hung reply never leaves: the journal shows none.
-                let reply = if delivery == "hang" { "" } else { &step.reply };
-                self.record(conn.id, operation, command, reply, fault.as_ref(), delivery);
-            }
-            match &fault {
-                Some(FaultKind::Latency { delay }) => {
-                    conn.stream.write_all(out.as_bytes()).await?;
-                    out.clear();
-                    self.clock.park(*delay).await;
-                }
-                Some(FaultKind::Bandwidth { bytes_per_second }) => {
-                    conn.stream.write_all(out.as_bytes()).await?;
-                    out.clear();
-                    let bytes = step.reply.len() as f64;
-                    let delay = std::time::Duration::from_secs_f64(
-                        bytes / (*bytes_per_second).max(1) as f64,
-                    );
-                    self.clock.park(delay).await;
-                }
-                Some(FaultKind::Timeout) => {
-                    conn.stream.write_all(out.as_bytes()).await?;
-                    self.clock.park_forever().await;
-                    return Ok(());
-                }
-                Some(FaultKind::DropAfterData) if step.accepted => {
-                    // Stored, but the client never hears: the duplicate-send trap.
-                    conn.stream.write_all(out.as_bytes()).await?;
-                    return Ok(());
-                }
-                Some(FaultKind::LimitData { bytes }) => {
-                    out.push_str(&step.reply);
-                    let cut = (*bytes).min(out.len());
-                    conn.stream.write_all(&out.as_bytes()[..cut]).await?;
-                    return Ok(());
-                }
-                _ => {}
+            self.record_step(conn.id, &command, &step);
+            if let Flow::End = self
+                .fault_on_reply(conn, &mut out, &step, command.fault)
+                .await?
+            {
+                return Ok(());
             }
             out.push_str(&step.reply);
-            match step.next {
-                Next::Line => {}
-                Next::Close => {
-                    conn.stream.write_all(out.as_bytes()).await?;
-                    conn.stream.shutdown().await?;
-                    return Ok(());
-                }
-                Next::Chunk(size) => {
-                    conn.stream.write_all(out.as_bytes()).await?;
-                    out.clear();
-                    let chunk = conn.read_exact(size).await?;
-                    let step = session.on_chunk(&chunk, &mut self.backend());
-                    if let Some(command) = &step.command {
-                        self.record(conn.id, "bdat", command, &step.reply, None, "respond");
-                    }
-                    out.push_str(&step.reply);
-                }
-                Next::StartTls => {
-                    conn.stream.write_all(out.as_bytes()).await?;
-                    out.clear();
-                    let Some(tls) = self.config.tls.clone() else {
-                        return Ok(());
-                    };
-                    if matches!(fault, Some(FaultKind::TlsFailure)) {
-                        // The client starts its handshake into a closed connection.
-                        conn.stream.shutdown().await?;
-                        return Ok(());
-                    }
-                    // Anything pipelined after STARTTLS is discarded (RFC 3207, section 4).
-                    conn.buffer.clear();
-                    conn.start = 0;
-                    let plain =
-                        std::mem::replace(&mut conn.stream, Box::new(tokio::io::duplex(1).0));
-                    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-                    match acceptor.accept(plain).await {
-                        Ok(stream) => conn.stream = Box::new(stream),
-                        Err(_) => return Ok(()),
-                    }
-                    session.tls_started();
-                }
+            if let Flow::End = self
+                .follow(session, conn, &mut out, &step, command.fault)
+                .await?
+            {
+                return Ok(());
             }
         }
+    }
+
+    /// Faults that stop a command before the session sees it: a reset, a hang (except after
+    /// the final dot, where the message is taken and only the reply hangs), a catalogue reply.
+    async fn pre_empt(
+        &self,
+        session: &mut Session,
+        conn: &mut Conn,
+        out: &mut String,
+        command: &Command<'_>,
+    ) -> std::io::Result<Flow> {
+        let (operation, fault) = (command.operation, command.fault);
+        match fault {
+            Some(FaultKind::ResetPeer) => {
+                self.record(conn.id, operation, "<reset>", "", fault, "reset");
+                conn.stream.write_all(out.as_bytes()).await?;
+                Ok(Flow::End)
+            }
+            Some(FaultKind::Timeout) if operation != "end-of-data" => {
+                self.record(conn.id, operation, "<no reply>", "", fault, "hang");
+                conn.stream.write_all(out.as_bytes()).await?;
+                self.clock.park_forever().await;
+                Ok(Flow::End)
+            }
+            Some(FaultKind::Respond {
+                reply: CatalogueReply::Smtp(key),
+                ..
+            }) => {
+                let text = session.render(key, &mut self.backend());
+                let shown = command
+                    .line
+                    .map_or_else(|| "<line too long>".into(), show_line);
+                self.record(conn.id, operation, &shown, &text, fault, "respond");
+                out.push_str(&text);
+                if text.starts_with("421") {
+                    conn.stream.write_all(out.as_bytes()).await?;
+                    conn.stream.shutdown().await?;
+                    return Ok(Flow::End);
+                }
+                Ok(Flow::Skip)
+            }
+            _ => Ok(Flow::Go),
+        }
+    }
+
+    /// The journal entry of a command the session answered, with what the fault does to it.
+    fn record_step(&self, connection: u64, command: &Command<'_>, step: &Step) {
+        let delivery = match command.fault {
+            Some(FaultKind::DropAfterData) if step.accepted => "drop after data",
+            Some(FaultKind::Timeout) => "hang",
+            Some(FaultKind::TlsFailure) if step.next == Next::StartTls => "tls failure",
+            _ => "respond",
+        };
+        if let Some(shown) = &step.command {
+            // A hung reply never leaves: the journal shows none.
+            let reply = if delivery == "hang" { "" } else { &step.reply };
+            self.record(
+                connection,
+                command.operation,
+                shown,
+                reply,
+                command.fault,
+                delivery,
+            );
+        }
+    }
+
+    /// Faults on the way the reply goes out: late, slow, never, cut, or not at all after a
+    /// message was stored.
+    async fn fault_on_reply(
+        &self,
+        conn: &mut Conn,
+        out: &mut String,
+        step: &Step,
+        fault: Option<&FaultKind>,
+    ) -> std::io::Result<Flow> {
+        match fault {
+            Some(FaultKind::Latency { delay }) => {
+                conn.stream.write_all(out.as_bytes()).await?;
+                out.clear();
+                self.clock.park(*delay).await;
+            }
+            Some(FaultKind::Bandwidth { bytes_per_second }) => {
+                conn.stream.write_all(out.as_bytes()).await?;
+                out.clear();
+                let bytes = step.reply.len() as f64;
+                let delay =
+                    std::time::Duration::from_secs_f64(bytes / (*bytes_per_second).max(1) as f64);
+                self.clock.park(delay).await;
+            }
+            Some(FaultKind::Timeout) => {
+                conn.stream.write_all(out.as_bytes()).await?;
+                self.clock.park_forever().await;
+                return Ok(Flow::End);
+            }
+            Some(FaultKind::DropAfterData) if step.accepted => {
+                // Stored, but the client never hears: the duplicate-send trap.
+                conn.stream.write_all(out.as_bytes()).await?;
+                return Ok(Flow::End);
+            }
+            Some(FaultKind::LimitData { bytes }) => {
+                out.push_str(&step.reply);
+                let cut = (*bytes).min(out.len());
+                conn.stream.write_all(&out.as_bytes()[..cut]).await?;
+                return Ok(Flow::End);
+            }
+            _ => {}
+        }
+        Ok(Flow::Go)
+    }
+
+    /// What the session asked for after its reply: the next line, a BDAT chunk, the TLS
+    /// upgrade, or the end.
+    async fn follow(
+        &self,
+        session: &mut Session,
+        conn: &mut Conn,
+        out: &mut String,
+        step: &Step,
+        fault: Option<&FaultKind>,
+    ) -> std::io::Result<Flow> {
+        match step.next {
+            Next::Line => {}
+            Next::Close => {
+                conn.stream.write_all(out.as_bytes()).await?;
+                conn.stream.shutdown().await?;
+                return Ok(Flow::End);
+            }
+            Next::Chunk(size) => {
+                conn.stream.write_all(out.as_bytes()).await?;
+                out.clear();
+                let chunk = conn.read_exact(size).await?;
+                let step = session.on_chunk(&chunk, &mut self.backend());
+                if let Some(command) = &step.command {
+                    self.record(conn.id, "bdat", command, &step.reply, None, "respond");
+                }
+                out.push_str(&step.reply);
+            }
+            Next::StartTls => {
+                conn.stream.write_all(out.as_bytes()).await?;
+                out.clear();
+                let Some(tls) = self.config.tls.clone() else {
+                    return Ok(Flow::End);
+                };
+                if matches!(fault, Some(FaultKind::TlsFailure)) {
+                    // The client starts its handshake into a closed connection.
+                    conn.stream.shutdown().await?;
+                    return Ok(Flow::End);
+                }
+                // Anything pipelined after STARTTLS is discarded (RFC 3207, section 4).
+                conn.buffer.clear();
+                conn.start = 0;
+                let plain = std::mem::replace(&mut conn.stream, Box::new(tokio::io::duplex(1).0));
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                match acceptor.accept(plain).await {
+                    Ok(stream) => conn.stream = Box::new(stream),
+                    Err(_) => return Ok(Flow::End),
+                }
+                session.tls_started();
+            }
+        }
+        Ok(Flow::Go)
     }
 
     fn decide(&self, operation: &str) -> Option<FaultKind> {
@@ -719,6 +788,24 @@ fn schedule_delivery(
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// One command as read, and the fault decided for it.
+struct Command<'a> {
+    operation: &'static str,
+    /// `None` for a line over the limit.
+    line: Option<&'a [u8]>,
+    fault: Option<&'a FaultKind>,
+}
+
+/// Whether the connection loop goes on after a stage.
+enum Flow {
+    /// To the next stage of this command.
+    Go,
+    /// To the next command (the reply is already written).
+    Skip,
+    /// The connection is over.
+    End,
+}
 
 struct Conn {
     /// The connection's number (journal facts).
