@@ -159,8 +159,11 @@ fn throttling_outages_and_hangs_are_transient() {
             tokens.token(GRAPH_SCOPE).await.unwrap_err(),
             Failure::Transient { .. }
         ));
-        // The second failure in a row is held for 2 s.
-        sim.clock.sleep(Duration::from_secs(2)).await;
+        // The second failure in a row is held twice as long as the caller waited after the
+        // first (the 60 s of its Retry-After): 120 s.
+        sim.clock.sleep(Duration::from_secs(119)).await;
+        assert_eq!(tokens.requests(), sent + 1, "no request while held");
+        sim.clock.sleep(Duration::from_secs(1)).await;
         sim.mocks.clear_target(Target::Entra);
         let mut hang = entra_fault(FaultKind::Timeout);
         hang.activation.first = Some(1);
@@ -171,7 +174,10 @@ fn throttling_outages_and_hangs_are_transient() {
             Failure::Transient { .. }
         ));
         assert_eq!(sim.clock.now_utc() - before, TimeDelta::seconds(30));
-        sim.clock.sleep(Duration::from_secs(4)).await;
+        // 150 s since the failure before: held the 5 min cap.
+        sim.clock.sleep(Duration::from_secs(299)).await;
+        assert!(tokens.token(GRAPH_SCOPE).await.is_err());
+        sim.clock.sleep(Duration::from_secs(1)).await;
         assert!(tokens.token(GRAPH_SCOPE).await.is_ok());
     });
 }
@@ -234,16 +240,15 @@ fn a_refused_credential_stays_held_across_a_restart_until_the_secret_changes() {
             )
         };
         let first = process();
-        for _ in 0..4 {
+        for n in 0..4 {
             assert!(matches!(
                 first.token(GRAPH_SCOPE).await.unwrap_err(),
                 Failure::Credential(CredentialProblem::Expired)
             ));
-            // Past each hold: 1 s, 2 s, 4 s, then 8 s.
-            sim.clock.sleep(Duration::from_secs(8)).await;
+            // Just past each hold: 1 s, 2 s, 4 s, then 8 s.
+            sim.clock.sleep(Duration::from_secs(1 << n)).await;
         }
         assert_eq!(first.requests(), 4);
-        sim.clock.sleep(Duration::from_secs(7)).await;
         assert!(matches!(
             first.token(GRAPH_SCOPE).await.unwrap_err(),
             Failure::Credential(_)

@@ -2,7 +2,8 @@
 //! ahead of `exp`, one request in flight however many senders wait, and failures classified.
 //!
 //! A failed request is held: until its hold ends (1 s, doubling to 5 min over failures in a
-//! row, never before the endpoint's `Retry-After`) every caller, the sender, the monitors and
+//! row, and at least twice the time since the failure before, never before the endpoint's
+//! `Retry-After`) every caller, the sender, the monitors and
 //! the sync alike, gets the same failure without a request, so however many parts of the
 //! client ask, Entra sees one probe per interval. A new secret value ends the hold at once.
 
@@ -118,6 +119,8 @@ struct Refusal {
     secret: Option<Secret>,
     until: Instant,
     refusals: u32,
+    /// When the request failed (`None` for a hold resumed from the store).
+    at: Option<Instant>,
 }
 
 /// An access token. Its `Debug` never shows the value.
@@ -307,6 +310,7 @@ impl TokenProvider {
                 secret: secret.cloned(),
                 until: now + left,
                 refusals: stored.refusals,
+                at: None,
             });
         }
         let held = refusal
@@ -329,9 +333,13 @@ impl TokenProvider {
             return;
         }
         let mut refusal = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
-        let refusals = match refusal.as_ref() {
-            Some(r) if r.secret == secret => r.refusals.saturating_add(1),
-            _ => 0,
+        let now = self.clock.now();
+        let (refusals, since_last) = match refusal.as_ref() {
+            Some(r) if r.secret == secret => (
+                r.refusals.saturating_add(1),
+                r.at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
+            ),
+            _ => (0, Duration::ZERO),
         };
         let retry_after = match failure {
             Failure::Transient { retry_after, .. } if self.config.read_retry_after => {
@@ -339,8 +347,12 @@ impl TokenProvider {
             }
             _ => Duration::ZERO,
         };
+        // Callers that come back on their own cadence (a sync every minute, a refresh ahead
+        // of expiry) would otherwise meet an expired hold each time, and Entra would see
+        // failures at that steady rate: the hold doubles the gap actually seen as well.
         let hold = Duration::from_secs(1)
             .saturating_mul(2u32.saturating_pow(refusals.min(20)))
+            .max(since_last.saturating_mul(2))
             .min(self.config.refusal_hold_cap)
             .max(retry_after)
             .max(self.budget_wait());
@@ -357,8 +369,9 @@ impl TokenProvider {
         *refusal = Some(Refusal {
             failure: failure.clone(),
             secret,
-            until: self.clock.now() + hold,
+            until: now + hold,
             refusals,
+            at: Some(now),
         });
     }
 

@@ -377,7 +377,7 @@ fn waits(attempts: &[Attempt], restarts: &[DateTime<Utc>]) -> Vec<WaitSeen> {
         .filter(|a| a.outcome != Outcome::Unknown)
         .collect();
     let between =
-        |from: DateTime<Utc>, to: DateTime<Utc>| restarts.iter().any(|r| *r >= from && *r < to);
+        |from: DateTime<Utc>, to: DateTime<Utc>| restarts.iter().any(|r| *r >= from && *r <= to);
     let other_inside = |kind: AttemptKind, from: DateTime<Utc>, to: DateTime<Utc>| {
         known
             .iter()
