@@ -188,6 +188,8 @@ async fn drive<S: Subject>(
     Ok(record)
 }
 
+/// Starts the subject (generation 0, or again after a restart on the same state directory),
+/// handing it the sim's endpoints and, in memory, its transports.
 async fn start<S: Subject>(
     plan: &Plan,
     subject: &S,
@@ -216,6 +218,7 @@ async fn start<S: Subject>(
     check(subject, "start", started)
 }
 
+/// Stops the subject, first asking what it synced: only the subject can say.
 async fn stop<S: Subject>(
     subject: &S,
     process: S::Process,
