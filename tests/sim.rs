@@ -181,3 +181,42 @@ async fn on_sockets_the_sim_answers_a_token_request_over_https_with_its_ca() {
     ));
     sim.shutdown().await;
 }
+
+#[test]
+fn the_mail_a_mailbox_sent_is_queried_on_the_sim() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = Sim::builder().build_in_memory().unwrap();
+        sim.expect(HttpExpectation::new(
+            RequestMatcher::send_mail().with_status(202),
+            Times::exactly(1),
+        ));
+        let net = sim.net().unwrap();
+        let credentials = sim.credentials();
+        let token = net
+            .send(credentials.token_request(&sim.endpoints().token_url))
+            .await
+            .unwrap();
+        let token: serde_json::Value = serde_json::from_slice(token.body()).unwrap();
+        let body = r#"{"message":{"subject":"Invoice 7","toRecipients":[{"emailAddress":{"address":"a@example.com"}}]}}"#;
+        let send = http::Request::post(format!(
+            "{}/users/{}/sendMail",
+            sim.endpoints().graph_url,
+            credentials.mailbox
+        ))
+        .header(
+            "Authorization",
+            format!("Bearer {}", token["access_token"].as_str().unwrap()),
+        )
+        .header("Content-Type", "application/json")
+        .body(body.as_bytes().to_vec())
+        .unwrap();
+        assert_eq!(net.send(send).await.unwrap().status(), 202);
+        let sent = sim.sent_mail();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            (sent[0].subject.as_str(), sent[0].to.as_slice()),
+            ("Invoice 7", ["a@example.com".to_string()].as_slice())
+        );
+        assert!(sim.received().is_empty(), "nothing came over SMTP");
+    });
+}
