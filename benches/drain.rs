@@ -20,15 +20,9 @@ use maildrill::client::send::{Sender, SmtpConnector, TcpSmtpConnector, Transport
 use maildrill::client::token::{TokenConfig, TokenProvider};
 use maildrill::client::transport::{HttpTransport, ReqwestTransport};
 use maildrill::client::worker::{Worker, WorkerConfig};
-use maildrill::journal::Journal;
-use maildrill::mock::smtp::{SmtpConfig, SmtpServer};
-use maildrill::mock::{Endpoints, HttpMocks, HttpMocksConfig};
-use maildrill::seed::Seed;
-use maildrill::tenant::{Directory, DirectoryConfig, SharedDirectory, demo};
-use maildrill::time::{SharedClock, VirtualClock};
-use maildrill::tls::Pki;
-use maildrill::wiring::memory::{MemoryNet, MemorySmtp};
-use maildrill::wiring::socket::{HttpListener, SmtpListener};
+use maildrill::mock::smtp::SmtpConfig;
+use maildrill::tenant::demo;
+use maildrill::{Journal, Seed, SharedClock, Sim, SimBuilder, SocketOptions};
 
 const SECRET: &str = "Rot8Q~rotated-secret-for-the-drain-00000";
 
@@ -36,25 +30,22 @@ fn start() -> DateTime<Utc> {
     "2025-02-15T02:08:00Z".parse().unwrap()
 }
 
-fn directory() -> SharedDirectory {
+/// The sim of both wirings: the demo tenant holding the sent mail, the SMTP mock with the
+/// tenant's limits off (the figure measures maildrill, not Exchange's quotas), a bounded
+/// journal.
+fn sim() -> SimBuilder {
     let mut tenant = demo::tenant(start() - TimeDelta::days(1), SECRET, TimeDelta::days(365));
     tenant.settings.sent_capacity = 10_000;
-    Directory::new(&DirectoryConfig {
-        seed: Seed(7),
-        tenants: vec![tenant],
-    })
-    .shared()
-}
-
-fn smtp_config(pki: &Pki) -> SmtpConfig {
-    // The tenant's limits off: the figure measures maildrill, not Exchange's quotas.
-    SmtpConfig {
-        seed: Seed(7),
-        tls: Some(pki.server_config(false).unwrap()),
-        messages_per_minute: usize::MAX / 2,
-        recipients_per_day: usize::MAX / 2,
-        ..SmtpConfig::default()
-    }
+    Sim::builder()
+        .start(start())
+        .seed(Seed(7))
+        .tenant(tenant)
+        .journal(Journal::bounded(10_000))
+        .smtp(SmtpConfig {
+            messages_per_minute: usize::MAX / 2,
+            recipients_per_day: usize::MAX / 2,
+            ..SmtpConfig::default()
+        })
 }
 
 fn fill(messages: usize) -> (Arc<Outbox>, std::path::PathBuf) {
@@ -144,35 +135,19 @@ fn in_memory(messages: usize) {
     let (outbox, path) = fill(messages);
     let runtime = maildrill::time::replay_runtime().unwrap();
     let (delivered, elapsed) = runtime.block_on(async {
-        let clock = VirtualClock::starting_at(start()).shared();
-        let pki = Pki::generate().unwrap();
-        let directory = directory();
-        let journal = Journal::bounded(10_000);
-        let mocks = HttpMocks::new(
-            directory.clone(),
-            clock.clone(),
-            journal.clone(),
-            HttpMocksConfig {
-                seed: Seed(7),
-                ..HttpMocksConfig::default()
-            },
-        );
-        let smtp = SmtpServer::new(directory, clock.clone(), journal, smtp_config(&pki));
-        let token_url = format!(
-            "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
-            demo::TENANT_ID
-        );
+        let sim = sim().build_in_memory().unwrap();
+        let memory = sim.memory().unwrap();
         let worker = worker(
-            clock,
-            Arc::new(MemoryNet::new(mocks)),
-            token_url,
-            Arc::new(MemorySmtp::new(smtp.clone())),
-            pki.ca_pem().to_string(),
+            sim.clock().clone(),
+            memory.http,
+            sim.endpoints().token_url.clone(),
+            memory.smtp,
+            sim.ca_pem().to_string(),
             outbox,
         );
         let started = Instant::now();
         worker.run(start() + TimeDelta::days(1)).await.unwrap();
-        (smtp.accepted() as usize, started.elapsed())
+        (sim.smtp().accepted() as usize, started.elapsed())
     });
     report("in-memory", messages, delivered, elapsed);
     cleanup(&path);
@@ -185,52 +160,32 @@ fn sockets(messages: usize) {
         .build()
         .unwrap();
     let (delivered, elapsed) = runtime.block_on(async {
-        let clock = VirtualClock::starting_at(start()).shared();
-        let pki = Pki::generate().unwrap();
-        let directory = directory();
-        let journal = Journal::bounded(10_000);
-        let http_tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!(
-            "https://localhost:{}",
-            http_tcp.local_addr().unwrap().port()
-        );
-        let config = HttpMocksConfig {
-            seed: Seed(7),
-            endpoints: Endpoints {
-                login_base: base.clone(),
-                graph_base: base.clone(),
-            },
-            ..HttpMocksConfig::default()
-        };
-        let mocks = HttpMocks::new(directory.clone(), clock.clone(), journal.clone(), config);
-        let _http =
-            HttpListener::new(http_tcp, mocks, Some(pki.server_config(true).unwrap())).spawn();
-        let smtp_tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let smtp_addr = smtp_tcp.local_addr().unwrap();
-        let smtp = SmtpServer::new(directory, clock.clone(), journal, smtp_config(&pki));
-        let _smtp = SmtpListener::new(smtp_tcp, smtp.clone()).spawn();
+        let sim = sim()
+            .sockets(SocketOptions::default())
+            .build()
+            .await
+            .unwrap();
         let reqwest = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem().as_bytes()).unwrap())
+            .add_root_certificate(reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).unwrap())
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let token_url = format!("{base}/{}/oauth2/v2.0/token", demo::TENANT_ID);
         let connector = Arc::new(TcpSmtpConnector {
-            address: smtp_addr.to_string(),
+            address: sim.smtp_addr().unwrap().to_string(),
         });
         let worker = worker(
-            clock,
+            sim.clock().clone(),
             Arc::new(ReqwestTransport::new(reqwest)),
-            token_url,
+            sim.endpoints().token_url.clone(),
             connector,
-            pki.ca_pem().to_string(),
+            sim.ca_pem().to_string(),
             outbox,
         );
         let started = Instant::now();
         worker.run(start() + TimeDelta::days(1)).await.unwrap();
-        (smtp.accepted() as usize, started.elapsed())
+        (sim.smtp().accepted() as usize, started.elapsed())
     });
     report("sockets", messages, delivered, elapsed);
     cleanup(&path);

@@ -7,6 +7,9 @@
 //!
 //! # Map of the crate
 //!
+//! - [`Sim`] (module [`sim`]): the front door. One builder call stands up the tenant and the
+//!   mocks in memory or on loopback sockets, and hands back the endpoints, the CA, faults
+//!   under guards, HTTP expectations verified on drop, the journal and the mail.
 //! - [`time`]: the clock (virtual on the replay runtime, harness-driven over sockets, real in
 //!   production) and [`time::replay_runtime`].
 //! - [`seed`]: the only source of randomness.
@@ -17,9 +20,14 @@
 //! - [`journal`]: what every mock served, on the virtual clock, redacted.
 //! - [`wiring`]: in-memory duplex streams (replay) and loopback sockets (`serve`).
 //! - [`tls`]: the generated CA and certificates.
-//! - [`scenario`]: scenario files (the tenant section so far).
+//! - [`subject`]: the seam a client under test sits behind ([`Subject`], [`Process`]).
+//! - [`runner`]: a scenario replayed against a subject, judged into a report.
+//! - [`scenario`]: scenario files; [`chaos`]: generated ones.
 //! - [`serve`]: `maildrill serve`.
-//! - [`client`]: the mail client under test (backoff and failure classification so far).
+//! - [`client`]: the bundled mail client, one subject among many.
+//!
+//! The types an embedding test needs most are re-exported here, so it writes
+//! `maildrill::{Sim, Fault, FaultKind, Target, Subject, ...}`.
 //!
 //! # Example: an expired secret, replayed in virtual time
 //!
@@ -27,37 +35,24 @@
 //! use std::time::Duration;
 //!
 //! use chrono::TimeDelta;
-//! use maildrill::journal::Journal;
-//! use maildrill::mock::{HttpMocks, HttpMocksConfig};
-//! use maildrill::tenant::{demo, Directory, DirectoryConfig};
-//! use maildrill::time::{replay_runtime, ClockExt, VirtualClock};
-//! use maildrill::wiring::memory::MemoryNet;
+//! use maildrill::tenant::demo;
+//! use maildrill::time::{replay_runtime, ClockExt};
+//! use maildrill::Sim;
 //!
 //! replay_runtime().unwrap().block_on(async {
 //!     let start = "2025-02-14T11:00:00Z".parse().unwrap();
-//!     let clock = VirtualClock::starting_at(start).shared();
 //!     // The demo app's secret expires 30 minutes after the clock starts.
 //!     let tenant = demo::tenant(start - TimeDelta::days(365), "s3cret", TimeDelta::days(365) + TimeDelta::minutes(30));
-//!     let directory = Directory::new(&DirectoryConfig { seed: Default::default(), tenants: vec![tenant] });
-//!     let mocks = HttpMocks::new(directory.shared(), clock.clone(), Journal::new(), HttpMocksConfig::default());
-//!     let net = MemoryNet::new(mocks.clone());
-//!     let form = format!(
-//!         "grant_type=client_credentials&client_id={}&client_secret=s3cret&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default",
-//!         demo::APP_ID
-//!     );
-//!     let request = || {
-//!         http::Request::post(format!("https://login.microsoftonline.com/{}/oauth2/v2.0/token", demo::TENANT_ID))
-//!             .header("Content-Type", "application/x-www-form-urlencoded")
-//!             .body(form.clone().into_bytes())
-//!             .unwrap()
-//!     };
+//!     let sim = Sim::builder().start(start).tenant(tenant).build_in_memory().unwrap();
+//!     let net = sim.net().expect("built in memory");
+//!     let request = || sim.credentials().token_request(&sim.endpoints().token_url);
 //!     assert_eq!(net.send(request()).await.unwrap().status(), 200);
 //!     // Eighteen virtual hours pass in no time at all.
-//!     clock.sleep(Duration::from_secs(18 * 3600)).await;
+//!     sim.clock().sleep(Duration::from_secs(18 * 3600)).await;
 //!     let expired = net.send(request()).await.unwrap();
 //!     assert_eq!(expired.status(), 401);
 //!     assert!(String::from_utf8_lossy(expired.body()).contains("AADSTS7000222"));
-//!     assert_eq!(mocks.journal().len(), 2);
+//!     assert_eq!(sim.journal().len(), 2);
 //! });
 //! ```
 #![warn(missing_docs)]
@@ -74,8 +69,22 @@ pub mod runner;
 pub mod scenario;
 pub mod seed;
 pub mod serve;
+pub mod sim;
 pub mod subject;
 pub mod tenant;
 pub mod time;
 pub mod tls;
 pub mod wiring;
+
+pub use fault::{Activation, Fault, FaultKind, Target};
+pub use journal::{Journal, JournalEntry, MockName};
+pub use mock::smtp::{Expectation as MailExpectation, MessageMatcher, ReceivedMessage, Times};
+pub use runner::{ScenarioReport, Wiring, run_subject};
+pub use seed::Seed;
+pub use sim::{
+    Credentials, FaultGuard, HttpExpectation, HttpExpectationGuard, RequestMatcher, Sim,
+    SimBuilder, SimError, SocketOptions,
+};
+pub use subject::{Capability, Endpoints, MemoryTransports, Message, Process, Start, Subject};
+pub use tenant::{Directory, TenantSpec};
+pub use time::{Clock, ClockExt, HarnessClock, SharedClock, VirtualClock, replay_runtime};

@@ -5,20 +5,20 @@
 //! next to it, prints where everything is (never the secret), and runs until Ctrl-C.
 
 use std::io::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::journal::Journal;
-use crate::mock::smtp::{SmtpConfig, SmtpServer};
-use crate::mock::{Endpoints, HttpMocks, HttpMocksConfig};
+use crate::mock::HttpMocks;
+use crate::mock::smtp::SmtpConfig;
 use crate::scenario::{self, LoadError};
 use crate::seed::Seed;
-use crate::tenant::{Directory, DirectoryConfig, TenantSpec, demo};
+use crate::sim::{Sim, SimError, SocketOptions};
 use crate::time::{SharedClock, VirtualClock};
-use crate::tls::{Pki, TlsError};
-use crate::wiring::socket::{HttpListener, SmtpListener};
+use crate::tls::TlsError;
 
 /// Options of `maildrill serve`.
 #[derive(Debug, Clone)]
@@ -80,6 +80,9 @@ pub enum ServeError {
     /// The scenario file could not be loaded.
     #[error(transparent)]
     Scenario(#[from] LoadError),
+    /// The mocks could not be stood up (a port taken, TLS).
+    #[error(transparent)]
+    Sim(#[from] SimError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -98,186 +101,114 @@ pub struct Served {
     pub env: Vec<(String, String)>,
     /// The mocks (for tests that inspect the journal).
     pub mocks: HttpMocks,
-    listener: HttpListener,
-    smtp: SmtpListener,
+    sim: Sim,
 }
 
 impl Served {
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes (the listeners serve from `start` on).
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        let http = self.listener.run(wait(stopped.clone()));
-        let smtp = self.smtp.run(wait(stopped));
-        let signal = async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        };
-        tokio::join!(http, smtp, signal);
+        shutdown.await;
+        self.sim.shutdown().await;
     }
 }
 
-/// Binds the mocks, writes the env file and the CA, and returns the server ready to run.
-#[expect(
-    clippy::too_many_lines,
-    reason = "to be split by the front-door builder (issue 12, part 5)"
-)]
+/// Stands the mocks up on loopback, writes the env file and the CA, and returns the server.
 pub async fn start(
     options: &ServeOptions,
     clock_now: SharedClockFactory,
 ) -> Result<Served, ServeError> {
-    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    // The CA signs the HTTPS certificate and the STARTTLS one, so clients trust one file.
-    let pki = Pki::generate()?;
-    let tls = if options.plain_http {
-        None
-    } else {
-        Some(pki.server_config(true)?)
-    };
-    let smtp_tls = match &options.smtp_tls_files {
-        Some((cert, key)) => {
-            let read =
-                |path: &Path| std::fs::read(path).map_err(io(format!("read {}", path.display())));
-            crate::tls::server_config_from_pem(&read(cert)?, &read(key)?)?
-        }
-        None => pki.server_config(false)?,
-    };
-    // Bind first: the URLs in links and the env file need the port.
-    let tcp = tokio::net::TcpListener::bind(SocketAddr::new(loopback, options.http_port))
-        .await
-        .map_err(io(format!("bind 127.0.0.1:{}", options.http_port)))?;
-    let http_addr = tcp.local_addr().map_err(io("read the bound address"))?;
-    let smtp_tcp = tokio::net::TcpListener::bind(SocketAddr::new(loopback, options.smtp_port))
-        .await
-        .map_err(io(format!("bind 127.0.0.1:{}", options.smtp_port)))?;
-    let smtp_addr = smtp_tcp
-        .local_addr()
-        .map_err(io("read the bound address"))?;
-
-    let scheme = if options.plain_http { "http" } else { "https" };
-    let base = format!("{scheme}://{http_addr}");
     let file = options
         .scenario
         .as_deref()
         .map(scenario::load)
         .transpose()?;
     let at = options.at.or(file.as_ref().map(|f| f.start()));
-    let clock = clock_now(at);
-    let start = clock.now_utc();
-    let tenant = match (&file, options.scenario.as_deref()) {
-        (Some(file), Some(path)) => file.tenant_spec(path)?,
-        _ => {
-            let secret = options
-                .seed
-                .stream("serve.secret")
-                .string_from(SECRET_CHARS, 40);
-            demo::tenant(start - TimeDelta::days(1), &secret, TimeDelta::days(365))
-        }
-    };
-    let identity = Identity::of(&tenant, start);
-    let directory = Directory::new(&DirectoryConfig {
-        seed: options.seed,
-        tenants: vec![tenant],
-    });
-    let config = HttpMocksConfig {
-        seed: options.seed,
-        endpoints: Endpoints {
-            login_base: base.clone(),
-            graph_base: base.clone(),
-        },
-        ..HttpMocksConfig::default()
-    };
-    let journal = Journal::bounded(options.journal_capacity);
-    let directory = directory.shared();
-    let mocks = HttpMocks::new(directory.clone(), clock.clone(), journal.clone(), config);
-    let listener = HttpListener::new(tcp, mocks.clone(), tls);
-    let smtp_config = SmtpConfig {
-        seed: options.seed,
-        tls: Some(smtp_tls),
-        open: options.open_smtp,
-        ..SmtpConfig::default()
-    };
-    let smtp = SmtpListener::new(
-        smtp_tcp,
-        SmtpServer::new(directory, clock, journal, smtp_config),
-    );
+    let mut builder = Sim::builder()
+        .clock(clock_now(at))
+        .seed(options.seed)
+        .journal(Journal::bounded(options.journal_capacity))
+        .smtp(SmtpConfig {
+            tls: smtp_tls(options)?,
+            open: options.open_smtp,
+            ..SmtpConfig::default()
+        })
+        .sockets(SocketOptions {
+            http_port: options.http_port,
+            smtp_port: options.smtp_port,
+            plain_http: options.plain_http,
+        });
+    if let (Some(file), Some(path)) = (&file, options.scenario.as_deref()) {
+        builder = builder.tenant(file.tenant_spec(path)?);
+    }
+    let sim = builder.build().await?;
+    let env = write_files(options, &sim)?;
+    Ok(Served {
+        http_addr: sim.http_addr().expect("serve's sim is on sockets"),
+        smtp_addr: sim.smtp_addr().expect("serve's sim is on sockets"),
+        env,
+        mocks: sim.mocks().clone(),
+        sim,
+    })
+}
 
+/// STARTTLS from the PEM files given; `None` lets the sim's CA sign it, so clients trust one
+/// file.
+fn smtp_tls(options: &ServeOptions) -> Result<Option<Arc<rustls::ServerConfig>>, ServeError> {
+    let Some((cert, key)) = &options.smtp_tls_files else {
+        return Ok(None);
+    };
+    let read = |path: &Path| std::fs::read(path).map_err(io(format!("read {}", path.display())));
+    Ok(Some(crate::tls::server_config_from_pem(
+        &read(cert)?,
+        &read(key)?,
+    )?))
+}
+
+/// Writes the CA next to the env file and the env file (CONTRACTS section 2); returns the
+/// environment in file order.
+fn write_files(options: &ServeOptions, sim: &Sim) -> Result<Vec<(String, String)>, ServeError> {
     let ca_path = sibling(&options.env_file, "maildrill-ca.pem");
-    write_private(&ca_path, pki.ca_pem().as_bytes())?;
+    write_private(&ca_path, sim.ca_pem().as_bytes())?;
     let ca_path = std::path::absolute(&ca_path)
         .unwrap_or(ca_path)
         .display()
         .to_string();
-    let authority = format!("{base}/{}", identity.tenant_id);
+    let (identity, endpoints) = (sim.credentials().clone(), sim.endpoints());
     let env = vec![
         ("MAILDRILL_TENANT_ID".to_string(), identity.tenant_id),
         ("MAILDRILL_CLIENT_ID".to_string(), identity.client_id),
         ("MAILDRILL_CLIENT_SECRET".to_string(), identity.secret),
         ("MAILDRILL_MAILBOX".to_string(), identity.mailbox),
         ("MAILDRILL_CA_CERT".to_string(), ca_path),
-        ("MAILDRILL_AUTHORITY".to_string(), authority.clone()),
+        (
+            "MAILDRILL_AUTHORITY".to_string(),
+            endpoints.authority.clone(),
+        ),
         (
             "MAILDRILL_TOKEN_URL".to_string(),
-            format!("{authority}/oauth2/v2.0/token"),
+            endpoints.token_url.clone(),
         ),
-        ("MAILDRILL_GRAPH_URL".to_string(), format!("{base}/v1.0")),
+        (
+            "MAILDRILL_GRAPH_URL".to_string(),
+            endpoints.graph_url.clone(),
+        ),
         (
             "MAILDRILL_SMTP_HOST".to_string(),
-            smtp_addr.ip().to_string(),
+            endpoints.smtp_host.clone(),
         ),
         (
             "MAILDRILL_SMTP_PORT".to_string(),
-            smtp_addr.port().to_string(),
+            endpoints.smtp_port.to_string(),
         ),
         // The PagerDuty-compatible sink shares the HTTPS listener (CONTRACTS section 2).
         (
             "MAILDRILL_ALERTS_URL".to_string(),
-            format!("{base}/v2/enqueue"),
+            endpoints.alerts_url.clone(),
         ),
     ];
     let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     write_private(&options.env_file, text.as_bytes())?;
-    Ok(Served {
-        http_addr,
-        smtp_addr,
-        env,
-        mocks,
-        listener,
-        smtp,
-    })
-}
-
-/// What the env file tells a client: the first app, its first secret valid at the start (or
-/// its first secret, so an expired-only tenant still shows its failure), the first mailbox.
-struct Identity {
-    tenant_id: String,
-    client_id: String,
-    secret: String,
-    mailbox: String,
-}
-
-impl Identity {
-    fn of(tenant: &TenantSpec, now: DateTime<Utc>) -> Identity {
-        let app = tenant.apps.first();
-        let secret = app.and_then(|a| {
-            a.secrets
-                .iter()
-                .find(|s| s.start <= now && now < s.end)
-                .or(a.secrets.first())
-        });
-        Identity {
-            tenant_id: tenant.id.clone(),
-            client_id: app.map(|a| a.app_id.clone()).unwrap_or_default(),
-            secret: secret.map(|s| s.value.clone()).unwrap_or_default(),
-            mailbox: tenant
-                .mailboxes
-                .first()
-                .map(|m| m.upn.clone())
-                .unwrap_or_default(),
-        }
-    }
+    Ok(env)
 }
 
 /// Makes the clock `serve` runs on, from the `--at` instant.
@@ -289,8 +220,6 @@ pub fn real_time_clock(at: Option<DateTime<Utc>>) -> SharedClock {
     let start = at.unwrap_or_else(|| crate::time::SystemClock.now_utc());
     VirtualClock::starting_at(start).shared()
 }
-
-const SECRET_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789~._-";
 
 fn sibling(path: &Path, name: &str) -> PathBuf {
     path.parent()

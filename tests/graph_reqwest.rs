@@ -7,54 +7,36 @@
 mod common;
 
 use common::*;
-use maildrill::journal::Journal;
-use maildrill::mock::{Endpoints, HttpMocks, HttpMocksConfig};
-use maildrill::seed::Seed;
-use maildrill::tenant::{Directory, DirectoryConfig, Resource, TenantSpec, demo};
-use maildrill::time::VirtualClock;
-use maildrill::tls::Pki;
-use maildrill::wiring::socket::{HttpListener, ServerHandle};
+use maildrill::tenant::{Resource, demo};
+use maildrill::{Directory, Seed, Sim, SocketOptions, TenantSpec};
 use serde_json::{Value, json};
 
 struct Served {
     base: String,
     client: reqwest::Client,
-    mocks: HttpMocks,
-    _server: ServerHandle,
+    sim: Sim,
 }
 
 async fn serve(spec: TenantSpec) -> Served {
-    let pki = Pki::generate().unwrap();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("https://{}", tcp.local_addr().unwrap());
-    let clock = VirtualClock::starting_at(at("2025-02-14T11:00:00Z")).shared();
-    let directory = Directory::new(&DirectoryConfig {
-        seed: Seed(3),
-        tenants: vec![spec],
-    });
-    let config = HttpMocksConfig {
-        seed: Seed(3),
-        endpoints: Endpoints {
-            login_base: base.clone(),
-            graph_base: base.clone(),
-        },
-        ..HttpMocksConfig::default()
-    };
-    let mocks = HttpMocks::new(directory.shared(), clock, Journal::new(), config);
-    let server =
-        HttpListener::new(tcp, mocks.clone(), Some(pki.server_config(true).unwrap())).spawn();
+    let sim = Sim::builder()
+        .start(at("2025-02-14T11:00:00Z"))
+        .seed(Seed(3))
+        .tenant(spec)
+        .sockets(SocketOptions::default())
+        .build()
+        .await
+        .unwrap();
     let client = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).unwrap())
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     Served {
-        base,
+        base: sim.socket_base().unwrap().to_string(),
         client,
-        mocks,
-        _server: server,
+        sim,
     }
 }
 
@@ -88,7 +70,7 @@ impl Served {
     }
 
     fn directory(&self) -> std::sync::MutexGuard<'_, Directory> {
-        Directory::lock(self.mocks.directory())
+        Directory::lock(self.sim.directory())
     }
 
     fn send_mail_url(&self) -> String {
@@ -511,7 +493,7 @@ async fn applications_api_lists_credentials_adds_and_removes_passwords() {
         .await
         .unwrap();
     assert_eq!(again.status(), 400);
-    let journal = served.mocks.journal().render();
+    let journal = served.sim.journal().render();
     assert!(
         !journal.contains(&secret),
         "the generated secret leaked into the journal"

@@ -13,13 +13,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::*;
-use maildrill::fault::{Activation, Fault, FaultKind, Target};
-use maildrill::journal::Journal;
-use maildrill::mock::{HttpMocks, HttpMocksConfig};
-use maildrill::seed::Seed;
-use maildrill::tenant::{Directory, DirectoryConfig, SecretSpec, SharedDirectory, demo};
-use maildrill::time::{ClockExt as _, HarnessClock, SharedClock, VirtualClock, replay_runtime};
-use maildrill::wiring::socket::HttpListener;
+use maildrill::tenant::{Directory, SecretSpec, SharedDirectory, demo};
+use maildrill::{
+    Activation, ClockExt as _, Fault, FaultKind, HarnessClock, Seed, SharedClock, Sim, SimBuilder,
+    SocketOptions, Target, replay_runtime,
+};
 use oauth2::{AsyncHttpClient, Scope};
 
 const START: &str = "2025-02-14T09:30:00Z";
@@ -29,20 +27,14 @@ fn start() -> DateTime<Utc> {
     at(START)
 }
 
-/// The tenant: the secret expires 2 h in; the token endpoint hangs in [50:00, 51:40).
-fn mocks(clock: SharedClock, seed: u64) -> HttpMocks {
+/// The sim's choices: the secret expires 2 h in; the token endpoint hangs in [50:00, 51:40).
+fn sim(seed: u64) -> SimBuilder {
     let secret_end = start() + TimeDelta::hours(2);
-    let directory = Directory::new(&DirectoryConfig {
-        seed: Seed(seed),
-        tenants: vec![tenant(secret_end)],
-    });
-    let config = HttpMocksConfig {
-        seed: Seed(seed),
-        ..HttpMocksConfig::default()
-    };
-    let mocks = HttpMocks::new(directory.shared(), clock, Journal::new(), config);
-    mocks
-        .inject(Fault {
+    Sim::builder()
+        .start(start())
+        .seed(Seed(seed))
+        .tenant(tenant(secret_end))
+        .fault(Fault {
             target: Target::Entra,
             operation: Some("token".into()),
             kind: FaultKind::Timeout,
@@ -52,8 +44,6 @@ fn mocks(clock: SharedClock, seed: u64) -> HttpMocks {
                 ..Activation::default()
             },
         })
-        .unwrap();
-    mocks
 }
 
 /// A token loop like a mail client's: refresh every 50 min, back off 1 s doubling to 15 min on
@@ -106,19 +96,15 @@ where
 
 fn replay_in_memory(seed: u64) -> String {
     replay_runtime().unwrap().block_on(async {
-        let clock = VirtualClock::starting_at(start()).shared();
-        let mocks = mocks(clock.clone(), seed);
-        let net = maildrill::wiring::memory::MemoryNet::new(mocks.clone());
+        let sim = sim(seed).build_in_memory().unwrap();
+        let net = sim.net().unwrap().clone();
         let send = move |request| {
             let net = net.clone();
             async move { net.send(request).await }
         };
-        let url = format!(
-            "https://login.microsoftonline.com/{}/oauth2/v2.0/token",
-            demo::TENANT_ID
-        );
-        token_loop(clock, &send, &url, mocks.directory().clone()).await;
-        mocks.journal().render()
+        let url = sim.endpoints().token_url.clone();
+        token_loop(sim.clock().clone(), &send, &url, sim.directory().clone()).await;
+        sim.journal().render()
     })
 }
 
@@ -131,30 +117,32 @@ fn replay_over_sockets(seed: u64) -> String {
     runtime.block_on(async {
         let harness = HarnessClock::starting_at(start());
         let clock: SharedClock = std::sync::Arc::new(harness.clone());
-        let mocks = mocks(clock.clone(), seed);
-        let listener = HttpListener::bind("127.0.0.1:0".parse().unwrap(), mocks.clone(), None)
+        let sim = sim(seed)
+            .clock(clock.clone())
+            .sockets(SocketOptions {
+                plain_http: true,
+                ..SocketOptions::default()
+            })
+            .build()
             .await
             .unwrap();
-        let url = format!(
-            "http://{}/{}/oauth2/v2.0/token",
-            listener.local_addr().unwrap(),
-            demo::TENANT_ID
-        );
-        let server = listener.spawn();
+        let url = sim.endpoints().token_url.clone();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
         let actor = harness.actor();
-        let directory = mocks.directory().clone();
+        let directory = sim.directory().clone();
         let client = tokio::spawn(async move {
             let _actor = actor;
             token_loop(clock, &http, &url, directory).await;
         });
         harness.drive().await;
         client.await.unwrap();
-        server.shutdown().await;
-        mocks.journal().render()
+        let journal = sim.journal().render();
+        sim.shutdown().await;
+        journal
     })
 }
 

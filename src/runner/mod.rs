@@ -3,9 +3,10 @@
 //!
 //! 1. `plan`: check the file and lower it into a plan (tenant, settings, traffic, timeline,
 //!    the capabilities a subject needs).
-//! 2. `replay`: on the replay runtime (paused, current-thread) build the tenant and the mocks
-//!    (one fault set), start the subject, submit the traffic and perform the timeline until
-//!    the scenario's end; tokio jumps the clock whenever every task waits.
+//! 2. `replay`: on the replay runtime (paused, current-thread) stand up the tenant and the
+//!    mocks with [`crate::Sim`] (one fault set), start the subject, submit the traffic and
+//!    perform the timeline until the scenario's end; tokio jumps the clock whenever every task
+//!    waits.
 //! 3. `observe`: read the journal, the mailboxes, the alert sink and what was submitted into
 //!    [`Observations`], the same for any subject; then evaluate the expected checks. Nothing
 //!    here reads the wall clock except `wall_ms`.

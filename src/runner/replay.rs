@@ -1,9 +1,13 @@
-//! The replay: the tenant and the mocks on one paused runtime, a subject started on them, the
-//! scenario's traffic submitted and its timeline performed until the end; then what the
-//! harness saw, read into [`Observations`] (`observe`).
+//! The replay: the tenant and the mocks stood up by [`Sim`] on one paused runtime, a subject
+//! started on them, the scenario's traffic submitted and its timeline performed until the end;
+//! then what the harness saw, read into [`Observations`] (`observe`).
+//!
+//! The steps, in order: [`runtime`] for the wiring, [`World::build`] (the sim with the
+//! scenario's tenant, seed and faults), [`run`] (the subject driven by [`drive`] through the
+//! [`schedule`], each timeline step carried out by [`perform`], unless the replay stalls), then
+//! `observe`.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -13,34 +17,15 @@ use super::plan::{Action, Plan};
 use super::{Wiring, Workspace};
 use crate::check::Observations;
 use crate::journal::Journal;
-use crate::mock::smtp::{SmtpConfig, SmtpServer};
-use crate::mock::{HttpMocks, HttpMocksConfig};
-use crate::subject::{Endpoints, MemoryTransports, Message, Process, SecretHandle, Start, Subject};
-use crate::tenant::{Directory, DirectoryConfig, SecretSpec, SharedDirectory};
-use crate::time::{
-    ClockExt as _, SharedClock, VirtualClock, replay_runtime, socket_replay_runtime, to_chrono,
-};
-use crate::wiring::memory::{MemoryNet, MemorySmtp};
-use crate::wiring::socket::{HttpListener, ServerHandle, SmtpListener};
+use crate::sim::{Sim, SocketOptions};
+use crate::subject::{MemoryTransports, Message, Process, SecretHandle, Start, Subject};
+use crate::tenant::{Directory, SecretSpec};
+use crate::time::{ClockExt as _, SharedClock, replay_runtime, socket_replay_runtime, to_chrono};
 
 /// How long a subject may take to start, take a message or stop, on the replay's clock.
 const START_WITHIN: Duration = Duration::from_secs(60);
 const SUBMIT_WITHIN: Duration = Duration::from_secs(30);
 const STOP_WITHIN: Duration = Duration::from_secs(60);
-
-/// The simulated Microsoft side of one replay and how a subject reaches it.
-struct World {
-    clock: SharedClock,
-    directory: SharedDirectory,
-    journal: Journal,
-    mocks: HttpMocks,
-    endpoints: Endpoints,
-    memory: Option<MemoryTransports>,
-    /// On sockets, the listener's `https://127.0.0.1:PORT`, which the mocks' links name.
-    socket_base: Option<String>,
-    /// Loopback listeners, serving while they live.
-    _servers: Vec<ServerHandle>,
-}
 
 /// Replays `plan` against `subject` through `wiring`.
 pub(super) fn replay<S: Subject>(
@@ -51,170 +36,75 @@ pub(super) fn replay<S: Subject>(
 ) -> Result<(Observations, Journal, Option<String>), String> {
     let secret = SecretHandle::create(workspace.secret_file.clone(), &plan.secret.value)
         .map_err(|e| format!("failed to write the secret file: {e}"))?;
-    let runtime = match wiring {
-        Wiring::Memory => replay_runtime(),
-        Wiring::Sockets => socket_replay_runtime(),
-    }
-    .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
+    runtime(wiring)?.block_on(async {
         let world = World::build(plan, wiring).await?;
-        let record = tokio::select! {
-            biased;
-            at = world.journal.stalled() => {
-                return Err(format!(
-                    "the replay stopped moving at {}: {} requests at that instant without the clock advancing (a client retrying without waiting?)",
-                    crate::time::rfc3339(at),
-                    crate::journal::STALL_LIMIT
-                ));
-            }
-            record = drive(plan, subject, &world, &secret, &workspace.state_dir) => record?,
-        };
-        let observations = observe::observe(plan, &world.journal, &world.directory, record);
-        Ok((observations, world.journal.clone(), world.socket_base.clone()))
+        let record = run(plan, subject, &world, &secret, &workspace.state_dir).await?;
+        let sim = &world.sim;
+        let observations = observe::observe(plan, sim.journal(), sim.directory(), record);
+        let socket_base = sim.socket_base().map(str::to_string);
+        Ok((observations, sim.journal().clone(), socket_base))
     })
 }
 
+/// The replay's runtime: paused and current-thread, with the I/O driver only on sockets.
+fn runtime(wiring: Wiring) -> Result<tokio::runtime::Runtime, String> {
+    match wiring {
+        Wiring::Memory => replay_runtime(),
+        Wiring::Sockets => socket_replay_runtime(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The simulated Microsoft side of one replay and how a subject reaches it.
+struct World {
+    sim: Sim,
+    /// What a subject is handed on the in-memory wiring (built once: every start shares it).
+    memory: Option<MemoryTransports>,
+}
+
 impl World {
-    /// The tenant, the mocks with the scenario's faults, and the wiring's way to them.
+    /// The tenant and the mocks with the scenario's faults, on `wiring` (on sockets, the
+    /// listeners bound on this runtime).
     async fn build(plan: &Plan, wiring: Wiring) -> Result<World, String> {
-        let seed = plan.seed;
-        let pki = crate::tls::Pki::generate().map_err(|e| e.to_string())?;
-        let clock: SharedClock = VirtualClock::starting_at(plan.start).shared();
-        let directory = Directory::new(&DirectoryConfig {
-            seed,
-            tenants: vec![plan.tenant.clone()],
-        })
-        .shared();
-        let journal = Journal::new();
-        // On sockets the listeners come first: the mocks write their address into the links
-        // they hand out (a delta page's nextLink), which a subject follows as it is.
-        let listeners = match wiring {
-            Wiring::Memory => None,
-            Wiring::Sockets => Some(Listeners::bind().await.map_err(|e| e.to_string())?),
-        };
-        let mut config = HttpMocksConfig {
-            seed,
-            ..HttpMocksConfig::default()
-        };
-        let socket_base = listeners.as_ref().map(|l| l.endpoints.graph_base.clone());
-        if let Some(listeners) = &listeners {
-            config.endpoints = listeners.endpoints.clone();
-        }
-        let mocks = HttpMocks::new(directory.clone(), clock.clone(), journal.clone(), config);
+        let mut builder = Sim::builder()
+            .seed(plan.seed)
+            .start(plan.start)
+            .tenant(plan.tenant.clone());
         for fault in &plan.faults {
-            mocks.inject(fault.clone()).map_err(|e| e.to_string())?;
+            builder = builder.fault(fault.clone());
         }
-        let smtp = SmtpServer::new(
-            directory.clone(),
-            clock.clone(),
-            journal.clone(),
-            SmtpConfig {
-                seed,
-                tls: Some(pki.server_config(false).map_err(|e| e.to_string())?),
-                ..SmtpConfig::default()
-            },
-        )
-        .with_faults(mocks.faults_handle());
-        let tenant = &plan.tenant.id;
-        let (endpoints, memory, servers) = match listeners {
-            None => {
-                let memory = MemoryTransports {
-                    http: Arc::new(MemoryNet::new(mocks.clone())),
-                    smtp: Arc::new(MemorySmtp::new(smtp)),
-                };
-                let base = crate::mock::Endpoints::default();
-                let endpoints = endpoints(
-                    &base,
-                    tenant,
-                    "https://events.pagerduty.com",
-                    ("smtp.office365.com", 587),
-                    &pki,
-                );
-                (endpoints, Some(memory), Vec::new())
-            }
-            Some(listeners) => listeners.serve(tenant, &mocks, smtp, &pki)?,
-        };
+        if wiring == Wiring::Sockets {
+            builder = builder.sockets(SocketOptions::default());
+        }
+        let sim = builder.build().await.map_err(|e| e.to_string())?;
         Ok(World {
-            clock,
-            directory,
-            journal,
-            mocks,
-            endpoints,
-            memory,
-            socket_base,
-            _servers: servers,
-        })
-    }
-}
-
-/// What a subject is handed: the mocks' bases, the SMTP host and port, the CA.
-fn endpoints(
-    base: &crate::mock::Endpoints,
-    tenant: &str,
-    alerts: &str,
-    (smtp_host, smtp_port): (&str, u16),
-    pki: &crate::tls::Pki,
-) -> Endpoints {
-    let authority = format!("{}/{tenant}", base.login_base);
-    Endpoints {
-        token_url: format!("{authority}/oauth2/v2.0/token"),
-        authority,
-        graph_url: format!("{}/v1.0", base.graph_base),
-        smtp_host: smtp_host.to_string(),
-        smtp_port,
-        alerts_url: format!("{alerts}/v2/enqueue"),
-        ca_pem: pki.ca_pem().to_string(),
-    }
-}
-
-/// Loopback listeners bound on this runtime before the mocks exist: HTTPS for the token
-/// endpoint, Graph and the alert sink on one port, SMTP with STARTTLS on another. IP literals
-/// only: a host name would be resolved on a blocking thread, off the replay's clock.
-struct Listeners {
-    http: tokio::net::TcpListener,
-    smtp: tokio::net::TcpListener,
-    endpoints: crate::mock::Endpoints,
-}
-
-impl Listeners {
-    async fn bind() -> std::io::Result<Listeners> {
-        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let http = tokio::net::TcpListener::bind(loopback).await?;
-        let smtp = tokio::net::TcpListener::bind(loopback).await?;
-        let base = format!("https://{}", http.local_addr()?);
-        let endpoints = crate::mock::Endpoints {
-            login_base: base.clone(),
-            graph_base: base,
-        };
-        Ok(Listeners {
-            http,
-            smtp,
-            endpoints,
+            memory: sim.memory(),
+            sim,
         })
     }
 
-    /// Starts serving; the servers run while the returned handles live.
-    fn serve(
-        self,
-        tenant: &str,
-        mocks: &HttpMocks,
-        smtp: SmtpServer,
-        pki: &crate::tls::Pki,
-    ) -> Result<(Endpoints, Option<MemoryTransports>, Vec<ServerHandle>), String> {
-        let tls = pki.server_config(true).map_err(|e| e.to_string())?;
-        let smtp_port = self.smtp.local_addr().map_err(|e| e.to_string())?.port();
-        // The alert sink shares the HTTP listener.
-        let alerts = &self.endpoints.login_base;
-        let endpoints = endpoints(
-            &self.endpoints,
-            tenant,
-            alerts,
-            ("127.0.0.1", smtp_port),
-            pki,
-        );
-        let http = HttpListener::new(self.http, mocks.clone(), Some(tls));
-        let smtp = SmtpListener::new(self.smtp, smtp);
-        Ok((endpoints, None, vec![http.spawn(), smtp.spawn()]))
+    fn clock(&self) -> &SharedClock {
+        self.sim.clock()
+    }
+}
+
+/// Drives the subject until the end, or fails when the replay stops moving (a million
+/// journal entries at one instant).
+async fn run<S: Subject>(
+    plan: &Plan,
+    subject: &S,
+    world: &World,
+    secret: &SecretHandle,
+    state_dir: &Path,
+) -> Result<Record, String> {
+    tokio::select! {
+        biased;
+        at = world.sim.journal().stalled() => Err(format!(
+            "the replay stopped moving at {}: {} requests at that instant without the clock advancing (a client retrying without waiting?)",
+            crate::time::rfc3339(at),
+            crate::journal::STALL_LIMIT
+        )),
+        record = drive(plan, subject, world, secret, state_dir) => record,
     }
 }
 
@@ -267,13 +157,16 @@ async fn drive<S: Subject>(
     let mut generation = 0;
     let mut process = start(plan, subject, world, secret, state_dir, generation).await?;
     for (at, event) in schedule(plan) {
-        world.clock.sleep_until(world.clock.instant_at(at)).await;
+        world
+            .clock()
+            .sleep_until(world.clock().instant_at(at))
+            .await;
         match event {
             Event::Outbound(n) => {
                 let message = message(plan, n);
                 record.submitted.push((message.message_id.clone(), at));
                 let submitted = world
-                    .clock
+                    .clock()
                     .timeout(SUBMIT_WITHIN, process.submit(message))
                     .await;
                 check(subject, "submit", submitted)?;
@@ -288,13 +181,15 @@ async fn drive<S: Subject>(
         }
     }
     world
-        .clock
-        .sleep_until(world.clock.instant_at(plan.end))
+        .clock()
+        .sleep_until(world.clock().instant_at(plan.end))
         .await;
     stop(subject, process, world, &mut record).await?;
     Ok(record)
 }
 
+/// Starts the subject (generation 0, or again after a restart on the same state directory),
+/// handing it the sim's endpoints and, in memory, its transports.
 async fn start<S: Subject>(
     plan: &Plan,
     subject: &S,
@@ -304,36 +199,37 @@ async fn start<S: Subject>(
     generation: u32,
 ) -> Result<S::Process, String> {
     let start = Start {
-        endpoints: world.endpoints.clone(),
+        endpoints: world.sim.endpoints().clone(),
         tenant_id: plan.tenant.id.clone(),
         client_id: plan.app.app_id.clone(),
         mailbox: plan.mailbox.clone(),
         secret: secret.clone(),
         state_dir: state_dir.to_path_buf(),
-        clock: world.clock.clone(),
+        clock: world.clock().clone(),
         rng: plan.seed.stream(&format!("subject.{generation}")),
         memory: world.memory.clone(),
         settings: plan.settings,
         generation,
     };
     let started = world
-        .clock
+        .clock()
         .timeout(START_WITHIN, subject.start(start))
         .await;
     check(subject, "start", started)
 }
 
+/// Stops the subject, first asking what it synced: only the subject can say.
 async fn stop<S: Subject>(
     subject: &S,
     process: S::Process,
     world: &World,
     record: &mut Record,
 ) -> Result<(), String> {
-    let now = world.clock.now_utc();
+    let now = world.clock().now_utc();
     record
         .synced
         .extend(process.synced().into_iter().map(|id| (id, now)));
-    let stopped = world.clock.timeout(STOP_WITHIN, process.stop()).await;
+    let stopped = world.clock().timeout(STOP_WITHIN, process.stop()).await;
     check(subject, "stop", stopped)
 }
 
@@ -371,7 +267,7 @@ fn message(plan: &Plan, n: usize) -> Message {
 
 /// An inbound message lands in the mailbox: its Graph id and arrival.
 fn deliver_inbound(plan: &Plan, world: &World, at: DateTime<Utc>) -> (String, DateTime<Utc>) {
-    let mut directory = Directory::lock(&world.directory);
+    let mut directory = Directory::lock(world.sim.directory());
     let id = directory.next_message_id();
     if let Some(mailbox) = directory.mailbox_mut(&plan.tenant.id, &plan.mailbox) {
         mailbox.deliver(id.clone(), at, "customer@example.com", "a reply");
@@ -382,7 +278,7 @@ fn deliver_inbound(plan: &Plan, world: &World, at: DateTime<Utc>) -> (String, Da
 /// Performs one timeline step on the tenant, the mocks or the secret.
 fn perform(action: &Action, now: DateTime<Utc>, plan: &Plan, world: &World, secret: &SecretHandle) {
     let (tenant, app) = (&plan.tenant.id, &plan.app.app_id);
-    let mut directory = Directory::lock(&world.directory);
+    let mut directory = Directory::lock(world.sim.directory());
     match action {
         Action::Rotate(value) => {
             let spec = SecretSpec {
@@ -408,7 +304,7 @@ fn perform(action: &Action, now: DateTime<Utc>, plan: &Plan, world: &World, secr
                 mailbox.reset_sync_state();
             }
         }
-        Action::ClearFaults(target) => world.mocks.clear_target(*target),
+        Action::ClearFaults(target) => world.sim.mocks().clear_target(*target),
         // The driver stops and starts the subject at these instants.
         Action::Restart => {}
     }

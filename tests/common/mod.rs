@@ -1,5 +1,5 @@
 //! Shared set-up for integration tests: the demo tenant, mocks and in-memory wiring on the
-//! replay runtime.
+//! replay runtime, stood up by `maildrill::Sim`.
 #![allow(dead_code)]
 
 pub mod smtp;
@@ -8,8 +8,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use maildrill::journal::Journal;
 use maildrill::mock::{HttpMocks, HttpMocksConfig};
 use maildrill::seed::Seed;
-use maildrill::tenant::{Directory, DirectoryConfig, TenantSpec, demo};
-use maildrill::time::{SharedClock, VirtualClock};
+use maildrill::tenant::{TenantSpec, demo};
+use maildrill::time::SharedClock;
 use maildrill::wiring::memory::MemoryNet;
 
 /// The demo app's secret in tests.
@@ -29,11 +29,13 @@ pub fn tenant(secret_end: DateTime<Utc>) -> TenantSpec {
     demo::tenant(start, SECRET, TimeDelta::days(365))
 }
 
-/// Mocks, their wiring and the clock, built inside a runtime.
+/// Mocks, their wiring and the clock, built inside a runtime: a [`maildrill::Sim`] in memory,
+/// with its parts as the tests name them.
 pub struct Sim {
     pub clock: SharedClock,
     pub mocks: HttpMocks,
     pub net: MemoryNet,
+    pub sim: maildrill::Sim,
 }
 
 impl Sim {
@@ -49,20 +51,25 @@ impl Sim {
     }
 
     pub fn with_config(start: DateTime<Utc>, spec: TenantSpec, config: HttpMocksConfig) -> Sim {
-        let clock = VirtualClock::starting_at(start).shared();
-        let directory = Directory::new(&DirectoryConfig {
-            seed: config.seed,
-            tenants: vec![spec],
-        });
-        let mocks = HttpMocks::new(directory.shared(), clock.clone(), Journal::new(), config);
-        let net = MemoryNet::new(mocks.clone());
-        Sim { clock, mocks, net }
+        let sim = maildrill::Sim::builder()
+            .start(start)
+            .seed(config.seed)
+            .tenant(spec)
+            .http(config)
+            .build_in_memory()
+            .expect("an in-memory sim needs nothing that can fail");
+        Sim {
+            clock: sim.clock().clone(),
+            mocks: sim.mocks().clone(),
+            net: sim.net().expect("built in memory").clone(),
+            sim,
+        }
     }
 
-    /// An SMTP mock with STARTTLS on this tenant and clock (its own journal), and the PEM of
-    /// the CA its client must trust.
+    /// An SMTP mock with STARTTLS on this tenant and clock (its own journal and fault set,
+    /// unlike the sim's), and the PEM of the CA its client must trust.
     pub fn smtp(&self, seed: u64) -> (maildrill::mock::smtp::SmtpServer, String) {
-        let pki = maildrill::tls::Pki::generate().unwrap();
+        let pki = self.sim.pki();
         let config = maildrill::mock::smtp::SmtpConfig {
             seed: Seed(seed),
             tls: Some(pki.server_config(false).unwrap()),
