@@ -54,16 +54,23 @@ fn the_remediated_client_passes_every_case() {
     }
 }
 
-/// Each mutant, the check that must catch it, and the most cases it may take (seed 1).
-const MUTANTS: [(Mutation, CheckId, usize); 8] = [
-    (Mutation::NoJitter, CheckId::BackoffShape, 8),
-    (Mutation::IgnoresRetryAfter, CheckId::BackoffShape, 16),
-    (Mutation::DropsAfterAuthFailure, CheckId::NoLoss, 12),
-    (Mutation::TightAuthLoop, CheckId::TokenRequestBudget, 8),
-    (Mutation::NoExpiryMonitor, CheckId::ExpiryAlertLead, 12),
-    (Mutation::LatencyNeverFires, CheckId::LatencyAlertWithin, 8),
-    (Mutation::FailsUnknownSends, CheckId::NoDuplicates, 16),
-    (Mutation::ForgetsOutbox, CheckId::NoLoss, 8),
+/// Each mutant, the checks that may catch it (the first is the one it was written against),
+/// and the most cases it may take (seed 1).
+const MUTANTS: [(Mutation, &[CheckId], usize); 8] = [
+    (Mutation::NoJitter, &[CheckId::BackoffShape], 8),
+    (Mutation::IgnoresRetryAfter, &[CheckId::BackoffShape], 16),
+    (Mutation::DropsAfterAuthFailure, &[CheckId::NoLoss], 12),
+    // Refusals retried every second, unheld: too many token requests, and waits that never
+    // grow; whichever a case shows first.
+    (
+        Mutation::TightAuthLoop,
+        &[CheckId::TokenRequestBudget, CheckId::BackoffShape],
+        8,
+    ),
+    (Mutation::NoExpiryMonitor, &[CheckId::ExpiryAlertLead], 12),
+    (Mutation::LatencyNeverFires, &[CheckId::LatencyAlertWithin], 8),
+    (Mutation::FailsUnknownSends, &[CheckId::NoDuplicates], 16),
+    (Mutation::ForgetsOutbox, &[CheckId::NoLoss], 8),
 ];
 
 #[test]
@@ -74,7 +81,7 @@ fn every_mutant_is_caught_within_its_budget_and_the_remediated_client_passes_the
         remediated.iter().all(|r| r.failed_checks.is_empty()),
         "the remediated client fails the mutants' cases"
     );
-    for (mutation, check, budget) in MUTANTS {
+    for (mutation, checks, budget) in MUTANTS {
         let mut config = config(Profile::Mutant(mutation), budget);
         config.stop_at_first_failure = true;
         let results = chaos::run(&config, &()).unwrap();
@@ -83,9 +90,15 @@ fn every_mutant_is_caught_within_its_budget_and_the_remediated_client_passes_the
             panic!("mutant {} passed {budget} cases of seed 1", mutation.name())
         });
         assert!(
-            caught.failed_checks.contains(&check),
-            "mutant {} was caught by {:?}, not {check}",
+            caught.failed_checks.iter().any(|c| checks.contains(c)),
+            "mutant {} was caught by {:?}, not {checks:?}",
             mutation.name(),
+            caught.failed_checks
+        );
+        println!(
+            "mutant {} caught in case {} by {:?}",
+            mutation.name(),
+            caught.index,
             caught.failed_checks
         );
     }
@@ -176,18 +189,22 @@ fn the_committed_regression_of_a_mutant_stays_green() {
     );
 }
 
-/// A failure chaos found in the remediated client, kept as a file: a connection whose attempt
-/// timed out was reused, and its late reply answered the next message.
+/// Failures chaos found in the remediated client (or in how the harness read it), kept as
+/// files: each must pass.
 #[test]
-fn the_committed_regression_of_the_remediated_client_stays_green() {
-    let report = maildrill::runner::run_file(
-        std::path::Path::new("tests/chaos/stale-smtp-reply.toml"),
-        None,
-    )
-    .unwrap();
-    assert!(
-        report.passed,
-        "{:#}",
-        serde_json::to_value(&report.checks).unwrap()
-    );
+fn the_committed_regressions_of_the_remediated_client_stay_green() {
+    for file in [
+        "stale-smtp-reply.toml",
+        "unknown-sends-end-a-wait.toml",
+        "abandoned-smtp-transaction.toml",
+        "retry-after-outlives-a-new-secret.toml",
+    ] {
+        let path = std::path::Path::new("tests/chaos").join(file);
+        let report = maildrill::runner::run_file(&path, None).unwrap();
+        assert!(
+            report.passed,
+            "{file}: {:#}",
+            serde_json::to_value(&report.checks).unwrap()
+        );
+    }
 }

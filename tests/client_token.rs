@@ -323,3 +323,46 @@ fn failed_requests_stay_within_the_hourly_budget_however_short_the_hold() {
         "the budget is what bounds it"
     );
 }
+
+/// A `Retry-After` is the endpoint's, asked of the whole app: a new secret value ends a
+/// refused credential's hold at once, but not the wait a throttled endpoint asked for.
+#[test]
+fn a_throttled_endpoints_retry_after_stands_for_a_new_secret() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = Sim::new(
+            at("2025-02-14T11:00:00Z"),
+            tenant(at("2025-03-01T00:00:00Z")),
+            57,
+        );
+        let path = std::env::temp_dir().join(format!("maildrill-throttled-{}", std::process::id()));
+        std::fs::write(&path, SECRET).unwrap();
+        let tokens = provider(&sim, SecretSource::File(path.clone()));
+        sim.mocks
+            .inject(entra_fault(FaultKind::Respond {
+                reply: CatalogueReply::EntraThrottled,
+                retry_after: None,
+            }))
+            .unwrap();
+        assert!(matches!(
+            tokens.token(GRAPH_SCOPE).await.unwrap_err(),
+            Failure::Transient { .. }
+        ));
+        std::fs::write(&path, "New8Q~pasted-while-throttled\n").unwrap();
+        sim.clock.sleep(Duration::from_secs(30)).await;
+        match tokens.token(GRAPH_SCOPE).await.unwrap_err() {
+            Failure::Transient { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(30)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(tokens.requests(), 1, "no request inside the Retry-After");
+        sim.clock.sleep(Duration::from_secs(30)).await;
+        assert!(tokens.token(GRAPH_SCOPE).await.is_err());
+        assert_eq!(
+            tokens.requests(),
+            2,
+            "the new value is tried once the wait is over"
+        );
+        std::fs::remove_file(&path).unwrap();
+    });
+}

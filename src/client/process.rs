@@ -68,6 +68,8 @@ pub struct Parts {
     pub jitter: SeedRng,
     /// The sync's jitter.
     pub sync_jitter: SeedRng,
+    /// The token provider's hold jitter (`None`: holds exactly).
+    pub token_jitter: Option<SeedRng>,
     /// Where the worker notes what it did.
     pub worker_log: WorkerLog,
     /// Where the sync notes what it did.
@@ -110,14 +112,17 @@ impl Client {
             monitor_wake,
             jitter,
             sync_jitter,
+            token_jitter,
             worker_log,
             sync_log,
         } = parts;
         let secret = config.token.secret.clone();
-        let tokens = Arc::new(
-            TokenProvider::new(config.token, clock.clone(), http.clone())
-                .with_hold_store(outbox.clone()),
-        );
+        let mut tokens = TokenProvider::new(config.token, clock.clone(), http.clone())
+            .with_hold_store(outbox.clone());
+        if let Some(rng) = token_jitter {
+            tokens = tokens.with_jitter(rng);
+        }
+        let tokens = Arc::new(tokens);
         let alerter = Arc::new(Alerter::new(
             http.clone(),
             config.alerts_url,

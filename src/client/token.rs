@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use super::classify::{self, CredentialProblem, Failure, Seen};
 use super::secret::{Secret, SecretSource};
 use super::transport::{HttpTransport, TransportError};
+use crate::seed::SeedRng;
 use crate::time::{ClockExt as _, SharedClock};
 
 /// How the client authenticates at the token endpoint.
@@ -121,6 +122,8 @@ struct Refusal {
     refusals: u32,
     /// When the request failed (`None` for a hold resumed from the store).
     at: Option<Instant>,
+    /// The end of the endpoint's `Retry-After`, which holds for any secret.
+    retry_until: Option<Instant>,
 }
 
 /// An access token. Its `Debug` never shows the value.
@@ -177,6 +180,9 @@ pub struct TokenProvider {
     /// When the failed requests of the last hour were sent (the failure budget).
     failed_at: Mutex<std::collections::VecDeque<Instant>>,
     store: Option<Arc<dyn HoldStore>>,
+    /// Spreads each hold over its last quarter, so clients refused together do not return
+    /// together; `None` holds exactly.
+    jitter: Mutex<Option<SeedRng>>,
 }
 
 impl fmt::Debug for TokenProvider {
@@ -204,7 +210,14 @@ impl TokenProvider {
             refusal: Mutex::new(None),
             failed_at: Mutex::default(),
             store: None,
+            jitter: Mutex::new(None),
         }
+    }
+
+    /// Draws each hold from its last quarter with `rng`.
+    pub fn with_jitter(self, rng: SeedRng) -> TokenProvider {
+        *self.jitter.lock().unwrap_or_else(|p| p.into_inner()) = Some(rng);
+        self
     }
 
     /// Keeps refused credentials in `store` too, and resumes a hold found there.
@@ -311,18 +324,27 @@ impl TokenProvider {
                 until: now + left,
                 refusals: stored.refusals,
                 at: None,
+                retry_until: None,
             });
         }
-        let held = refusal
-            .as_ref()
-            .filter(|r| r.secret.as_ref() == secret && now < r.until)?;
+        // A refused credential is the secret's: a new value ends its hold. A Retry-After is
+        // the endpoint's, asked of the whole app: it stands whatever secret comes next.
+        let held = refusal.as_ref()?;
+        let until = if held.secret.as_ref() == secret {
+            held.until
+        } else {
+            held.retry_until?
+        };
+        if now >= until {
+            return None;
+        }
         Some(match &held.failure {
             Failure::Transient {
                 reason,
                 retry_after: Some(_),
             } => Failure::Transient {
                 reason: reason.clone(),
-                retry_after: Some(held.until - now),
+                retry_after: Some(until - now),
             },
             other => other.clone(),
         })
@@ -354,6 +376,7 @@ impl TokenProvider {
             .saturating_mul(2u32.saturating_pow(refusals.min(20)))
             .max(since_last.saturating_mul(2))
             .min(self.config.refusal_hold_cap)
+            .mul_f64(self.spread())
             .max(retry_after)
             .max(self.budget_wait());
         if let (Failure::Credential(problem), Some(store), Some(value)) =
@@ -372,7 +395,17 @@ impl TokenProvider {
             until: now + hold,
             refusals,
             at: Some(now),
+            retry_until: (!retry_after.is_zero()).then(|| now + retry_after),
         });
+    }
+
+    /// A factor in [0.75, 1]: still at least 1.5 times the gap before, so holds keep growing.
+    fn spread(&self) -> f64 {
+        self.jitter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .map_or(1.0, |rng| 0.75 + 0.25 * rng.unit())
     }
 
     /// Notes a failed request now; how long until one more keeps within the failure budget.

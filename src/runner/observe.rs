@@ -231,15 +231,25 @@ fn unknowable(e: &JournalEntry) -> bool {
 fn unknown(e: &JournalEntry) -> bool {
     let smtp = e.mock == MockName::Smtp
         && e.operation == "end-of-data"
-        && matches!(&*e.delivery, "drop after data" | "reset" | "hang");
-    let graph =
-        e.mock == MockName::Graph && e.operation == "send-mail" && e.delivery.starts_with("hang");
+        && matches!(
+            &*e.delivery,
+            "drop after data" | "reset" | "hang" | "limit data"
+        );
+    let graph = e.mock == MockName::Graph
+        && e.operation == "send-mail"
+        && (e.delivery.starts_with("hang") || cut(e));
     smtp || graph
+}
+
+/// A reply the subject got only the first bytes of (`limit_data`): whatever its status, the
+/// subject saw a broken exchange.
+fn cut(e: &JournalEntry) -> bool {
+    e.delivery.starts_with("truncate") || e.delivery == "limit data"
 }
 
 fn http_attempt(kind: AttemptKind, e: &JournalEntry) -> Attempt {
     let hung = e.status.is_none() && e.delivery.starts_with("hang");
-    let outcome = if e.status.is_some_and(|s| (200..300).contains(&s)) {
+    let outcome = if e.status.is_some_and(|s| (200..300).contains(&s)) && !cut(e) {
         Outcome::Ok
     } else if unknown(e) {
         Outcome::Unknown
@@ -258,23 +268,34 @@ fn http_attempt(kind: AttemptKind, e: &JournalEntry) -> Attempt {
 
 /// SMTP transactions, from each connection's entries: the first starts at the connection,
 /// later ones at `MAIL`; each ends at its final reply to the message, or at the first reply
-/// that refuses (or a connection that drops).
+/// that refuses (or a connection that drops). A transaction left without its end when the
+/// subject opens another connection was given up (the subject's own timeout): a failed attempt
+/// that ends at its last entry, and no wait of its own is measured.
 #[derive(Debug, Default)]
 struct SmtpAttempts {
-    open: BTreeMap<u64, DateTime<Utc>>,
+    /// Open transactions by connection: when each began and its latest entry.
+    open: BTreeMap<u64, (DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl SmtpAttempts {
     fn read(&mut self, e: &JournalEntry, attempts: &mut Vec<Attempt>) {
         let connection = e.facts.connection;
-        if e.operation == "connect" || e.operation == "mail" {
-            self.open.entry(connection).or_insert(e.at);
+        if e.operation == "connect" {
+            self.abandoned(connection, e.at, attempts);
         }
-        let Some(start) = self.open.get(&connection).copied() else {
+        if e.operation == "connect" || e.operation == "mail" {
+            self.open.entry(connection).or_insert((e.at, e.at));
+        }
+        let Some((start, last)) = self.open.get_mut(&connection) else {
             return;
         };
+        *last = e.at;
+        let start = *start;
         let refused = e.status.is_none_or(|s| s >= 400)
-            || matches!(&*e.delivery, "drop after data" | "tls failure");
+            || matches!(
+                &*e.delivery,
+                "drop after data" | "tls failure" | "limit data"
+            );
         let done = matches!(e.operation, "end-of-data")
             || (e.operation == "bdat" && e.request.to_ascii_uppercase().contains("LAST"));
         if refused || done {
@@ -292,6 +313,29 @@ impl SmtpAttempts {
                 hung: e.delivery == "hang",
                 retry_after: None,
             });
+        }
+    }
+
+    /// Closes the transactions of other connections idle since before `at`, when `connection`
+    /// opens: the subject gave up on them.
+    fn abandoned(&mut self, connection: u64, at: DateTime<Utc>, attempts: &mut Vec<Attempt>) {
+        let given_up: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(c, (_, last))| **c != connection && *last < at)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in given_up {
+            if let Some((start, last)) = self.open.remove(&c) {
+                attempts.push(Attempt {
+                    kind: AttemptKind::Send,
+                    start,
+                    end: last,
+                    outcome: Outcome::Failed,
+                    hung: true,
+                    retry_after: None,
+                });
+            }
         }
     }
 }
@@ -366,36 +410,36 @@ fn kind_from_summary(summary: &str) -> String {
 }
 
 /// The subject's waits: from each failed attempt's outcome to its next attempt of the same
-/// kind. Left out: a hung attempt's wait (not on the wire: the subject's own timeout ran
-/// first), an attempt that began before the failure came back (it ran beside it), a gap in
-/// which the subject tried the other kind (its trouble moved: a send waits while the token
-/// endpoint is probed), and a gap across a restart (a new process starts afresh). Attempts
-/// with an unknown outcome are neither failures nor successes.
+/// kind, whatever came of that one. Left out: a hung attempt's wait (not on the wire: the
+/// subject's own timeout ran first), an attempt that began before the failure came back (it ran
+/// beside it), a gap in which the subject tried the other kind (its trouble moved: a send waits
+/// while the token endpoint is probed), and a gap across a restart (a new process starts
+/// afresh). Attempts with an unknown outcome end a wait but are neither failures nor successes.
 fn waits(attempts: &[Attempt], restarts: &[DateTime<Utc>]) -> Vec<WaitSeen> {
-    let known: Vec<&Attempt> = attempts
-        .iter()
-        .filter(|a| a.outcome != Outcome::Unknown)
-        .collect();
     let between =
         |from: DateTime<Utc>, to: DateTime<Utc>| restarts.iter().any(|r| *r >= from && *r <= to);
     let other_inside = |kind: AttemptKind, from: DateTime<Utc>, to: DateTime<Utc>| {
-        known
+        attempts
             .iter()
             .any(|a| a.kind != kind && a.start > from && a.start < to)
     };
     let mut waits = Vec::new();
     let mut streak = 0;
-    for (i, attempt) in known.iter().enumerate() {
-        let previous = i.checked_sub(1).map(|p| known[p]);
+    let mut previous: Option<&Attempt> = None;
+    for (i, attempt) in attempts.iter().enumerate() {
+        if attempt.outcome == Outcome::Unknown {
+            continue;
+        }
         if previous.is_none_or(|p| p.kind != attempt.kind || between(p.end, attempt.start)) {
             streak = 0;
         }
+        previous = Some(attempt);
         if attempt.outcome == Outcome::Ok {
             streak = 0;
             continue;
         }
         streak += 1;
-        let Some(next) = known.get(i + 1).filter(|n| n.kind == attempt.kind) else {
+        let Some(next) = attempts.get(i + 1).filter(|n| n.kind == attempt.kind) else {
             continue;
         };
         if attempt.hung

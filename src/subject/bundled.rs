@@ -79,6 +79,8 @@ impl Subject for Bundled {
         let config = self.config(&start, &http, &smtp);
         let mut rng = start.rng;
         let (jitter, sync_jitter, ids) = (rng.fork(), rng.fork(), rng.fork());
+        // Drawn after the others, so their streams stay what they were.
+        let token_jitter = (!self.profile.has(Mutation::NoJitter)).then(|| rng.fork());
         let wake = Arc::new(tokio::sync::Notify::new());
         let client = Arc::new(Client::new(
             config,
@@ -91,6 +93,7 @@ impl Subject for Bundled {
                 monitor_wake: Arc::new(tokio::sync::Notify::new()),
                 jitter,
                 sync_jitter,
+                token_jitter,
                 worker_log: Arc::default(),
                 sync_log: sync_log.clone(),
             },

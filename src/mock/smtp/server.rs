@@ -367,6 +367,8 @@ impl SmtpServer {
             Some(FaultKind::DropAfterData) if step.accepted => "drop after data",
             Some(FaultKind::Timeout) => "hang",
             Some(FaultKind::TlsFailure) if step.next == Next::StartTls => "tls failure",
+            // The reply leaves cut short and the connection closes: the client never reads it.
+            Some(FaultKind::LimitData { .. }) => "limit data",
             _ => "respond",
         };
         if let Some(shown) = &step.command {
