@@ -68,7 +68,11 @@ const MUTANTS: [(Mutation, &[CheckId], usize); 8] = [
         8,
     ),
     (Mutation::NoExpiryMonitor, &[CheckId::ExpiryAlertLead], 12),
-    (Mutation::LatencyNeverFires, &[CheckId::LatencyAlertWithin], 8),
+    (
+        Mutation::LatencyNeverFires,
+        &[CheckId::LatencyAlertWithin],
+        8,
+    ),
     (Mutation::FailsUnknownSends, &[CheckId::NoDuplicates], 16),
     (Mutation::ForgetsOutbox, &[CheckId::NoLoss], 8),
 ];
@@ -198,6 +202,7 @@ fn the_committed_regressions_of_the_remediated_client_stay_green() {
         "unknown-sends-end-a-wait.toml",
         "abandoned-smtp-transaction.toml",
         "retry-after-outlives-a-new-secret.toml",
+        "late-greeting.toml",
     ] {
         let path = std::path::Path::new("tests/chaos").join(file);
         let report = maildrill::runner::run_file(&path, None).unwrap();

@@ -215,12 +215,10 @@ impl SmtpServer {
                 reply: CatalogueReply::Smtp(key),
                 ..
             }) => session.render(key, &mut self.backend()),
-            Some(FaultKind::Latency { delay }) => {
-                self.clock.park(*delay).await;
-                session.greeting()
-            }
             _ => session.greeting(),
         };
+        // Journaled when the connection arrives, as every command is: a late greeting's delay
+        // is a fact of the entry, not its instant.
         self.record(
             id,
             "connect",
@@ -229,6 +227,9 @@ impl SmtpServer {
             fault.as_ref(),
             "respond",
         );
+        if let Some(FaultKind::Latency { delay }) = &fault {
+            self.clock.park(*delay).await;
+        }
         if conn.stream.write_all(greeting.as_bytes()).await.is_err() || greeting.starts_with("421")
         {
             let _ = conn.stream.shutdown().await;
