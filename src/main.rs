@@ -63,8 +63,14 @@ enum Command {
         #[arg(long)]
         jobs: Option<usize>,
         /// Most replays spent shrinking one failure (0: no shrinking).
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 128)]
         shrink_budget: usize,
+        /// Stop drawing new cases after this many failures (0: run every case).
+        #[arg(long, default_value_t = 3)]
+        max_failures: usize,
+        /// Shrink every failure, also those failing the same checks as one shrunk already.
+        #[arg(long)]
+        shrink_all: bool,
     },
     /// Print the JSON Schema of scenario files (for editor completion).
     Schema,
@@ -298,6 +304,36 @@ impl maildrill::chaos::Progress for ChaosBar {
         self.bar.set_message(format!("{failures} failing"));
         self.bar.inc(1);
     }
+
+    fn found(&self, result: &maildrill::chaos::CaseResult) {
+        print_report(&self.bar, &result.report);
+        self.bar.suspend(|| {
+            say(format!(
+                "     case {} failed {}",
+                result.index,
+                checks(&result.failed_checks)
+            ));
+        });
+    }
+
+    fn shrinking(&self, index: usize) {
+        self.bar.set_message(format!("shrinking case {index}"));
+    }
+
+    fn shrunk(&self, result: &maildrill::chaos::CaseResult) {
+        self.bar.suspend(|| {
+            say(format!(
+                "     case {} shrunk in {} replays: {} timeline steps left",
+                result.index,
+                result.shrink_steps,
+                result.scenario.timeline.len()
+            ));
+        });
+    }
+}
+
+fn checks(ids: &[maildrill::check::CheckId]) -> String {
+    ids.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
 }
 
 fn chaos(
@@ -325,19 +361,13 @@ fn chaos(
     for mut result in results {
         if !result.failed_checks.is_empty() {
             failures += 1;
-            print_report(&progress.bar, &result.report);
-            say(format!(
-                "     case {} failed {}; shrunk in {} replays",
-                result.index,
-                result
-                    .failed_checks
-                    .iter()
-                    .map(|c| c.name())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                result.shrink_steps
-            ));
-            if let Some(dir) = save {
+            if let Some(first) = result.repeats {
+                say(format!(
+                    "FAIL case {}: {}, as case {first} (not shrunk; --shrink-all shrinks it)",
+                    result.index,
+                    checks(&result.failed_checks)
+                ));
+            } else if let Some(dir) = save {
                 let path = maildrill::chaos::save(dir, config, &result)
                     .with_context(|| format!("failed to write into {}", dir.display()))?;
                 say(format!("     saved {}", path.display()));
@@ -347,8 +377,16 @@ fn chaos(
         reports.push(result.report);
     }
     write_reports(&reports, json, junit)?;
+    let stopped = if reports.len() < config.cases {
+        format!(
+            "; stopped after {failures} failures (--max-failures), {} cases not drawn",
+            config.cases - reports.len()
+        )
+    } else {
+        String::new()
+    };
     say(format!(
-        "{} cases: {} passed, {failures} failed ({:.0} cases/min)",
+        "{} cases: {} passed, {failures} failed ({:.0} cases/min){stopped}",
         reports.len(),
         reports.len() - failures,
         reports.len() as f64 * 60_000.0 / wall_ms.max(1) as f64
@@ -381,15 +419,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             junit,
             jobs,
             shrink_budget,
+            max_failures,
+            shrink_all,
         } => {
             let config = maildrill::chaos::ChaosConfig {
                 cases,
                 // Only the default seed reads the clock; it is printed so the run can be repeated.
                 seed: seed.unwrap_or_else(maildrill::time::wall_seed),
                 profile,
-                stop_at_first_failure: false,
+                max_failures: (max_failures > 0).then_some(max_failures),
                 shrink: shrink_budget > 0,
                 shrink_budget,
+                shrink_all,
                 jobs: jobs.unwrap_or_else(|| {
                     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
                 }),

@@ -24,7 +24,8 @@ fn config(profile: Profile, cases: usize) -> ChaosConfig {
         cases,
         seed: 1,
         profile,
-        stop_at_first_failure: false,
+        max_failures: None,
+        shrink_all: false,
         shrink: false,
         shrink_budget: 0,
         jobs: 2,
@@ -87,7 +88,7 @@ fn every_mutant_is_caught_within_its_budget_and_the_remediated_client_passes_the
     );
     for (mutation, checks, budget) in MUTANTS {
         let mut config = config(Profile::Mutant(mutation), budget);
-        config.stop_at_first_failure = true;
+        config.max_failures = Some(1);
         let results = chaos::run(&config, &()).unwrap();
         let caught = results.iter().find(|r| !r.failed_checks.is_empty());
         let caught = caught.unwrap_or_else(|| {
@@ -135,7 +136,7 @@ fn a_run_is_the_same_with_any_number_of_jobs() {
 #[test]
 fn a_shrunk_failure_is_a_scenario_file_that_replays_byte_for_byte() {
     let config = ChaosConfig {
-        stop_at_first_failure: true,
+        max_failures: Some(1),
         shrink: true,
         shrink_budget: 24,
         ..config(Profile::Mutant(Mutation::ForgetsOutbox), 8)
@@ -212,4 +213,97 @@ fn the_committed_regressions_of_the_remediated_client_stay_green() {
             serde_json::to_value(&report.checks).unwrap()
         );
     }
+}
+
+/// A judge that replays nothing: case `i` fails `no-loss` when `i % 3 == 0`, `no-loss` and
+/// `no-duplicates` when `i % 3 == 1`, and passes otherwise.
+fn scripted(
+    path: &std::path::Path,
+    file: &maildrill::scenario::ScenarioFile,
+) -> Result<maildrill::runner::ScenarioReport, maildrill::runner::RunError> {
+    let index: usize = file.name.rsplit('-').next().unwrap().parse().unwrap();
+    let failing: &[CheckId] = match index % 3 {
+        0 => &[CheckId::NoLoss],
+        1 => &[CheckId::NoLoss, CheckId::NoDuplicates],
+        _ => &[],
+    };
+    let checks = [CheckId::NoLoss, CheckId::NoDuplicates]
+        .into_iter()
+        .map(|id| maildrill::check::Verdict {
+            id,
+            verdict: Grade::of(!failing.contains(&id)),
+            expected: Grade::Pass,
+            observed: String::new(),
+            detail: String::new(),
+        })
+        .collect();
+    Ok(maildrill::runner::ScenarioReport {
+        file: path.display().to_string(),
+        name: file.name.clone(),
+        seed: file.seed,
+        subject: "scripted".into(),
+        passed: failing.is_empty(),
+        skipped: None,
+        checks,
+        stats: maildrill::runner::Stats::default(),
+        wall_ms: 0,
+        events: Default::default(),
+    })
+}
+
+#[test]
+fn a_run_stops_after_max_failures_the_same_with_any_number_of_jobs() {
+    let run = |jobs| {
+        let config = ChaosConfig {
+            max_failures: Some(4),
+            jobs,
+            ..config(Profile::Remediated, 50)
+        };
+        chaos::run_with(&config, &(), &scripted).unwrap()
+    };
+    let indexes =
+        |results: &[chaos::CaseResult]| -> Vec<usize> { results.iter().map(|r| r.index).collect() };
+    let two = run(2);
+    // Failures at 0, 1, 3 and 4: the run ends with the fourth.
+    assert_eq!(indexes(&two), [0, 1, 2, 3, 4]);
+    assert_eq!(indexes(&run(1)), indexes(&two));
+}
+
+#[test]
+fn a_failure_with_the_checks_of_one_already_shrunk_is_listed_not_shrunk() {
+    let config = ChaosConfig {
+        max_failures: Some(4),
+        shrink: true,
+        shrink_budget: 3,
+        ..config(Profile::Remediated, 50)
+    };
+    let results = chaos::run_with(&config, &(), &scripted).unwrap();
+    let summary: Vec<(usize, bool, Option<usize>)> = results
+        .iter()
+        .filter(|r| !r.failed_checks.is_empty())
+        .map(|r| (r.index, r.shrink_steps > 0, r.repeats))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (0, true, None),
+            (1, true, None),
+            (3, false, Some(0)),
+            (4, false, Some(1))
+        ]
+    );
+    let all = chaos::run_with(
+        &ChaosConfig {
+            shrink_all: true,
+            ..config
+        },
+        &(),
+        &scripted,
+    )
+    .unwrap();
+    assert!(
+        all.iter()
+            .filter(|r| !r.failed_checks.is_empty())
+            .all(|r| r.shrink_steps > 0 && r.repeats.is_none())
+    );
 }

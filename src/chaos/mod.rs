@@ -30,12 +30,15 @@ pub struct ChaosConfig {
     pub seed: u64,
     /// The client profile under test.
     pub profile: Profile,
-    /// Stop at the first failing case (mutation tests).
-    pub stop_at_first_failure: bool,
+    /// Stop drawing new cases once this many have failed (`None`: run them all). The run
+    /// keeps the cases up to the Nth failure in case order, whatever the number of jobs.
+    pub max_failures: Option<usize>,
     /// Shrink failures to a minimal timeline.
     pub shrink: bool,
     /// Most replays spent shrinking one failure.
     pub shrink_budget: usize,
+    /// Shrink every failure, not only the first with each set of failing checks.
+    pub shrink_all: bool,
     /// Worker threads (each replays on its own runtime).
     pub jobs: usize,
 }
@@ -46,9 +49,10 @@ impl Default for ChaosConfig {
             cases: 100,
             seed: 0,
             profile: Profile::Remediated,
-            stop_at_first_failure: false,
+            max_failures: None,
             shrink: true,
-            shrink_budget: 256,
+            shrink_budget: 128,
+            shrink_all: false,
             jobs: 1,
         }
     }
@@ -67,6 +71,8 @@ pub struct CaseResult {
     pub failed_checks: Vec<CheckId>,
     /// Replays spent shrinking.
     pub shrink_steps: usize,
+    /// The earlier case that failed the same checks, when this one was left unshrunk for it.
+    pub repeats: Option<usize>,
 }
 
 /// The calendar start of every generated case.
@@ -146,7 +152,15 @@ pub fn run_case_with(
     index: usize,
     judge: &Judge<'_>,
 ) -> Result<CaseResult, RunError> {
-    let name = case_name(config.seed, index);
+    let found = draw(config, index, judge)?;
+    if found.failed_checks.is_empty() || !config.shrink {
+        return Ok(found);
+    }
+    shrink(config, found, judge)
+}
+
+/// Case `index`'s value tree: the case and the way to simpler ones.
+fn tree(config: &ChaosConfig, index: usize) -> Result<impl ValueTree<Value = Case>, RunError> {
     let seed: [u8; 32] = Seed(config.seed)
         .stream(&format!("chaos.case.{index}"))
         .bytes();
@@ -154,17 +168,51 @@ pub fn run_case_with(
         Config::default(),
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
     );
-    let mut tree = case::strategy()
+    case::strategy()
         .new_tree(&mut runner)
         .map_err(|reason| RunError::Harness {
-            path: PathBuf::from(&name),
+            path: PathBuf::from(case_name(config.seed, index)),
             reason: reason.to_string(),
-        })?;
-    let (mut scenario, mut report) = replay(&name, &tree.current(), config.profile, judge)?;
-    let failed_checks = failing(&report);
+        })
+}
+
+/// Draws case `index` and replays it once.
+fn draw(config: &ChaosConfig, index: usize, judge: &Judge<'_>) -> Result<CaseResult, RunError> {
+    let name = case_name(config.seed, index);
+    let (scenario, report) = replay(
+        &name,
+        &tree(config, index)?.current(),
+        config.profile,
+        judge,
+    )?;
+    Ok(CaseResult {
+        index,
+        failed_checks: failing(&report),
+        scenario,
+        report,
+        shrink_steps: 0,
+        repeats: None,
+    })
+}
+
+/// Shrinks a failing case while a check that failed at first still fails: proptest's own
+/// loop, simplifying while the case fails and complicating when it passes.
+fn shrink(
+    config: &ChaosConfig,
+    found: CaseResult,
+    judge: &Judge<'_>,
+) -> Result<CaseResult, RunError> {
+    let name = case_name(config.seed, found.index);
+    let mut tree = tree(config, found.index)?;
+    let CaseResult {
+        index,
+        mut scenario,
+        mut report,
+        failed_checks,
+        ..
+    } = found;
     let mut shrink_steps = 0;
-    if !failed_checks.is_empty() && config.shrink && tree.simplify() {
-        // proptest's own loop: simplify while the case still fails, complicate when it passes.
+    if tree.simplify() {
         while shrink_steps < config.shrink_budget {
             shrink_steps += 1;
             let (candidate, outcome) = replay(&name, &tree.current(), config.profile, judge)?;
@@ -187,13 +235,20 @@ pub fn run_case_with(
         report,
         failed_checks,
         shrink_steps,
+        repeats: None,
     })
 }
 
-/// Progress of a run, for a progress bar.
+/// Progress of a run, for a progress bar and for printing failures as they come.
 pub trait Progress: Sync {
     /// A case finished.
     fn case_done(&self, failed: bool);
+    /// A case failed (before any shrinking).
+    fn found(&self, _result: &CaseResult) {}
+    /// Shrinking of the failure of case `index` began.
+    fn shrinking(&self, _index: usize) {}
+    /// A failure was shrunk.
+    fn shrunk(&self, _result: &CaseResult) {}
 }
 
 impl Progress for () {
@@ -205,40 +260,96 @@ pub fn run(config: &ChaosConfig, progress: &dyn Progress) -> Result<Vec<CaseResu
     run_with(config, progress, &bundled)
 }
 
-/// [`run`] with another judge (a subject of the user's).
+/// [`run`] with another judge (a subject of the user's): every case drawn and replayed on
+/// `config.jobs` threads until `config.max_failures`, then the failures shrunk, the first of
+/// each set of failing checks only unless `config.shrink_all`.
 pub fn run_with(
     config: &ChaosConfig,
     progress: &dyn Progress,
     judge: &Judge<'_>,
 ) -> Result<Vec<CaseResult>, RunError> {
+    let mut done = found(config, progress, judge)?;
+    if !config.shrink {
+        return Ok(done);
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    let mut to_shrink = Vec::new();
+    for (position, result) in done.iter_mut().enumerate() {
+        if result.failed_checks.is_empty() {
+            continue;
+        }
+        let checks: std::collections::BTreeSet<CheckId> =
+            result.failed_checks.iter().copied().collect();
+        match seen.get(&checks) {
+            Some(first) if !config.shrink_all => result.repeats = Some(*first),
+            _ => {
+                seen.entry(checks).or_insert(result.index);
+                to_shrink.push(position);
+            }
+        }
+    }
+    let shrunk = crate::parallel::map_ordered(
+        to_shrink.len(),
+        config.jobs,
+        |k| {
+            let found = done[to_shrink[k]].clone();
+            progress.shrinking(found.index);
+            let result = shrink(config, found, judge);
+            if let Ok(result) = &result {
+                progress.shrunk(result);
+            }
+            result
+        },
+        |_| false,
+    );
+    for (position, result) in to_shrink.into_iter().zip(shrunk) {
+        done[position] = result?;
+    }
+    Ok(done)
+}
+
+/// Every case drawn and replayed once, in case order, up to the `max_failures`th failure.
+fn found(
+    config: &ChaosConfig,
+    progress: &dyn Progress,
+    judge: &Judge<'_>,
+) -> Result<Vec<CaseResult>, RunError> {
+    let failures = std::sync::atomic::AtomicUsize::new(0);
+    let failed =
+        |r: &Result<CaseResult, RunError>| r.as_ref().map_or(true, |r| !r.failed_checks.is_empty());
     let results = crate::parallel::map_ordered(
         config.cases,
         config.jobs,
         |index| {
-            let result = run_case_with(config, index, judge);
-            progress.case_done(
-                result
-                    .as_ref()
-                    .map_or(true, |r| !r.failed_checks.is_empty()),
-            );
+            let result = draw(config, index, judge);
+            progress.case_done(failed(&result));
+            if let Ok(found) = &result
+                && !found.failed_checks.is_empty()
+            {
+                progress.found(found);
+            }
             result
         },
         |result| {
-            config.stop_at_first_failure
-                && result
-                    .as_ref()
-                    .map_or(true, |r| !r.failed_checks.is_empty())
+            failed(result)
+                && config.max_failures.is_some_and(|most| {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 >= most
+                })
         },
     );
     let mut done = Vec::with_capacity(results.len());
     for result in results {
         done.push(result?);
     }
-    if config.stop_at_first_failure {
-        // With several jobs, cases after the first failure may have finished too: keep the
-        // run's answer independent of the job count.
-        if let Some(first) = done.iter().position(|r| !r.failed_checks.is_empty()) {
-            done.truncate(first + 1);
+    if let Some(most) = config.max_failures {
+        // Every case below the last one started has finished, so the first `most` failures in
+        // case order are here whatever the number of jobs: keep the run up to the last of them.
+        let mut seen = 0;
+        if let Some(last) = done.iter().position(|r| {
+            seen += usize::from(!r.failed_checks.is_empty());
+            seen >= most
+        }) {
+            done.truncate(last + 1);
         }
     }
     Ok(done)

@@ -1,8 +1,8 @@
 //! The runner: replays a scenario on the virtual clock against a subject (the bundled client
 //! by default), through either wiring, and turns what the harness saw into verdicts.
 //!
-//! 1. `plan`: check the file and lower it into a plan (tenant, settings, traffic, timeline,
-//!    the capabilities a subject needs).
+//! 1. [`crate::scenario::plan`]: check the file and lower it into a plan (tenant, settings,
+//!    traffic, timeline, the capabilities a subject needs).
 //! 2. `replay`: on the replay runtime (paused, current-thread) stand up the tenant and the
 //!    mocks with [`crate::Sim`] (one fault set), start the subject, submit the traffic and
 //!    perform the timeline until the scenario's end; tokio jumps the clock whenever every task
@@ -12,7 +12,6 @@
 //!    here reads the wall clock except `wall_ms`.
 
 mod observe;
-use crate::scenario::plan;
 mod replay;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +20,7 @@ use chrono::{DateTime, Utc};
 
 use crate::check::{self, AlertSeen, Grade, Observations, Params, Verdict};
 use crate::scenario::file::{LoadError, ScenarioFile};
+use crate::scenario::plan;
 use crate::seed::Seed;
 use crate::subject::{Capability, Subject};
 

@@ -13,7 +13,7 @@ use crate::journal::{Journal, JournalEntry, MockName};
 use crate::tenant::{Directory, SharedDirectory};
 use crate::time::to_chrono;
 
-use super::plan::Plan;
+use crate::scenario::plan::Plan;
 
 /// What the harness did and heard from the subject, besides what the mocks hold.
 #[derive(Debug, Default)]
@@ -69,7 +69,7 @@ pub(super) fn observe(
         ..Observations::default()
     };
     deliveries(&mut o, plan, &record.submitted, &accepted);
-    let (attempts, alerts) = read_journal(&mut o, journal, &secrets);
+    let (attempts, alerts) = read_journal(&mut o, journal, &secrets, &plan.restarts());
     o.first_failure_at = attempts
         .iter()
         .filter(|a| a.outcome == Outcome::Failed)
@@ -156,6 +156,7 @@ fn read_journal(
     o: &mut Observations,
     journal: &Journal,
     secrets: &[String],
+    restarts: &[DateTime<Utc>],
 ) -> (Vec<Attempt>, Vec<AlertSeen>) {
     journal.with_entries(|entries| {
         let needles = Needles::new(secrets);
@@ -169,7 +170,7 @@ fn read_journal(
             *answered
                 .entry((e.mock, e.operation, e.status.ok_or(&*e.delivery)))
                 .or_default() += 1;
-            if unknowable(e) {
+            if unknowable(e) || killed_in_flight(e, restarts) {
                 o.unknowable += 1;
             }
             if unknown(e) {
@@ -213,6 +214,19 @@ fn scan(leaks: &mut Leaks, needles: &Needles, line: &mut String, e: &JournalEntr
             leaks.scan_with(needles, line);
         }
     }
+}
+
+/// A send the server accepted whose reply was still on its way (a latency or bandwidth fault)
+/// when the harness restarted the subject: the process that sent it never heard, and the next
+/// one cannot know (one duplicate forgiven each, as for a failure reply).
+fn killed_in_flight(e: &JournalEntry, restarts: &[DateTime<Utc>]) -> bool {
+    let accepted_send = match e.mock {
+        MockName::Graph => e.operation == "send-mail",
+        MockName::Smtp => e.operation == "end-of-data",
+        _ => false,
+    } && e.status.is_some_and(|s| s < 300);
+    let reply_at = e.at + to_chrono(e.facts.delay);
+    accepted_send && restarts.iter().any(|r| e.at <= *r && *r < reply_at)
 }
 
 /// A send the server kept while the subject heard a failure: it could not know, and may send

@@ -13,10 +13,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::observe::{self, Record};
-use super::plan::{Action, Plan};
 use super::{Wiring, Workspace};
 use crate::check::Observations;
 use crate::journal::Journal;
+use crate::scenario::plan::{Action, Plan};
 use crate::sim::{Sim, SocketOptions};
 use crate::subject::{MemoryTransports, Message, Process, SecretHandle, Start, Subject};
 use crate::tenant::{Directory, SecretSpec};

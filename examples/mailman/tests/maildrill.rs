@@ -91,7 +91,7 @@ fn chaos_finds_shrinks_and_replays_a_mailman_failure() {
     let config = maildrill::chaos::ChaosConfig {
         cases: 8,
         seed: 1,
-        stop_at_first_failure: true,
+        max_failures: Some(1),
         shrink_budget: 24,
         ..maildrill::chaos::ChaosConfig::default()
     };
