@@ -220,3 +220,44 @@ fn the_mail_a_mailbox_sent_is_queried_on_the_sim() {
         assert!(sim.received().is_empty(), "nothing came over SMTP");
     });
 }
+
+/// What Microsoft's Python Graph SDK (msgraph-sdk 1.65, kiota-python 1.16) sends, captured on
+/// the wire in session 6: the action's parameters named `Message` and `SaveToSentItems`, the
+/// UPN percent-encoded in the path, `@odata.type`, `"contentType": "text"`; and its delta call
+/// as `delta()`. Graph accepts them, so the mock must.
+#[test]
+fn the_requests_of_microsofts_python_sdk_are_accepted() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = Sim::builder().build_in_memory().unwrap();
+        let net = sim.net().unwrap();
+        let credentials = sim.credentials();
+        let token = net
+            .send(credentials.token_request(&sim.endpoints().token_url))
+            .await
+            .unwrap();
+        let token: serde_json::Value = serde_json::from_slice(token.body()).unwrap();
+        let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+        let upn = credentials.mailbox.replace('@', "%40");
+        let body = r##"{"Message": {"@odata.type": "#microsoft.graph.message", "body": {"content": "body text", "contentType": "text"}, "subject": "hello from msgraph-sdk", "toRecipients": [{"emailAddress": {"address": "a@example.com"}}]}, "SaveToSentItems": false}"##;
+        let send = http::Request::post(format!("{}/users/{upn}/sendMail", sim.endpoints().graph_url))
+            .header("Authorization", &bearer)
+            .header("content-type", "application/json")
+            .body(body.as_bytes().to_vec())
+            .unwrap();
+        assert_eq!(net.send(send).await.unwrap().status(), 202);
+        let sent = sim.sent_mail();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].subject, "hello from msgraph-sdk");
+        let delta = http::Request::get(format!(
+            "{}/users/{upn}/mailFolders/inbox/messages/delta()",
+            sim.endpoints().graph_url
+        ))
+        .header("Authorization", &bearer)
+        .body(Vec::new())
+        .unwrap();
+        let page = net.send(delta).await.unwrap();
+        assert_eq!(page.status(), 200, "{}", String::from_utf8_lossy(page.body()));
+        let page: serde_json::Value = serde_json::from_slice(page.body()).unwrap();
+        assert!(page["@odata.deltaLink"].as_str().is_some(), "{page}");
+    });
+}

@@ -51,7 +51,16 @@ fn operation_of<S: AsRef<str>>(segments: &[S]) -> &'static str {
     }
     match &names[..segments.len()] {
         ["users", _, "sendMail"] => "send-mail",
-        ["users", _, "mailFolders", _, "messages", "delta"] => "delta",
+        // The function as a bare name, with its empty parameter list (what Microsoft's SDKs
+        // send), or namespace-qualified: OData allows all of them.
+        [
+            "users",
+            _,
+            "mailFolders",
+            _,
+            "messages",
+            "delta" | "delta()" | "microsoft.graph.delta" | "microsoft.graph.delta()",
+        ] => "delta",
         [app, "addPassword"] if app.starts_with("applications") => "add-password",
         ["applications", _, "addPassword"] => "add-password",
         [app, "removePassword"] if app.starts_with("applications") => "remove-password",
@@ -247,46 +256,51 @@ fn send_mail(
     }
 }
 
+/// A property of a JSON object, its name matched without regard to case as Graph matches it
+/// (`msgraph-sdk` sends the action's parameters as `Message` and `SaveToSentItems`).
+fn property<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
+    let object = value.as_object()?;
+    object.get(name).or_else(|| {
+        object
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
+
 fn parse_json(body: &[u8]) -> Result<Outgoing, GraphError> {
     let value: Value = serde_json::from_slice(body).map_err(|_| GraphError::UnreadableJson)?;
-    let message = value
-        .get("message")
+    let message = property(&value, "message")
         .filter(|m| m.is_object())
         .ok_or(GraphError::UnreadableJson)?;
-    let address = |v: &Value| {
-        v.pointer("/emailAddress/address")
+    let text = |v: &Value, name: &str| {
+        property(v, name)
             .and_then(Value::as_str)
             .map(str::to_string)
     };
+    let address = |v: &Value| property(v, "emailAddress").and_then(|e| text(e, "address"));
     let to: Vec<String> = ["toRecipients", "ccRecipients", "bccRecipients"]
         .iter()
-        .filter_map(|k| message.get(*k).and_then(Value::as_array))
+        .filter_map(|k| property(message, k).and_then(Value::as_array))
         .flatten()
         .filter_map(address)
         .collect();
     if to.is_empty() {
         return Err(GraphError::InvalidRecipients);
     }
-    let headers = message
-        .get("internetMessageHeaders")
-        .and_then(Value::as_array);
+    let headers = property(message, "internetMessageHeaders").and_then(Value::as_array);
     let idempotency_key = headers.into_iter().flatten().find_map(|h| {
-        let name = h.get("name").and_then(Value::as_str)?;
+        let name = text(h, "name")?;
         name.eq_ignore_ascii_case(mime::IDEMPOTENCY_HEADER)
-            .then(|| h.get("value").and_then(Value::as_str).map(str::to_string))?
+            .then(|| text(h, "value"))?
     });
     Ok(Outgoing {
-        from: message.get("from").and_then(address).unwrap_or_default(),
+        from: property(message, "from")
+            .and_then(address)
+            .unwrap_or_default(),
         to,
-        subject: message
-            .get("subject")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-        message_id: message
-            .get("internetMessageId")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        subject: text(message, "subject").unwrap_or_default(),
+        message_id: text(message, "internetMessageId"),
         idempotency_key,
     })
 }
