@@ -199,21 +199,6 @@ pub enum CheckId {
 }
 
 impl CheckId {
-    /// Every check a scenario can name, in a fixed order.
-    pub const ALL: [CheckId; 11] = [
-        CheckId::NoLoss,
-        CheckId::NoDuplicates,
-        CheckId::ExpiryAlertLead,
-        CheckId::LatencyAlertWithin,
-        CheckId::TokenRequestBudget,
-        CheckId::BackoffShape,
-        CheckId::RecoveryWithin,
-        CheckId::DrainedWithin,
-        CheckId::AlertsResolved,
-        CheckId::SyncComplete,
-        CheckId::NoSecretLeak,
-    ];
-
     /// Its name in scenarios and reports.
     pub fn name(self) -> &'static str {
         match self {

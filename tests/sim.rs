@@ -24,6 +24,14 @@ fn throttled() -> Fault {
     }
 }
 
+/// A Graph token from the in-memory sim, as an `Authorization` value.
+async fn bearer(sim: &Sim) -> String {
+    let request = sim.credentials().token_request(&sim.endpoints().token_url);
+    let response = sim.net().unwrap().send(request).await.unwrap();
+    let token: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+    format!("Bearer {}", token["access_token"].as_str().unwrap())
+}
+
 /// Sends one token request in memory and returns its status.
 async fn token_status(sim: &Sim) -> u16 {
     let request = sim.credentials().token_request(&sim.endpoints().token_url);
@@ -192,21 +200,14 @@ fn the_mail_a_mailbox_sent_is_queried_on_the_sim() {
         ));
         let net = sim.net().unwrap();
         let credentials = sim.credentials();
-        let token = net
-            .send(credentials.token_request(&sim.endpoints().token_url))
-            .await
-            .unwrap();
-        let token: serde_json::Value = serde_json::from_slice(token.body()).unwrap();
+        let bearer = bearer(&sim).await;
         let body = r#"{"message":{"subject":"Invoice 7","toRecipients":[{"emailAddress":{"address":"a@example.com"}}]}}"#;
         let send = http::Request::post(format!(
             "{}/users/{}/sendMail",
             sim.endpoints().graph_url,
             credentials.mailbox
         ))
-        .header(
-            "Authorization",
-            format!("Bearer {}", token["access_token"].as_str().unwrap()),
-        )
+        .header("Authorization", bearer)
         .header("Content-Type", "application/json")
         .body(body.as_bytes().to_vec())
         .unwrap();
@@ -231,12 +232,7 @@ fn the_requests_of_microsofts_python_sdk_are_accepted() {
         let sim = Sim::builder().build_in_memory().unwrap();
         let net = sim.net().unwrap();
         let credentials = sim.credentials();
-        let token = net
-            .send(credentials.token_request(&sim.endpoints().token_url))
-            .await
-            .unwrap();
-        let token: serde_json::Value = serde_json::from_slice(token.body()).unwrap();
-        let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+        let bearer = bearer(&sim).await;
         let upn = credentials.mailbox.replace('@', "%40");
         let body = r##"{"Message": {"@odata.type": "#microsoft.graph.message", "body": {"content": "body text", "contentType": "text"}, "subject": "hello from msgraph-sdk", "toRecipients": [{"emailAddress": {"address": "a@example.com"}}]}, "SaveToSentItems": false}"##;
         let send = http::Request::post(format!("{}/users/{upn}/sendMail", sim.endpoints().graph_url))
