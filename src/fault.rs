@@ -6,6 +6,8 @@
 //! only in a window of virtual time, for the first N matching requests, or with a probability
 //! drawn from the seed, so a schedule replays to the same bytes.
 
+mod words;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -13,6 +15,8 @@ use chrono::{DateTime, Utc};
 
 use crate::mock::wire::{EntraError, GraphError};
 use crate::seed::{Seed, SeedRng};
+
+pub use words::{DEFAULT_LATENCY, FaultName, FaultWords, WordError};
 
 /// Which service a fault targets.
 #[derive(
@@ -288,6 +292,29 @@ impl Fault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FaultId(u64);
 
+impl FaultId {
+    /// The id as a number (the control API's `id`).
+    pub fn number(self) -> u64 {
+        self.0
+    }
+
+    /// The id a number names (it may name no fault in force).
+    pub fn from_number(number: u64) -> FaultId {
+        FaultId(number)
+    }
+}
+
+/// A fault in force, as listed: its id, the fault, and how many requests it has matched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectedFault {
+    /// Its id.
+    pub id: FaultId,
+    /// The fault.
+    pub fault: Fault,
+    /// Matching requests so far (inside its window), counted against `first`.
+    pub matched: u64,
+}
+
 #[derive(Debug)]
 struct Slot {
     id: FaultId,
@@ -339,6 +366,23 @@ impl FaultSet {
     /// Removes every fault on `target`.
     pub fn clear_target(&mut self, target: Target) {
         self.slots.retain(|s| s.fault.target != target);
+    }
+
+    /// Removes every fault.
+    pub fn clear_all(&mut self) {
+        self.slots.clear();
+    }
+
+    /// The faults in force, in injection order.
+    pub fn list(&self) -> Vec<InjectedFault> {
+        self.slots
+            .iter()
+            .map(|s| InjectedFault {
+                id: s.id,
+                fault: s.fault.clone(),
+                matched: s.matched,
+            })
+            .collect()
     }
 
     /// The fault that applies to this request, if any, counting it against `first`.

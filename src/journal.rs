@@ -15,7 +15,19 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// Which mock served a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum MockName {
     /// The Entra ID token endpoint and discovery document.
@@ -40,7 +52,7 @@ impl fmt::Display for MockName {
 }
 
 /// One served request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct JournalEntry {
     /// Position in the journal, from 1, counting entries dropped from a bounded journal.
     pub seq: u64,
@@ -164,6 +176,19 @@ impl fmt::Debug for Body {
     }
 }
 
+impl schemars::JsonSchema for Body {
+    fn schema_name() -> Cow<'static, str> {
+        "Body".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "The body as text, secrets and tokens redacted, long bodies shortened."
+        })
+    }
+}
+
 impl Serialize for Body {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.redacted())
@@ -259,6 +284,13 @@ impl Store {
             Store::Ring { entries, .. } => entries.len(),
         }
     }
+
+    fn clear(&mut self) {
+        match self {
+            Store::Chunks(chunks) => chunks.clear(),
+            Store::Ring { entries, .. } => entries.clear(),
+        }
+    }
 }
 
 /// The entries a journal holds, oldest first, borrowed.
@@ -343,6 +375,14 @@ impl Journal {
             self.stalled.notify_one();
         }
         inner.entries.push(entry);
+    }
+
+    /// Forgets every entry; the next is `seq` 1 again (a control API reset).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.entries.clear();
+        inner.total = 0;
+        inner.instant = None;
     }
 
     /// Resolves once [`STALL_LIMIT`] entries were recorded at one instant, with that instant.

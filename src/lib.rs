@@ -60,6 +60,7 @@
 pub mod chaos;
 pub mod check;
 pub mod client;
+pub mod control;
 pub mod fault;
 pub mod journal;
 pub mod mock;

@@ -541,7 +541,7 @@ fn serve_until_ctrl_c(options: &ServeOptions, threads: usize) -> anyhow::Result<
             served.http_addr, served.smtp_addr
         ));
         for (key, value) in &served.env {
-            if key != "MAILDRILL_CLIENT_SECRET" {
+            if key != "MAILDRILL_CLIENT_SECRET" && key != "MAILDRILL_CONTROL_TOKEN" {
                 say(format!("  {key}={value}"));
             }
         }

@@ -1,8 +1,10 @@
 //! `maildrill serve`: the mocks on loopback in real time, for clients in any language: the
-//! token endpoint and Graph over HTTPS, SMTP submission with STARTTLS.
+//! token endpoint and Graph over HTTPS, SMTP submission with STARTTLS, and the control API
+//! (`/_maildrill/`) that moves the clock, rotates secrets and injects faults meanwhile.
 //!
 //! It writes the environment file of CONTRACTS section 2 (mode 0600) and the CA certificate
-//! next to it, prints where everything is (never the secret), and runs until Ctrl-C.
+//! next to it, prints where everything is (never the secret or the control token), and runs
+//! until Ctrl-C.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -11,13 +13,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::control::ControlOptions;
 use crate::journal::Journal;
 use crate::mock::HttpMocks;
 use crate::mock::smtp::SmtpConfig;
 use crate::scenario::{self, LoadError};
 use crate::seed::Seed;
 use crate::sim::{Sim, SimError, SocketOptions};
-use crate::time::{SharedClock, VirtualClock};
+use crate::time::CalendarClock;
 use crate::tls::TlsError;
 
 /// Options of `maildrill serve`.
@@ -123,8 +126,10 @@ pub async fn start(
         .map(scenario::load)
         .transpose()?;
     let at = options.at.or(file.as_ref().map(|f| f.start()));
+    let control = ControlOptions::new(clock_now(at)).map_err(io("draw the control token"))?;
+    let token = control.token.clone();
     let mut builder = Sim::builder()
-        .clock(clock_now(at))
+        .control(control)
         .seed(options.seed)
         .journal(Journal::bounded(options.journal_capacity))
         .smtp(SmtpConfig {
@@ -141,7 +146,7 @@ pub async fn start(
         builder = builder.tenant(file.tenant_spec(path)?);
     }
     let sim = builder.build().await?;
-    let env = write_files(options, &sim)?;
+    let env = write_files(options, &sim, &token)?;
     Ok(Served {
         http_addr: sim.http_addr().expect("serve's sim is on sockets"),
         smtp_addr: sim.smtp_addr().expect("serve's sim is on sockets"),
@@ -166,7 +171,11 @@ fn smtp_tls(options: &ServeOptions) -> Result<Option<Arc<rustls::ServerConfig>>,
 
 /// Writes the CA next to the env file and the env file (CONTRACTS section 2); returns the
 /// environment in file order.
-fn write_files(options: &ServeOptions, sim: &Sim) -> Result<Vec<(String, String)>, ServeError> {
+fn write_files(
+    options: &ServeOptions,
+    sim: &Sim,
+    control_token: &str,
+) -> Result<Vec<(String, String)>, ServeError> {
     let ca_path = sibling(&options.env_file, "maildrill-ca.pem");
     write_private(&ca_path, sim.ca_pem().as_bytes())?;
     let ca_path = std::path::absolute(&ca_path)
@@ -205,6 +214,19 @@ fn write_files(options: &ServeOptions, sim: &Sim) -> Result<Vec<(String, String)
             "MAILDRILL_ALERTS_URL".to_string(),
             endpoints.alerts_url.clone(),
         ),
+        // The control API shares it too (CONTRACTS section 9).
+        (
+            "MAILDRILL_CONTROL_URL".to_string(),
+            format!(
+                "{}{}",
+                sim.socket_base().unwrap_or_default(),
+                crate::control::BASE.trim_end_matches('/')
+            ),
+        ),
+        (
+            "MAILDRILL_CONTROL_TOKEN".to_string(),
+            control_token.to_string(),
+        ),
     ];
     let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     write_private(&options.env_file, text.as_bytes())?;
@@ -212,13 +234,14 @@ fn write_files(options: &ServeOptions, sim: &Sim) -> Result<Vec<(String, String)
 }
 
 /// Makes the clock `serve` runs on, from the `--at` instant.
-pub type SharedClockFactory = fn(Option<DateTime<Utc>>) -> SharedClock;
+pub type SharedClockFactory = fn(Option<DateTime<Utc>>) -> CalendarClock;
 
-/// The real-time clock for `serve`: anchored at `--at`, or at the system calendar.
-pub fn real_time_clock(at: Option<DateTime<Utc>>) -> SharedClock {
+/// The real-time clock for `serve`: anchored at `--at`, or at the system calendar; the
+/// control API moves its calendar.
+pub fn real_time_clock(at: Option<DateTime<Utc>>) -> CalendarClock {
     use crate::time::Clock as _;
     let start = at.unwrap_or_else(|| crate::time::SystemClock.now_utc());
-    VirtualClock::starting_at(start).shared()
+    CalendarClock::starting_at(start)
 }
 
 fn sibling(path: &Path, name: &str) -> PathBuf {

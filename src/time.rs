@@ -1,7 +1,7 @@
 //! The clock: the only module that reads or waits on time.
 //!
 //! Every other module (mocks, tenant, client, runner) asks a [`Clock`] for the monotonic
-//! instant, the calendar instant, or a future that completes at a deadline. Three clocks
+//! instant, the calendar instant, or a future that completes at a deadline. Four clocks
 //! implement it:
 //!
 //! - [`VirtualClock`]: calendar time anchored at a chosen instant and advanced by tokio's
@@ -11,13 +11,17 @@
 //!   real time from its anchor, which is what `maildrill serve --at` needs.
 //! - [`HarnessClock`]: virtual time over real sockets for the socket wiring's replays,
 //!   advanced only when every registered actor waits on it.
+//! - [`CalendarClock`]: real time whose calendar `maildrill serve`'s control API moves forward.
 //! - [`SystemClock`]: production time for the mail client outside the harness.
 //!
-//! It deliberately offers no way to move time forward by hand: time advances only when every
-//! task waits, so no test can race a timer against I/O (tokio issues 4522, 7841, 2647).
+//! The replay clocks deliberately offer no way to move time forward by hand: time advances
+//! only when every task waits, so no test can race a timer against I/O (tokio issues 4522,
+//! 7841, 2647). Only `serve`'s real-time [`CalendarClock`] jumps, and only its calendar.
 
+mod calendar;
 mod harness;
 
+pub use calendar::CalendarClock;
 pub use harness::{ActorGuard, HarnessClock};
 
 use std::fmt;

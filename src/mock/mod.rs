@@ -21,7 +21,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::fault::{
-    CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, SharedFaults, Target,
+    CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, InjectedFault, SharedFaults,
+    Target,
 };
 use crate::journal::{Body, Facts, Journal, JournalEntry, MockName};
 use crate::seed::{Seed, uuid_v4};
@@ -316,6 +317,16 @@ impl HttpMocks {
     /// Removes every fault on a target.
     pub fn clear_target(&self, target: Target) {
         self.faults().clear_target(target)
+    }
+
+    /// Removes every fault.
+    pub fn clear_all(&self) {
+        self.faults().clear_all()
+    }
+
+    /// The faults in force, in injection order.
+    pub fn fault_list(&self) -> Vec<InjectedFault> {
+        self.faults().list()
     }
 
     /// Answers one request.

@@ -7,9 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::file::{ClientFile, LoadError, ScenarioFile, StepFile};
-use super::vocab::{Direction, FaultName, StepAction, Transport};
+use super::vocab::{Direction, StepAction, Transport};
 use crate::check::{CheckId, Grade};
-use crate::fault::{Activation, CatalogueReply, Fault, FaultKind, Target};
+use crate::fault::{Activation, Fault, FaultKind, FaultWords, Target};
 use crate::seed::Seed;
 use crate::subject::{Capability, Profile, Settings};
 use crate::tenant::{AppSpec, SecretSpec, TenantSpec};
@@ -305,65 +305,23 @@ fn fault_kind(
     step: &StepFile,
     target: Target,
 ) -> Result<FaultKind, LoadError> {
-    Ok(
-        match needed(
-            path,
-            i,
-            step.kind.as_ref(),
-            "kind",
-            "a fault needs a kind: latency, timeout, reset_peer, limit_data, bandwidth, respond, fail_but_deliver, drop_after_data, tls_failure or malformed_body",
-        )? {
-            FaultName::Latency => FaultKind::Latency {
-                delay: step.delay.map_or(Duration::from_secs(30), |d| d.0),
-            },
-            FaultName::Timeout => FaultKind::Timeout,
-            FaultName::ResetPeer => FaultKind::ResetPeer,
-            FaultName::DropAfterData => FaultKind::DropAfterData,
-            FaultName::TlsFailure => FaultKind::TlsFailure,
-            FaultName::MalformedBody => FaultKind::MalformedBody,
-            FaultName::LimitData => FaultKind::LimitData {
-                bytes: usize::try_from(needed(
-                    path,
-                    i,
-                    step.bytes.as_ref(),
-                    "bytes",
-                    "limit_data needs the bytes of each reply that get through",
-                )?)
-                .unwrap_or(usize::MAX),
-            },
-            FaultName::Bandwidth => FaultKind::Bandwidth {
-                bytes_per_second: needed(
-                    path,
-                    i,
-                    step.bytes_per_second.as_ref(),
-                    "bytes_per_second",
-                    "bandwidth needs its rate in bytes per second",
-                )?,
-            },
-            name @ (FaultName::Respond | FaultName::FailButDeliver) => {
-                let key = needed(
-                    path,
-                    i,
-                    step.reply.as_ref(),
-                    "reply",
-                    "a catalogue reply key is needed",
-                )?;
-                let reply = CatalogueReply::parse(target, &key)
-                    .map_err(|e| semantic(path, format!("timeline[{i}].reply"), e.to_string()))?;
-                if name == FaultName::Respond {
-                    FaultKind::Respond {
-                        reply,
-                        retry_after: None,
-                    }
-                } else {
-                    FaultKind::FailButDeliver {
-                        reply,
-                        retry_after: None,
-                    }
-                }
-            }
-        },
-    )
+    let kind = needed(
+        path,
+        i,
+        step.kind.as_ref(),
+        "kind",
+        "a fault needs a kind: latency, timeout, reset_peer, limit_data, bandwidth, respond, fail_but_deliver, drop_after_data, tls_failure or malformed_body",
+    )?;
+    let words = FaultWords {
+        reply: step.reply.as_deref(),
+        delay: step.delay.map(|d| d.0),
+        bytes: step.bytes,
+        bytes_per_second: step.bytes_per_second,
+        ..FaultWords::of(kind)
+    };
+    words
+        .lower(target)
+        .map_err(|e| semantic(path, format!("timeline[{i}].{}", e.field), e.message))
 }
 
 impl Plan {
@@ -469,6 +427,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::FaultName;
     use crate::scenario::file::HumanDuration;
 
     fn fault_step(kind: FaultName) -> StepFile {

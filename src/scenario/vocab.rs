@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::fault::FaultName;
+
 /// How the client sends mail.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
@@ -50,30 +52,4 @@ pub enum StepAction {
     Fault,
     /// The faults on `target` end.
     ClearFaults,
-}
-
-/// A fault kind as a scenario names it (`maildrill::fault::FaultKind` once lowered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum FaultName {
-    /// Answer after `delay` (default 30 s).
-    Latency,
-    /// Never answer.
-    Timeout,
-    /// Close the connection without a reply.
-    ResetPeer,
-    /// Only the first `bytes` bytes of each reply get through, then the connection closes.
-    LimitData,
-    /// Replies trickle at `bytes_per_second`.
-    Bandwidth,
-    /// Answer with the catalogue reply `reply`.
-    Respond,
-    /// Graph `sendMail` stores the message, then answers with `reply`.
-    FailButDeliver,
-    /// SMTP: store the message, then drop the connection before the final reply.
-    DropAfterData,
-    /// SMTP: fail the TLS handshake after `220` to STARTTLS.
-    TlsFailure,
-    /// HTTP: `200` with a cut body.
-    MalformedBody,
 }

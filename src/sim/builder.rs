@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use super::expect::{HttpExpectations, VerifyOnDrop};
 use super::{Credentials, Sim, Sockets};
+use crate::control::{Control, ControlOptions, ControlParts};
 use crate::fault::{Fault, FaultError};
 use crate::journal::Journal;
 use crate::mock::smtp::{SmtpConfig, SmtpServer};
@@ -68,6 +69,7 @@ pub struct SimBuilder {
     journal: Option<Journal>,
     faults: Vec<Fault>,
     sockets: Option<SocketOptions>,
+    control: Option<ControlOptions>,
 }
 
 /// The instant a sim starts at unless told otherwise: the morning of the 2025-02-14 incident.
@@ -141,6 +143,14 @@ impl SimBuilder {
         self
     }
 
+    /// On sockets, serves the control API (`/_maildrill/`, CONTRACTS section 9) on the HTTP
+    /// listener, and runs the mocks on its clock (replacing any [`Self::clock`]). Ignored in
+    /// memory.
+    pub fn control(mut self, options: ControlOptions) -> SimBuilder {
+        self.control = Some(options);
+        self
+    }
+
     /// Serves on loopback sockets instead of in memory.
     pub fn sockets(mut self, options: SocketOptions) -> SimBuilder {
         self.sockets = Some(options);
@@ -161,6 +171,7 @@ impl SimBuilder {
     /// a tokio runtime: the clock anchors on it, and connections are served by its tasks.
     pub fn build_in_memory(mut self) -> Result<Sim, SimError> {
         self.sockets = None;
+        self.control = None;
         self.assemble(None)
     }
 
@@ -168,9 +179,11 @@ impl SimBuilder {
     fn assemble(self, listeners: Option<Listeners>) -> Result<Sim, SimError> {
         let seed = self.seed;
         let start = self.start.unwrap_or_else(default_start);
-        let clock = self
-            .clock
-            .unwrap_or_else(|| VirtualClock::starting_at(start).shared());
+        let clock = match (&self.control, self.clock) {
+            (Some(control), _) => control.clock.shared(),
+            (None, Some(clock)) => clock,
+            (None, None) => VirtualClock::starting_at(start).shared(),
+        };
         let now = clock.now_utc();
         let tenants = if self.tenants.is_empty() {
             vec![demo_tenant(seed, now)]
@@ -178,7 +191,8 @@ impl SimBuilder {
             self.tenants
         };
         let credentials = Credentials::of(&tenants[0], now);
-        let directory = Directory::new(&DirectoryConfig { seed, tenants }).shared();
+        let initial = DirectoryConfig { seed, tenants };
+        let directory = Directory::new(&initial).shared();
         let pki = Pki::generate()?;
         let journal = self.journal.unwrap_or_default();
         let mut http = HttpMocksConfig { seed, ..self.http };
@@ -214,7 +228,19 @@ impl SimBuilder {
         };
         match listeners {
             None => Ok(parts.in_memory()),
-            Some(listeners) => listeners.serve(parts),
+            Some(listeners) => {
+                let control = self.control.map(|options| {
+                    let parts = ControlParts {
+                        directory: parts.directory.clone(),
+                        initial,
+                        mocks: parts.mocks.clone(),
+                        smtp: parts.smtp.clone(),
+                        journal: parts.journal.clone(),
+                    };
+                    Control::new(&options, parts)
+                });
+                listeners.serve(parts, control)
+            }
         }
     }
 }
@@ -336,8 +362,9 @@ impl Listeners {
         })
     }
 
-    /// Starts serving; the servers run while the sim lives.
-    fn serve(self, parts: Parts) -> Result<Sim, SimError> {
+    /// Starts serving, with the control API before the mocks when given; the servers run
+    /// while the sim lives.
+    fn serve(self, parts: Parts, control: Option<Control>) -> Result<Sim, SimError> {
         let http_addr = self
             .http
             .local_addr()
@@ -360,7 +387,11 @@ impl Listeners {
         } else {
             Some(parts.pki.server_config(true)?)
         };
-        let http = HttpListener::new(self.http, parts.mocks.clone(), tls).spawn();
+        let mut http = HttpListener::new(self.http, parts.mocks.clone(), tls);
+        if let Some(control) = control {
+            http = http.with_front(std::sync::Arc::new(control));
+        }
+        let http = http.spawn();
         let smtp = SmtpListener::new(self.smtp, parts.smtp.clone()).spawn();
         let sockets = Sockets {
             http_addr,

@@ -23,7 +23,7 @@ pub struct MailboxSpec {
 }
 
 /// Which mock accepted a sent message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SentVia {
     /// Graph `sendMail`.
@@ -33,7 +33,7 @@ pub enum SentVia {
 }
 
 /// A message the mailbox sent.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct SentMessage {
     /// Which mock accepted it.
     pub via: SentVia,

@@ -11,7 +11,7 @@ mod directory;
 mod mailbox;
 mod token;
 
-pub use app::{App, AppSpec, PasswordCredential, Resource, SecretSpec};
+pub use app::{App, AppSpec, CredentialState, PasswordCredential, Resource, SecretSpec};
 pub use directory::{
     CredentialError, Directory, DirectoryConfig, SharedDirectory, TenantSettings, TenantSpec,
 };

@@ -2,7 +2,9 @@
 //! waiting its delay on the clock, then responding, cutting the body short, resetting, or
 //! hanging.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -11,7 +13,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::mock::{Action, HttpMocks};
+use crate::mock::{Action, HttpMocks, HttpRequest, HttpResponse};
 use crate::time::ClockExt as _;
 
 /// Why a connection ended without a clean response; hyper closes the connection on it.
@@ -25,14 +27,32 @@ pub enum ServeError {
     Body(#[from] hyper::Error),
 }
 
-/// Serves HTTP/1.1 on one connection until the peer closes it.
-pub async fn serve_connection<IO>(io: IO, mocks: HttpMocks)
-where
+/// A service in front of the mocks on a listener (the control API): it answers the requests
+/// it claims, at once and outside the journal; the mocks answer the rest.
+pub trait Front: Send + Sync + std::fmt::Debug {
+    /// Whether a request for `path` is this service's.
+    fn claims(&self, path: &str) -> bool;
+
+    /// Answers a request it claims, from `peer`.
+    fn answer(&self, peer: SocketAddr, request: HttpRequest) -> HttpResponse;
+}
+
+/// A [`Front`] shared by a listener's connections.
+pub type SharedFront = Arc<dyn Front>;
+
+/// Serves HTTP/1.1 on one connection until the peer closes it; `front` (with the peer's
+/// address) sees each request first.
+pub async fn serve_connection<IO>(
+    io: IO,
+    mocks: HttpMocks,
+    front: Option<(SharedFront, SocketAddr)>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let mocks = mocks.clone();
-        async move { answer(&mocks, request).await }
+        let front = front.clone();
+        async move { answer(&mocks, front, request).await }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     // Our replies carry a Date from the virtual clock; hyper's would read the wall clock.
@@ -43,11 +63,18 @@ where
 
 async fn answer(
     mocks: &HttpMocks,
+    front: Option<(SharedFront, SocketAddr)>,
     request: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<ReplyBody>, ServeError> {
     let (parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();
-    let reply = mocks.handle(hyper::Request::from_parts(parts, body));
+    let request = hyper::Request::from_parts(parts, body);
+    if let Some((front, peer)) = front
+        && front.claims(request.uri().path())
+    {
+        return Ok(front.answer(peer, request).map(ReplyBody::full));
+    }
+    let reply = mocks.handle(request);
     if !reply.delay.is_zero() {
         mocks.clock().park(reply.delay).await;
     }

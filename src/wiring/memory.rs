@@ -42,7 +42,7 @@ impl MemoryNet {
     /// Opens a connection: the server half is served by a task on the current runtime.
     pub fn connect(&self) -> DuplexStream {
         let (client, server) = tokio::io::duplex(DUPLEX_BUFFER);
-        tokio::spawn(serve_connection(server, self.mocks.clone()));
+        tokio::spawn(serve_connection(server, self.mocks.clone(), None));
         client
     }
 

@@ -11,7 +11,7 @@ use std::future::Future;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::http::{HttpExchangeError, error_chain, exchange, serve_connection};
+use super::http::{HttpExchangeError, SharedFront, error_chain, exchange, serve_connection};
 use crate::client::transport::{HttpTransport, TransportError, TransportFuture};
 use crate::mock::HttpMocks;
 
@@ -20,6 +20,7 @@ pub struct HttpListener {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     mocks: HttpMocks,
+    front: Option<SharedFront>,
 }
 
 impl std::fmt::Debug for HttpListener {
@@ -27,6 +28,7 @@ impl std::fmt::Debug for HttpListener {
         f.debug_struct("HttpListener")
             .field("listener", &self.listener)
             .field("tls", &self.tls.is_some())
+            .field("front", &self.front)
             .finish_non_exhaustive()
     }
 }
@@ -52,7 +54,14 @@ impl HttpListener {
             listener,
             tls: tls.map(TlsAcceptor::from),
             mocks,
+            front: None,
         }
+    }
+
+    /// Puts `front` before the mocks: it answers the requests it claims (the control API).
+    pub fn with_front(mut self, front: SharedFront) -> HttpListener {
+        self.front = Some(front);
+        self
     }
 
     /// The bound address.
@@ -66,19 +75,21 @@ impl HttpListener {
             listener,
             tls,
             mocks,
+            front,
         } = self;
-        accept_until(&listener, shutdown, |stream, _peer| {
+        accept_until(&listener, shutdown, |stream, peer| {
             let mocks = mocks.clone();
+            let front = front.clone().map(|f| (f, peer));
             match tls.clone() {
                 Some(acceptor) => {
                     tokio::spawn(async move {
                         if let Ok(tls) = acceptor.accept(stream).await {
-                            serve_connection(tls, mocks).await;
+                            serve_connection(tls, mocks, front).await;
                         }
                     });
                 }
                 None => {
-                    tokio::spawn(serve_connection(stream, mocks));
+                    tokio::spawn(serve_connection(stream, mocks, front));
                 }
             }
         })

@@ -160,6 +160,14 @@ impl SmtpServer {
         self.state().received.iter().cloned().collect()
     }
 
+    /// Forgets the messages received and each mailbox's sending quota used (a control API
+    /// reset); expectations stay.
+    pub fn clear_received(&self) {
+        let mut state = self.state();
+        state.received.clear();
+        state.usage.clear();
+    }
+
     /// Registers an expectation; the guard verifies it when dropped and panics with a report
     /// of what was expected and what was received, as wiremock's `MockServer` does.
     pub fn expect(&self, expectation: Expectation) -> ExpectationGuard {

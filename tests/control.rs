@@ -1,0 +1,473 @@
+//! The control API on the socket wiring, driven with reqwest as a test suite in any language
+//! would drive `maildrill serve`'s: the clock, secrets, faults, evidence, reset, the OpenAPI
+//! document, and the refusals (no token, bad calls that change nothing).
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first broken expectation"
+)]
+
+mod common;
+
+use common::*;
+use maildrill::control::ControlOptions;
+use maildrill::tenant::demo;
+use maildrill::time::CalendarClock;
+use maildrill::{Seed, Sim, SocketOptions};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Control {
+    base: String,
+    control: String,
+    token: String,
+    client: reqwest::Client,
+    _sim: Sim,
+}
+
+async fn control() -> Control {
+    let options =
+        ControlOptions::new(CalendarClock::starting_at(at("2025-02-14T11:00:00Z"))).unwrap();
+    let token = options.token.clone();
+    let sim = Sim::builder()
+        .seed(Seed(5))
+        .tenant(tenant(at("2025-02-14T11:30:00Z")))
+        .control(options)
+        .sockets(SocketOptions::default())
+        .build()
+        .await
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(sim.ca_pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let base = sim.socket_base().unwrap().to_string();
+    Control {
+        control: format!("{base}/_maildrill"),
+        base,
+        token,
+        client,
+        _sim: sim,
+    }
+}
+
+impl Control {
+    /// A control call; returns the status and the JSON body (`Null` when empty).
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}/{path}", self.control))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, body)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call(Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// A client-credentials token request with `secret`: the status and the body.
+    async fn token(&self, secret: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!(
+                "{}/{}/oauth2/v2.0/token",
+                self.base,
+                demo::TENANT_ID
+            ))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", demo::APP_ID),
+                ("client_secret", secret),
+                ("scope", GRAPH_SCOPE),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn instant(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    at(value.as_str().unwrap())
+}
+
+fn aadsts(body: &Value) -> String {
+    body["error_codes"][0].to_string()
+}
+
+#[tokio::test]
+async fn every_call_needs_the_token() {
+    let c = control().await;
+    for token in [None, Some("not-the-token")] {
+        let mut request = c.client.get(format!("{}/clock", c.control));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        assert!(response.headers().contains_key("www-authenticate"));
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["status"], 401);
+    }
+    // The mocks themselves need no control token.
+    assert_eq!(c.token(SECRET).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_clock_jumps_to_a_secrets_end_and_never_back() {
+    let c = control().await;
+    let clock = c.get("clock").await;
+    assert_eq!(clock["start"], "2025-02-14T11:00:00Z");
+    assert_eq!(c.token(SECRET).await.0, 200);
+    let (status, moved) = c
+        .call(
+            Method::POST,
+            "clock/advance",
+            Some(json!({"to": "2025-02-14T11:30:00Z"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    assert!(
+        instant(&moved["now"]) >= at("2025-02-14T11:30:00Z"),
+        "{moved}"
+    );
+    let (status, body) = c.token(SECRET).await;
+    assert_eq!(
+        (status, aadsts(&body)),
+        (401, "7000222".to_string()),
+        "{body}"
+    );
+    let (status, problem) = c
+        .call(
+            Method::POST,
+            "clock/advance",
+            Some(json!({"to": "2025-02-14T11:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["field"], "to");
+    let (status, problem) = c
+        .call(
+            Method::POST,
+            "clock/advance",
+            Some(json!({"by": "an hour"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["field"], "by");
+    let (status, _) = c
+        .call(Method::POST, "clock/advance", Some(json!({"by": "1h"})))
+        .await;
+    assert_eq!(status, 200);
+    assert!(instant(&c.get("clock").await["now"]) >= at("2025-02-14T12:30:00Z"));
+}
+
+#[tokio::test]
+async fn secrets_are_added_expired_and_removed_as_a_rotation_does() {
+    let c = control().await;
+    let apps = c.get("apps").await;
+    assert_eq!(apps["apps"][0]["app_id"], demo::APP_ID);
+    let old_key = apps["apps"][0]["secrets"][0]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(apps["apps"][0]["secrets"][0]["state"], "valid");
+    assert!(!apps.to_string().contains(SECRET));
+
+    let path = format!("apps/{}/secrets", demo::APP_ID);
+    let (status, added) = c
+        .call(
+            Method::POST,
+            &path,
+            Some(json!({"display_name": "rotated", "lifetime": "730d"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(added["state"], "propagating");
+    let new_secret = added["secret_text"].as_str().unwrap().to_string();
+    let new_key = added["key_id"].as_str().unwrap().to_string();
+    let (status, body) = c.token(&new_secret).await;
+    assert_eq!(
+        (status, aadsts(&body)),
+        (401, "7000222".to_string()),
+        "still propagating"
+    );
+    c.call(Method::POST, "clock/advance", Some(json!({"by": "11s"})))
+        .await;
+    assert_eq!(c.token(&new_secret).await.0, 200);
+
+    let (status, expired) = c
+        .call(Method::POST, &format!("{path}/{old_key}/expire"), None)
+        .await;
+    assert_eq!(
+        (status.as_u16(), &expired["state"]),
+        (200, &json!("expired"))
+    );
+    assert_eq!(c.token(SECRET).await.0, 401);
+    let (status, _) = c
+        .call(Method::DELETE, &format!("{path}/{old_key}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let secrets = &c.get("apps").await["apps"][0]["secrets"];
+    assert_eq!(secrets.as_array().unwrap().len(), 1);
+    assert_eq!(secrets[0]["key_id"], new_key.as_str());
+
+    let (status, problem) = c
+        .call(Method::DELETE, &format!("{path}/{old_key}"), None)
+        .await;
+    assert_eq!((status.as_u16(), &problem["field"]), (404, &json!("key")));
+    let (status, problem) = c.call(Method::POST, "apps/nobody/secrets", None).await;
+    assert_eq!((status.as_u16(), &problem["field"]), (404, &json!("app")));
+}
+
+#[tokio::test]
+async fn faults_apply_list_and_clear() {
+    let c = control().await;
+    let throttle = json!({"target": "entra", "kind": "respond", "reply": "throttled",
+                          "operation": "token", "first": 1, "retry_after": "7"});
+    let (status, fault) = c.call(Method::POST, "faults", Some(throttle)).await;
+    assert_eq!(status, 201, "{fault}");
+    let response = c.token(SECRET).await;
+    assert_eq!(response.0, 429);
+    assert_eq!(c.token(SECRET).await.0, 200, "only the first request");
+    let listed = c.get("faults").await;
+    assert_eq!(listed["faults"][0]["matched"], 2);
+    assert_eq!(listed["faults"][0]["retry_after"], "7");
+
+    let id = fault["id"].as_u64().unwrap();
+    let (status, _) = c.call(Method::DELETE, &format!("faults/{id}"), None).await;
+    assert_eq!(status, 204);
+    let (status, problem) = c.call(Method::DELETE, &format!("faults/{id}"), None).await;
+    assert_eq!((status.as_u16(), &problem["field"]), (404, &json!("id")));
+    c.call(
+        Method::POST,
+        "faults",
+        Some(json!({"target": "entra", "kind": "reset_peer"})),
+    )
+    .await;
+    let (status, _) = c.call(Method::DELETE, "faults", None).await;
+    assert_eq!(status, 204);
+    assert_eq!(c.token(SECRET).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_refused_fault_names_its_field_and_changes_nothing() {
+    let c = control().await;
+    c.call(
+        Method::POST,
+        "faults",
+        Some(json!({"target": "graph", "kind": "timeout"})),
+    )
+    .await;
+    for (bad, field, valid) in [
+        (
+            json!({"target": "exchange", "kind": "timeout"}),
+            "target",
+            "entra",
+        ),
+        (
+            json!({"target": "entra", "kind": "slow"}),
+            "kind",
+            "latency",
+        ),
+        (
+            json!({"target": "entra", "kind": "respond", "reply": "nope"}),
+            "reply",
+            "expired_secret",
+        ),
+    ] {
+        let (status, problem) = c.call(Method::POST, "faults", Some(bad)).await;
+        assert_eq!(status, 400, "{problem}");
+        assert_eq!(problem["field"], field, "{problem}");
+        let valid_words: Vec<&str> = problem["valid"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(valid_words.contains(&valid), "{problem}");
+    }
+    for (bad, field) in [
+        (
+            json!({"target": "entra", "kind": "timeout", "probability": 2}),
+            "probability",
+        ),
+        (json!({"target": "smtp", "kind": "malformed_body"}), "kind"),
+        (
+            json!({"target": "graph", "kind": "timeout", "colour": "red"}),
+            "colour",
+        ),
+        (json!({"target": "graph", "kind": "limit_data"}), "bytes"),
+    ] {
+        let (status, problem) = c.call(Method::POST, "faults", Some(bad)).await;
+        assert_eq!(status, 400, "{problem}");
+        assert!(
+            problem["field"].as_str().unwrap().contains(field),
+            "{problem}"
+        );
+    }
+    assert_eq!(c.get("faults").await["faults"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_evidence_shows_the_journal_the_mail_and_the_alerts() {
+    let c = control().await;
+    let (_, token) = c.token(SECRET).await;
+    let token = token["access_token"].as_str().unwrap().to_string();
+    let mail = json!({"message": {"subject": "hello", "internetMessageId": "<m1@maildrill.test>",
+        "body": {"contentType": "Text", "content": "hi"},
+        "toRecipients": [{"emailAddress": {"address": "a@example.com"}}]}});
+    let sent = c
+        .client
+        .post(format!("{}/v1.0/users/{}/sendMail", c.base, demo::MAILBOX))
+        .bearer_auth(&token)
+        .json(&mail)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    let alert = json!({"routing_key": "r", "event_action": "trigger", "dedup_key": "k1",
+        "payload": {"summary": "secret expires", "source": "mailman", "severity": "warning",
+                    "custom_details": {"kind": "credential-expiry"}}});
+    let posted = c
+        .client
+        .post(format!("{}/v2/enqueue", c.base))
+        .json(&alert)
+        .send()
+        .await;
+    assert_eq!(posted.unwrap().status(), 202);
+
+    let messages = c
+        .get(&format!("mailboxes/{}/messages", demo::MAILBOX))
+        .await;
+    assert_eq!(messages["messages"][0]["message_id"], "<m1@maildrill.test>");
+    assert_eq!(messages["messages"][0]["via"], "graph");
+    let alerts = c.get("alerts").await;
+    assert_eq!(alerts["alerts"][0]["kind"], "credential-expiry");
+    assert_eq!(alerts["alerts"][0]["status"], 202);
+
+    let tokens = c.get("journal?target=entra&operation=token").await;
+    assert_eq!(tokens["entries"].as_array().unwrap().len(), 1);
+    assert!(!tokens.to_string().contains(&token), "tokens are redacted");
+    let first = c.get("journal?limit=1").await;
+    assert_eq!(first["entries"].as_array().unwrap().len(), 1);
+    let after = first["next_after"].as_u64().unwrap();
+    let rest = c.get(&format!("journal?after={after}&limit=1000")).await;
+    assert_eq!(rest["entries"].as_array().unwrap().len(), 2);
+    assert!(rest.get("next_after").is_none());
+    let (status, problem) = c.call(Method::GET, "journal?target=exchange", None).await;
+    assert_eq!(
+        (status.as_u16(), &problem["field"]),
+        (400, &json!("target"))
+    );
+}
+
+#[tokio::test]
+async fn a_reset_puts_back_the_initial_state() {
+    let c = control().await;
+    let initial = c.get("apps").await;
+    c.call(
+        Method::POST,
+        &format!("apps/{}/secrets", demo::APP_ID),
+        None,
+    )
+    .await;
+    c.call(
+        Method::POST,
+        "faults",
+        Some(json!({"target": "graph", "kind": "timeout"})),
+    )
+    .await;
+    c.call(Method::POST, "clock/advance", Some(json!({"by": "30d"})))
+        .await;
+    assert_eq!(c.token(SECRET).await.0, 401);
+    let (status, _) = c.call(Method::POST, "reset", None).await;
+    assert_eq!(status, 204);
+    assert_eq!(c.get("apps").await, initial);
+    assert_eq!(c.get("faults").await["faults"], json!([]));
+    assert!(instant(&c.get("clock").await["now"]) < at("2025-02-14T11:01:00Z"));
+    assert_eq!(c.get("journal").await["total"], 0);
+    assert_eq!(c.token(SECRET).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_openapi_document_names_every_route_and_only_those() {
+    let c = control().await;
+    let doc = c.get("openapi.json").await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+            let (status, _) = operation["responses"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .next()
+                .unwrap();
+            assert!(status.starts_with('2'), "{path} {status}");
+            // Every schema reference resolves.
+            for reference in references(operation) {
+                let name = reference.trim_start_matches("#/components/schemas/");
+                assert!(
+                    doc["components"]["schemas"].get(name).is_some(),
+                    "{reference}"
+                );
+            }
+        }
+    }
+    documented.sort();
+    let mut routed: Vec<String> = maildrill::control::ROUTES
+        .iter()
+        .map(|r| format!("{} /{}", r.method, r.path))
+        .collect();
+    routed.sort();
+    assert_eq!(documented, routed);
+    // And each documented path answers (not 404) with its documented method.
+    for line in &documented {
+        let (method, path) = line.split_once(' ').unwrap();
+        let path = path
+            .trim_start_matches('/')
+            .replace("{app}", demo::APP_ID)
+            .replace("{key}", "unknown")
+            .replace("{id}", "999")
+            .replace("{upn}", demo::MAILBOX);
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, body) = c.call(method, &path, None).await;
+        let missing = status == 404 && body["field"].is_null();
+        assert!(!missing && status != 405, "{line}: {status} {body}");
+    }
+}
+
+fn references(value: &Value) -> Vec<String> {
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .flat_map(|(k, v)| match (k.as_str(), v) {
+                ("$ref", Value::String(r)) => vec![r.clone()],
+                _ => references(v),
+            })
+            .collect(),
+        Value::Array(items) => items.iter().flat_map(references).collect(),
+        _ => Vec::new(),
+    }
+}
