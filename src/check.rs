@@ -326,6 +326,33 @@ fn has_jwt(marker: &memchr::memmem::Finder<'_>, text: &str) -> bool {
     })
 }
 
+/// `text` with every secret value and every access token (a JWT) in it replaced: what a
+/// subject printed, fit to show in a report.
+pub fn redact_text(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_string();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret.as_str(), "[redacted]");
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("eyJ") {
+        let len = rest[i..]
+            .bytes()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            .count();
+        let token = &rest[i..i + len];
+        out.push_str(&rest[..i]);
+        if token.matches('.').count() >= 2 && len > 20 {
+            out.push_str("[redacted token]");
+        } else {
+            out.push_str(token);
+        }
+        rest = &rest[i + len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Evaluates check `id`: whether it holds, what was observed, what was required.
 #[expect(clippy::too_many_lines, reason = "one arm per check, each a few lines")]
 pub fn evaluate(id: CheckId, params: Params, o: &Observations) -> (bool, String, String) {

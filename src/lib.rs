@@ -61,6 +61,8 @@ pub mod chaos;
 pub mod check;
 pub mod client;
 pub mod control;
+pub mod drill;
+pub mod envfile;
 pub mod fault;
 pub mod journal;
 pub mod mock;

@@ -39,6 +39,59 @@ enum Command {
         #[arg(long)]
         junit: Option<PathBuf>,
     },
+    /// Play a scenario in real time against a client in another process (any language) and
+    /// check it from the wire, as `run` does the bundled client.
+    Drill {
+        /// The scenario file (e.g. scenarios/drill/incident-in-minutes.toml).
+        scenario: PathBuf,
+        /// The subject's command line, run with `sh -c`; it prints MAILDRILL_READY [submit=URL]
+        /// on standard output once it takes messages.
+        #[arg(long)]
+        exec: String,
+        /// POST each message (JSON) here instead of the URL on the ready line.
+        #[arg(long, conflicts_with = "submit_cmd")]
+        submit_url: Option<String>,
+        /// Hand each message to this command (`sh -c`) as JSON on its standard input.
+        #[arg(long)]
+        submit_cmd: Option<String>,
+        /// What the subject does: smtp, graph-send, inbound-sync, alerts (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "smtp,graph-send,alerts")]
+        capabilities: Vec<maildrill::subject::Capability>,
+        /// How long the subject may take to print MAILDRILL_READY after a start.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        ready_timeout: std::time::Duration,
+        /// How long the subject may take to end after SIGTERM before SIGKILL.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+        /// Also write the subject's environment file here.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write a JUnit XML report here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
+    /// Run the bundled reference client as a process of its own, configured by the environment
+    /// of `serve` or `drill`; it takes messages at the URL it prints and stops on SIGTERM.
+    Client {
+        /// Read the environment from this file (else from the process's variables).
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        /// The client profile: remediated, naive-2025 or mutant:NAME.
+        #[arg(long, default_value = "remediated")]
+        profile: maildrill::subject::Profile,
+        /// Where it keeps its outbox (default MAILDRILL_STATE_DIR, else ./maildrill-client).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The seed of its jitter.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Throw random 24-hour timelines at the client; shrink and save each failure.
     Chaos {
         /// Cases to run.
@@ -207,6 +260,10 @@ fn print_report(bar: &indicatif::ProgressBar, report: &maildrill::runner::Scenar
         if let Some(reason) = &report.skipped {
             say(format!("     skipped: {reason}"));
         }
+        for incident in &report.incidents {
+            let at = maildrill::time::rfc3339(incident.at);
+            say(format!("     subject at {at}: {}", incident.what));
+        }
         for check in report.checks.iter().filter(|c| c.verdict != c.expected) {
             say(format!(
                 "     {}: expected {}, got {}: {} (required: {})",
@@ -268,6 +325,30 @@ fn run_scenarios(
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// `maildrill drill`: one scenario in real time against a subject process.
+fn drill(
+    scenario: &std::path::Path,
+    options: maildrill::drill::DrillOptions,
+    seed: Option<u64>,
+    json: Option<&PathBuf>,
+    junit: Option<&PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    say(format!(
+        "maildrill drill: {} against `{}` in real time",
+        scenario.display(),
+        options.exec
+    ));
+    let report = maildrill::drill::drill(scenario, options, seed)?;
+    let bar = indicatif::ProgressBar::hidden();
+    print_report(&bar, &report);
+    write_reports(std::slice::from_ref(&report), json, junit)?;
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 
@@ -442,6 +523,54 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 junit.as_ref(),
             )
         }
+        Command::Drill {
+            scenario,
+            exec,
+            submit_url,
+            submit_cmd,
+            capabilities,
+            ready_timeout,
+            grace,
+            env_file,
+            seed,
+            json,
+            junit,
+        } => {
+            let submit = match (submit_url, submit_cmd) {
+                (Some(url), _) => maildrill::drill::Submit::Url(url),
+                (None, Some(command)) => maildrill::drill::Submit::Command(command),
+                (None, None) => maildrill::drill::Submit::Announced,
+            };
+            let options = maildrill::drill::DrillOptions {
+                submit,
+                capabilities,
+                ready_timeout,
+                grace,
+                env_file,
+                ..maildrill::drill::DrillOptions::new(exec)
+            };
+            drill(&scenario, options, seed, json.as_ref(), junit.as_ref())
+        }
+        Command::Client {
+            env_file,
+            profile,
+            state_dir,
+            seed,
+        } => {
+            let options = maildrill::drill::client::ClientOptions {
+                env_file,
+                profile,
+                state_dir,
+                seed: maildrill::Seed(seed),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("failed to start the runtime")?;
+            runtime.block_on(maildrill::drill::client::run(options))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             say(maildrill::scenario::schema());
             Ok(ExitCode::SUCCESS)
@@ -540,8 +669,8 @@ fn serve_until_ctrl_c(options: &ServeOptions, threads: usize) -> anyhow::Result<
             "maildrill serve: HTTPS on {}, SMTP (STARTTLS) on {}",
             served.http_addr, served.smtp_addr
         ));
-        for (key, value) in &served.env {
-            if key != "MAILDRILL_CLIENT_SECRET" && key != "MAILDRILL_CONTROL_TOKEN" {
+        for (key, value) in served.env.pairs() {
+            if !maildrill::envfile::SECRET_KEYS.contains(&key.as_str()) {
                 say(format!("  {key}={value}"));
             }
         }

@@ -54,6 +54,7 @@ mod tests {
             subject: "mailer".into(),
             passed: true,
             skipped: Some("subject mailer lacks inbound-sync that the scenario needs".into()),
+            incidents: Vec::new(),
             checks: Vec::new(),
             stats: crate::runner::Stats::default(),
             wall_ms: 0,

@@ -6,7 +6,6 @@
 //! next to it, prints where everything is (never the secret or the control token), and runs
 //! until Ctrl-C.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::control::ControlOptions;
+use crate::envfile::{ControlAccess, Environment, write_private};
 use crate::journal::Journal;
 use crate::mock::HttpMocks;
 use crate::mock::smtp::SmtpConfig;
@@ -100,8 +100,8 @@ pub struct Served {
     pub http_addr: SocketAddr,
     /// The SMTP address.
     pub smtp_addr: SocketAddr,
-    /// The environment written for clients, as `(key, value)` in file order.
-    pub env: Vec<(String, String)>,
+    /// The environment written for clients.
+    pub env: Environment,
     /// The mocks (for tests that inspect the journal).
     pub mocks: HttpMocks,
     sim: Sim,
@@ -175,61 +175,22 @@ fn write_files(
     options: &ServeOptions,
     sim: &Sim,
     control_token: &str,
-) -> Result<Vec<(String, String)>, ServeError> {
+) -> Result<Environment, ServeError> {
     let ca_path = sibling(&options.env_file, "maildrill-ca.pem");
-    write_private(&ca_path, sim.ca_pem().as_bytes())?;
-    let ca_path = std::path::absolute(&ca_path)
-        .unwrap_or(ca_path)
-        .display()
-        .to_string();
-    let (identity, endpoints) = (sim.credentials().clone(), sim.endpoints());
-    let env = vec![
-        ("MAILDRILL_TENANT_ID".to_string(), identity.tenant_id),
-        ("MAILDRILL_CLIENT_ID".to_string(), identity.client_id),
-        ("MAILDRILL_CLIENT_SECRET".to_string(), identity.secret),
-        ("MAILDRILL_MAILBOX".to_string(), identity.mailbox),
-        ("MAILDRILL_CA_CERT".to_string(), ca_path),
-        (
-            "MAILDRILL_AUTHORITY".to_string(),
-            endpoints.authority.clone(),
+    let what = |path: &Path| format!("write {}", path.display());
+    write_private(&ca_path, sim.ca_pem().as_bytes()).map_err(io(what(&ca_path)))?;
+    // The control API shares the listener too (CONTRACTS section 9).
+    let control = ControlAccess {
+        url: format!(
+            "{}{}",
+            sim.socket_base().unwrap_or_default(),
+            crate::control::BASE.trim_end_matches('/')
         ),
-        (
-            "MAILDRILL_TOKEN_URL".to_string(),
-            endpoints.token_url.clone(),
-        ),
-        (
-            "MAILDRILL_GRAPH_URL".to_string(),
-            endpoints.graph_url.clone(),
-        ),
-        (
-            "MAILDRILL_SMTP_HOST".to_string(),
-            endpoints.smtp_host.clone(),
-        ),
-        (
-            "MAILDRILL_SMTP_PORT".to_string(),
-            endpoints.smtp_port.to_string(),
-        ),
-        // The PagerDuty-compatible sink shares the HTTPS listener (CONTRACTS section 2).
-        (
-            "MAILDRILL_ALERTS_URL".to_string(),
-            endpoints.alerts_url.clone(),
-        ),
-        // The control API shares it too (CONTRACTS section 9).
-        (
-            "MAILDRILL_CONTROL_URL".to_string(),
-            format!(
-                "{}{}",
-                sim.socket_base().unwrap_or_default(),
-                crate::control::BASE.trim_end_matches('/')
-            ),
-        ),
-        (
-            "MAILDRILL_CONTROL_TOKEN".to_string(),
-            control_token.to_string(),
-        ),
-    ];
-    let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    write_private(&options.env_file, text.as_bytes())?;
+        token: control_token.to_string(),
+    };
+    let env = Environment::new(sim.credentials(), sim.endpoints(), &ca_path, Some(&control));
+    env.write(&options.env_file)
+        .map_err(io(what(&options.env_file)))?;
     Ok(env)
 }
 
@@ -248,21 +209,4 @@ fn sibling(path: &Path, name: &str) -> PathBuf {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from(name), |p| p.join(name))
-}
-
-/// Writes a file only its owner can read: it holds a client secret.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServeError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let what = || format!("write {}", path.display());
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(what()))?;
-    // `mode` applies only when the file is created; tighten an existing file too.
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(what()))?;
-    file.write_all(bytes).map_err(io(what()))
 }

@@ -244,6 +244,7 @@ fn scripted(
         subject: "scripted".into(),
         passed: failing.is_empty(),
         skipped: None,
+        incidents: Vec::new(),
         checks,
         stats: maildrill::runner::Stats::default(),
         wall_ms: 0,

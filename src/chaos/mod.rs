@@ -119,6 +119,7 @@ fn replay(
             subject: String::new(),
             passed: false,
             skipped: None,
+            incidents: Vec::new(),
             checks: vec![crate::check::Verdict {
                 id: CheckId::ReplayCompletes,
                 verdict: Grade::Fail,

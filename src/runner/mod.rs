@@ -42,6 +42,10 @@ pub struct ScenarioReport {
     /// Why the scenario was not run: a capability it needs that the subject lacks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// What went wrong with the subject itself (a drill's process crashed, never became
+    /// ready, ignored SIGTERM), secrets redacted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub incidents: Vec<crate::subject::Incident>,
     /// The verdicts.
     pub checks: Vec<Verdict>,
     /// Counts and instants.
@@ -127,6 +131,9 @@ pub enum Wiring {
     /// Loopback TCP (HTTPS, and SMTP with STARTTLS) on a paused runtime with the I/O driver,
     /// everything on one thread: the subject opens its own sockets, as in production.
     Sockets,
+    /// Loopback sockets in real time, with the control API: a drill of a subject in another
+    /// process (`maildrill drill`).
+    RealTime,
 }
 
 /// Replays a scenario against the bundled client through `wiring`; returns the report and
@@ -156,6 +163,18 @@ pub fn run_subject<S: Subject>(
 ) -> Result<(ScenarioReport, String), RunError> {
     let plan = plan::lower(path, file, seed)?;
     run_plan(path, file, &plan, subject, wiring).map(|(report, journal)| (report, journal.render()))
+}
+
+/// Runs a plan already lowered (and perhaps shifted, as a drill shifts it to today) against
+/// any subject.
+pub fn run_lowered<S: Subject>(
+    path: &Path,
+    file: &ScenarioFile,
+    plan: &Plan,
+    subject: &S,
+    wiring: Wiring,
+) -> Result<ScenarioReport, RunError> {
+    run_plan(path, file, plan, subject, wiring).map(|(report, _journal)| report)
 }
 
 /// A replay's journal and, on sockets, the listener's base URL its links name.
@@ -202,10 +221,10 @@ fn run_plan<S: Subject>(
         };
         return Ok((skipped(path, file, plan, subject, reason), nothing));
     }
-    let wiring = if capabilities.contains(&Capability::InMemory) {
-        wiring
-    } else {
+    let wiring = if wiring == Wiring::Memory && !capabilities.contains(&Capability::InMemory) {
         Wiring::Sockets
+    } else {
+        wiring
     };
     let workspace = Workspace::create(file, plan).map_err(|e| harness(path, e))?;
     let (outcome, wall_ms) = crate::time::wall_ms(|| {
@@ -223,9 +242,22 @@ fn run_plan<S: Subject>(
             ))
         })
         .map_err(|reason| harness(path, reason))?;
+    let diagnostics = subject.diagnostics();
+    let mut observations = observations;
+    observations
+        .leaks
+        .scan(&observations.secrets, &diagnostics.output);
     let mut report = report(path, file, plan.seed, &observations);
     report.subject = subject.name();
     report.wall_ms = wall_ms;
+    report.incidents = diagnostics
+        .incidents
+        .into_iter()
+        .map(|mut incident| {
+            incident.what = crate::check::redact_text(&incident.what, &observations.secrets);
+            incident
+        })
+        .collect();
     Ok((
         report,
         Journaled {
@@ -257,6 +289,7 @@ fn skipped<S: Subject>(
         subject: subject.name(),
         passed: true,
         skipped: Some(reason),
+        incidents: Vec::new(),
         checks: Vec::new(),
         stats: Stats::default(),
         wall_ms: 0,
@@ -361,6 +394,7 @@ fn report(path: &Path, file: &ScenarioFile, seed: Seed, o: &Observations) -> Sce
         subject: String::new(),
         passed: checks.iter().all(|c| c.verdict == c.expected),
         skipped: None,
+        incidents: Vec::new(),
         checks,
         stats: Stats {
             messages_enqueued: o.enqueued,

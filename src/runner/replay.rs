@@ -15,12 +15,17 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::observe::{self, Record};
 use super::{Wiring, Workspace};
 use crate::check::Observations;
+use crate::control::ControlOptions;
 use crate::journal::Journal;
 use crate::scenario::plan::{Action, Plan};
 use crate::sim::{Sim, SocketOptions};
-use crate::subject::{MemoryTransports, Message, Process, SecretHandle, Start, Subject};
+use crate::subject::{
+    ControlAccess, MemoryTransports, Message, Process, SecretHandle, Start, Subject,
+};
 use crate::tenant::{Directory, SecretSpec};
-use crate::time::{ClockExt as _, SharedClock, replay_runtime, socket_replay_runtime, to_chrono};
+use crate::time::{
+    CalendarClock, ClockExt as _, SharedClock, replay_runtime, socket_replay_runtime, to_chrono,
+};
 
 /// How long a subject may take to start, take a message or stop, on the replay's clock.
 const START_WITHIN: Duration = Duration::from_secs(60);
@@ -46,11 +51,16 @@ pub(super) fn replay<S: Subject>(
     })
 }
 
-/// The replay's runtime: paused and current-thread, with the I/O driver only on sockets.
+/// The replay's runtime: paused and current-thread, with the I/O driver only on sockets; a
+/// drill's runs in real time.
 fn runtime(wiring: Wiring) -> Result<tokio::runtime::Runtime, String> {
     match wiring {
         Wiring::Memory => replay_runtime(),
         Wiring::Sockets => socket_replay_runtime(),
+        Wiring::RealTime => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
     }
     .map_err(|e| e.to_string())
 }
@@ -60,6 +70,8 @@ struct World {
     sim: Sim,
     /// What a subject is handed on the in-memory wiring (built once: every start shares it).
     memory: Option<MemoryTransports>,
+    /// The control API, on a drill.
+    control: Option<ControlAccess>,
 }
 
 impl World {
@@ -73,13 +85,31 @@ impl World {
         for fault in &plan.faults {
             builder = builder.fault(fault.clone());
         }
-        if wiring == Wiring::Sockets {
+        let mut token = None;
+        if wiring != Wiring::Memory {
             builder = builder.sockets(SocketOptions::default());
         }
+        if wiring == Wiring::RealTime {
+            // A drill's mocks run on the calendar from the scenario's start, in real time,
+            // with the control API for the subject's own test suite.
+            let options = ControlOptions::new(CalendarClock::starting_at(plan.start))
+                .map_err(|e| format!("failed to draw the control token: {e}"))?;
+            token = Some(options.token.clone());
+            builder = builder.control(options);
+        }
         let sim = builder.build().await.map_err(|e| e.to_string())?;
+        let control = token.map(|token| ControlAccess {
+            url: format!(
+                "{}{}",
+                sim.socket_base().unwrap_or_default(),
+                crate::control::BASE.trim_end_matches('/')
+            ),
+            token,
+        });
         Ok(World {
             memory: sim.memory(),
             sim,
+            control,
         })
     }
 
@@ -210,6 +240,7 @@ async fn start<S: Subject>(
         memory: world.memory.clone(),
         settings: plan.settings,
         generation,
+        control: world.control.clone(),
     };
     let started = world
         .clock()

@@ -78,6 +78,46 @@ pub struct Plan {
     pub(crate) needs: Vec<Capability>,
 }
 
+impl Plan {
+    /// The same plan `by` later: every instant in it (start, end, secrets, faults, steps,
+    /// traffic) moved together, so a drill can play it on today's calendar, the one its
+    /// subject's own clock reads.
+    pub fn shifted(mut self, by: TimeDelta) -> Plan {
+        let shift = |at: &mut DateTime<Utc>| *at += by;
+        shift(&mut self.start);
+        shift(&mut self.end);
+        let secrets = self
+            .tenant
+            .apps
+            .iter_mut()
+            .flat_map(|a| a.secrets.iter_mut())
+            .chain(self.app.secrets.iter_mut())
+            .chain(std::iter::once(&mut self.secret));
+        for secret in secrets {
+            shift(&mut secret.start);
+            shift(&mut secret.end);
+        }
+        for fault in &mut self.faults {
+            fault.activation.from.as_mut().map(shift);
+            fault.activation.until.as_mut().map(shift);
+        }
+        for step in &mut self.steps {
+            shift(&mut step.at);
+        }
+        self.rotated_at.as_mut().map(shift);
+        for window in &mut self.traffic {
+            shift(&mut window.from);
+            shift(&mut window.until);
+        }
+        self
+    }
+
+    /// The first instant of the plan.
+    pub fn start(&self) -> DateTime<Utc> {
+        self.start
+    }
+}
+
 impl std::fmt::Debug for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plan")

@@ -54,6 +54,7 @@ use std::time::Duration;
 
 use crate::client::send::SmtpConnector;
 use crate::client::transport::HttpTransport;
+pub use crate::envfile::ControlAccess;
 use crate::seed::SeedRng;
 use crate::time::SharedClock;
 
@@ -90,6 +91,24 @@ impl Capability {
             Capability::Alerts => "alerts",
             Capability::InMemory => "in-memory",
         }
+    }
+}
+
+impl std::str::FromStr for Capability {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Capability, String> {
+        const ALL: [Capability; 5] = [
+            Capability::Smtp,
+            Capability::GraphSend,
+            Capability::InboundSync,
+            Capability::Alerts,
+            Capability::InMemory,
+        ];
+        ALL.into_iter().find(|c| c.name() == text).ok_or_else(|| {
+            let names: Vec<&str> = ALL.iter().map(|c| c.name()).collect();
+            format!("`{text}` is not a capability: {}", names.join(", "))
+        })
     }
 }
 
@@ -153,6 +172,15 @@ impl SecretHandle {
         };
         handle.set(value)?;
         Ok(handle)
+    }
+
+    /// A handle on a file someone else rewrites (a drill's subject process): its value now.
+    pub fn open(path: PathBuf) -> std::io::Result<SecretHandle> {
+        let value = std::fs::read_to_string(&path)?.trim().to_string();
+        Ok(SecretHandle {
+            path,
+            value: Arc::new(Mutex::new(value)),
+        })
     }
 
     /// The file that holds the current value (as `MAILDRILL_CLIENT_SECRET_FILE` names it).
@@ -220,6 +248,8 @@ pub struct Start {
     pub settings: Settings,
     /// 0 for the first start, `n` after the `n`th restart.
     pub generation: u32,
+    /// The control API, on a drill (`maildrill drill`); `None` on a replay.
+    pub control: Option<ControlAccess>,
 }
 
 /// A message the harness submits. Its `Message-ID` is the harness's: a subject must send the
@@ -253,6 +283,31 @@ pub trait Subject: Sync {
     /// Starts a process. It should return once the process accepts messages; background work
     /// (sending, syncing, monitoring) goes on tasks it spawns.
     fn start(&self, start: Start) -> impl Future<Output = Result<Self::Process, SubjectError>>;
+
+    /// What went wrong with the subject itself during the run (a process that crashed, never
+    /// became ready, ignored SIGTERM), and what it printed, for the report and its leak scan.
+    /// Asked once, after the last stop.
+    fn diagnostics(&self) -> Diagnostics {
+        Diagnostics::default()
+    }
+}
+
+/// A subject's own troubles during a run, reported beside the verdicts (never instead of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics {
+    /// What happened, when, in order.
+    pub incidents: Vec<Incident>,
+    /// Everything the subject printed (bounded), which the leak scan reads.
+    pub output: String,
+}
+
+/// One thing that went wrong with a subject.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Incident {
+    /// When the harness saw it (calendar time).
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// What happened, with the tail of the subject's output where it helps.
+    pub what: String,
 }
 
 /// A started client process.
