@@ -2,7 +2,9 @@
 //!
 //! Serve runs in this process (as `maildrill serve` runs it: sockets, real time) so the test
 //! reads what the mocks received: the mailbox's sent items, the directory and the journal. The
-//! SDKs run in `tests/python/msft_sdks.py`, which prints one JSON line of what it observed.
+//! SDKs run in `tests/python/msft_sdks.py`, which prints one JSON line of what it observed;
+//! its `throttled` command and `tests/python/control_drill.py` (a client that keeps sending
+//! while the script throttles, expires and rotates its secret) drive serve's control API.
 //!
 //! Needs a Python with the packages of `tests/python/requirements.txt`, named by
 //! `MAILDRILL_PYTHON` (default `python3`). CI installs them in a venv and sets
@@ -18,11 +20,12 @@ use std::process::{Command, Stdio};
 
 use maildrill::mock::HttpMocks;
 use maildrill::serve::{ServeOptions, Served};
-use maildrill::tenant::Directory;
+use maildrill::tenant::{CredentialState, Directory};
 use maildrill::{JournalEntry, MockName};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/msft_sdks.py");
+const DRILL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/control_drill.py");
 const EXPIRED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/python/expired-secret.toml"
@@ -73,7 +76,7 @@ impl InProcess {
 
     fn env(&self, key: &str) -> String {
         let env = &self.served().env;
-        env.iter().find(|(k, _)| k == key).unwrap().1.clone()
+        env.get(key).unwrap().to_string()
     }
 
     fn journal(&self, mock: MockName, operation: &str) -> Vec<JournalEntry> {
@@ -84,10 +87,15 @@ impl InProcess {
             .collect()
     }
 
-    /// Runs one command of the script on serve's env file; its JSON line.
+    /// Runs one command of the SDK script on serve's env file; its JSON line.
     fn run(&self, python: &str, command: &str) -> Value {
+        self.run_script(python, &[SCRIPT, command])
+    }
+
+    /// Runs a script (`args`, then serve's env file); its JSON line.
+    fn run_script(&self, python: &str, args: &[&str]) -> Value {
         let output = Command::new(python)
-            .args([SCRIPT, command])
+            .args(args)
             .arg(self.dir.join("maildrill.env"))
             .output()
             .unwrap();
@@ -95,15 +103,36 @@ impl InProcess {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
         );
-        // Checked before anything is shown, so a failure never prints the secret.
-        let secret = self.env("MAILDRILL_CLIENT_SECRET");
+        // Checked before anything is shown, so a failure never prints a credential.
+        let printed = format!("{stdout}{stderr}");
+        for key in ["MAILDRILL_CLIENT_SECRET", "MAILDRILL_CONTROL_TOKEN"] {
+            assert!(
+                !printed.contains(&self.env(key)),
+                "the script printed {key}"
+            );
+        }
         assert!(
-            !stdout.contains(&secret) && !stderr.contains(&secret),
-            "the script printed the client secret"
+            !self.prints_a_secret(&printed),
+            "the script printed a secret"
         );
-        assert!(output.status.success(), "{command}: {stdout}{stderr}");
+        let name = args.last().unwrap();
+        assert!(output.status.success(), "{name}: {printed}");
         serde_json::from_str(stdout.lines().last().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("{command} printed no JSON line ({e}): {stdout}"))
+            .unwrap_or_else(|e| panic!("{name} printed no JSON line ({e}): {stdout}"))
+    }
+
+    /// Whether a word of `text` is the value of one of the app's secrets (those added while the
+    /// script ran included).
+    fn prints_a_secret(&self, text: &str) -> bool {
+        let directory = Directory::lock(self.mocks().directory());
+        let tenant = self.env("MAILDRILL_TENANT_ID");
+        let app = directory
+            .app(&tenant, &self.env("MAILDRILL_CLIENT_ID"))
+            .unwrap();
+        let secret_char = |c: char| c.is_ascii_alphanumeric() || "~._-".contains(c);
+        text.split(|c: char| !secret_char(c))
+            .filter(|word| word.len() >= 16)
+            .any(|word| app.credentials.iter().any(|c| c.matches(word)))
     }
 }
 
@@ -306,4 +335,243 @@ fn an_expired_secret_reaches_every_sdk_as_aadsts7000222() {
     assert!(tokens.len() >= 3, "{tokens:?}");
     assert!(tokens.iter().all(|e| e.status == Some(401)), "{tokens:?}");
     assert!(serve.journal(MockName::Graph, "send-mail").is_empty());
+}
+
+/// The milliseconds between consecutive journal entries, by the mocks' clock.
+fn gaps(entries: &[JournalEntry]) -> Vec<i64> {
+    entries
+        .windows(2)
+        .map(|w| (w[1].at - w[0].at).num_milliseconds())
+        .collect()
+}
+
+fn statuses(entries: &[JournalEntry]) -> Vec<Option<u16>> {
+    entries.iter().map(|e| e.status).collect()
+}
+
+#[test]
+fn throttled_sdks_wait_out_retry_after_then_surface_what_they_can() {
+    let Some(python) = python_with_sdks() else {
+        return;
+    };
+    let serve = InProcess::start("throttled", None);
+    let seen = serve.run(&python, "throttled");
+    assert_graph_throttled(&serve, &seen["graph"]);
+    assert_entra_throttled(&serve, &seen["entra"]);
+    // msgraph-sdk hands its caller the 429 and its Retry-After; msal and azure-identity,
+    // meeting Entra's plain-text 429, neither.
+    let surfaces = &seen["surfaces"];
+    assert_eq!(surfaces["msgraph_sdk"]["status"], 429, "{surfaces}");
+    assert_eq!(surfaces["msgraph_sdk"]["retry_after"], "1", "{surfaces}");
+    for sdk in ["msal", "azure_identity"] {
+        assert_eq!(
+            surfaces[sdk]["hidden"],
+            json!(["status", "retry_after"]),
+            "{sdk}: {surfaces}"
+        );
+    }
+    assert!(serve.mocks().fault_list().is_empty(), "faults left behind");
+}
+
+/// kiota's RetryHandler waited `Retry-After: 1` before each retry: one 429 then the 202, then
+/// a 429 and its three retries, after which msgraph-sdk raised ODataError.
+fn assert_graph_throttled(serve: &InProcess, seen: &Value) {
+    assert_eq!(seen["max_retries"], 3, "{seen}");
+    assert_eq!(seen["retried_once"]["sent"], true, "{seen}");
+    let error = &seen["retries_exhausted"]["error"];
+    assert_eq!(error["exception"], "ODataError", "{seen}");
+    assert_eq!(error["response_status_code"], 429, "{seen}");
+    assert_eq!(error["retry_after_header"], "1", "{seen}");
+    assert_eq!(error["error_code"], "TooManyRequests", "{seen}");
+    // kiota's APIError.message stays None; Graph's text is on .error.message.
+    assert_eq!(error["message"], Value::Null, "{seen}");
+    assert_eq!(
+        error["error_message"], "The server is busy. Please try again later.",
+        "{seen}"
+    );
+    let sends = serve.journal(MockName::Graph, "send-mail");
+    assert_eq!(
+        statuses(&sends),
+        [429, 202, 429, 429, 429, 429].map(Some),
+        "{sends:?}"
+    );
+    let faults: Vec<_> = sends.iter().map(|e| e.fault.as_deref()).collect();
+    assert_eq!(faults[..2], [Some("respond mailbox_concurrency"), None]);
+    assert!(
+        faults[2..]
+            .iter()
+            .all(|f| *f == Some("respond too_many_requests"))
+    );
+    let retry_after: Vec<_> = sends.iter().map(|e| e.facts.retry_after).collect();
+    assert_eq!(
+        retry_after,
+        [Some(1), None, Some(1), Some(1), Some(1), Some(1)]
+    );
+    for run in [&sends[..2], &sends[2..]] {
+        assert!(gaps(run).iter().all(|g| *g >= 1000), "{:?}", gaps(run));
+    }
+    let directory = Directory::lock(serve.mocks().directory());
+    let mailbox = directory
+        .mailbox(
+            &serve.env("MAILDRILL_TENANT_ID"),
+            &serve.env("MAILDRILL_MAILBOX"),
+        )
+        .unwrap();
+    let sent: Vec<_> = mailbox.sent().map(|m| m.message_id.as_deref()).collect();
+    assert_eq!(sent, [seen["retried_once"]["message_id"].as_str()]);
+}
+
+/// msal raises JSONDecodeError on Entra's plain-text 429 and keeps it for its Retry-After (its
+/// second call stays local); azure-identity retries after Retry-After, then raises
+/// ClientAuthenticationError without a status or a response.
+fn assert_entra_throttled(serve: &InProcess, seen: &Value) {
+    let msal = &seen["msal"];
+    for call in msal["calls"].as_array().unwrap() {
+        assert_eq!(call["raised"], "JSONDecodeError", "{msal}");
+        assert_eq!(call["is_value_error"], true, "{msal}");
+        assert_eq!(call["body"], "Too Many Requests", "{msal}");
+        assert_eq!(call["status_exposed"], false, "{msal}");
+    }
+    assert_eq!(msal["wire"]["statuses"], json!([429]), "{msal}");
+    let identity = &seen["azure_identity"];
+    for part in ["no_retries", "retried"] {
+        let error = &identity[part];
+        assert_eq!(error["raised"], "ClientAuthenticationError", "{identity}");
+        assert_eq!(error["cause"], "JSONDecodeError", "{identity}");
+        assert_eq!(error["status_code"], Value::Null, "{identity}");
+        assert_eq!(error["response"], false, "{identity}");
+        assert_eq!(error["retry_after_header"], Value::Null, "{identity}");
+    }
+    assert_eq!(identity["no_retries"]["wire"]["statuses"], json!([429]));
+    // azure-core's RetryPolicy: three retries of a 429 (retry_status), each after Retry-After.
+    assert_eq!(
+        identity["retried"]["wire"]["statuses"],
+        json!([429, 429, 429, 429])
+    );
+    // Two tokens for the Graph part (a credential each), then msal's one request for its two
+    // calls, azure-identity's one without retries, and its four; each 429 with the
+    // Retry-After the script asked for.
+    let tokens = serve.journal(MockName::Entra, "token");
+    let mut expected = vec![Some(200); 2];
+    expected.extend([Some(429); 6]);
+    assert_eq!(statuses(&tokens), expected, "{tokens:?}");
+    let throttled = &tokens[2..];
+    assert!(
+        throttled
+            .iter()
+            .all(|e| e.fault.as_deref() == Some("respond throttled"))
+    );
+    let retry_after: Vec<_> = throttled.iter().map(|e| e.facts.retry_after).collect();
+    assert_eq!(retry_after, [7, 7, 1, 1, 1, 1].map(Some));
+    assert!(
+        gaps(&throttled[2..]).iter().all(|g| *g >= 1000),
+        "{throttled:?}"
+    );
+}
+
+#[test]
+fn a_client_rides_out_throttling_and_a_rotation_driven_through_the_control_api() {
+    let Some(python) = python_with_sdks() else {
+        return;
+    };
+    let serve = InProcess::start("drill", None);
+    let seen = serve.run_script(&python, &[DRILL]);
+    let story = json!(["200", "429", "200", "401 AADSTS7000222", "200"]);
+    assert_eq!(seen["token_story"], story, "{seen}");
+    let client = &seen["client"];
+    assert!(
+        client["sent_after_rotation"].as_u64().unwrap() >= 3,
+        "{seen}"
+    );
+    // msal answered most of the client's calls in the window from its copy of the 429.
+    let throttle = &seen["phases"]["throttle"];
+    assert!(throttle["wire_429s"].as_u64().unwrap() >= 1, "{seen}");
+    assert!(throttle["client_failures"].as_u64() >= throttle["wire_429s"].as_u64());
+    let ids: Vec<&str> = seen["message_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(client["sent"], ids.len(), "{seen}");
+    assert_drill_mail(&serve, &ids);
+    assert_drill_tokens(&serve, &story, throttle);
+    assert_drill_secrets(&serve, &seen["phases"]);
+    assert!(serve.mocks().fault_list().is_empty(), "faults left behind");
+}
+
+/// Every message the client reported sent is in the mailbox once, in order, and Graph
+/// accepted nothing else.
+fn assert_drill_mail(serve: &InProcess, ids: &[&str]) {
+    {
+        let directory = Directory::lock(serve.mocks().directory());
+        let mailbox = directory
+            .mailbox(
+                &serve.env("MAILDRILL_TENANT_ID"),
+                &serve.env("MAILDRILL_MAILBOX"),
+            )
+            .unwrap();
+        let sent: Vec<_> = mailbox
+            .sent()
+            .map(|m| m.message_id.as_deref().unwrap_or_default())
+            .collect();
+        assert_eq!(sent, ids);
+    }
+    let sends = serve.journal(MockName::Graph, "send-mail");
+    let accepted = sends.iter().filter(|e| e.status == Some(202)).count();
+    assert_eq!(accepted, ids.len(), "{sends:?}");
+    // Each refusal was the old token after a clock jump: one per jump.
+    let refused: Vec<_> = sends.iter().filter(|e| e.status != Some(202)).collect();
+    assert!(
+        refused.len() <= 2 && refused.iter().all(|e| e.status == Some(401)),
+        "{refused:?}"
+    );
+}
+
+/// The token journal: 200, the injected 429s, 200, 401 AADSTS7000222 (expired, then the new
+/// secret propagating), 200.
+fn assert_drill_tokens(serve: &InProcess, story: &Value, throttle: &Value) {
+    let tokens = serve.journal(MockName::Entra, "token");
+    let mut told: Vec<String> = Vec::new();
+    for entry in &tokens {
+        let body = entry.response_body.to_string();
+        let word = match entry.status {
+            Some(401) if body.contains("AADSTS7000222") => "401 AADSTS7000222".to_string(),
+            status => status.map_or_else(|| "none".to_string(), |s| s.to_string()),
+        };
+        if told.last() != Some(&word) {
+            told.push(word);
+        }
+    }
+    assert_eq!(json!(told), *story, "{tokens:?}");
+    let throttled: Vec<_> = tokens.iter().filter(|e| e.status == Some(429)).collect();
+    assert_eq!(json!(throttled.len()), throttle["wire_429s"]);
+    assert!(
+        throttled
+            .iter()
+            .all(|e| e.fault.as_deref() == Some("respond throttled"))
+    );
+}
+
+/// The old secret expired, the rotated one is valid.
+fn assert_drill_secrets(serve: &InProcess, phases: &Value) {
+    let now = serve.mocks().clock().now_utc();
+    let directory = Directory::lock(serve.mocks().directory());
+    let tenant = serve.env("MAILDRILL_TENANT_ID");
+    let propagation = directory
+        .tenant(&tenant)
+        .unwrap()
+        .settings
+        .propagation_delay;
+    let app = directory
+        .app(&tenant, &serve.env("MAILDRILL_CLIENT_ID"))
+        .unwrap();
+    let state = |key: &Value| {
+        let key = key.as_str().unwrap();
+        let credential = app.credentials.iter().find(|c| c.key_id == key).unwrap();
+        credential.state_at(now, propagation)
+    };
+    assert_eq!(app.credentials.len(), 2);
+    assert_eq!(state(&phases["expired_key"]), CredentialState::Expired);
+    assert_eq!(state(&phases["rotated_key"]), CredentialState::Valid);
 }

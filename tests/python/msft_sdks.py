@@ -10,6 +10,10 @@ Commands:
            removePassword
   expired  the tenant's secret has expired: msal's error dict, azure-identity's
            ClientAuthenticationError and msgraph-sdk's sendMail all carry AADSTS7000222
+  throttled  faults injected through serve's control API: Graph 429s on sendMail (kiota's
+           RetryHandler retries after Retry-After, then msgraph-sdk raises an ODataError with
+           the status and headers) and Entra 429s on the token endpoint (what msal and
+           azure-identity surface of the status and Retry-After, and what they hide)
 
 Each command prints one JSON line of what it observed (statuses, ids, error codes; never the
 secret, a token or a generated secret's text) and exits 1 on any unexpected result.
@@ -115,6 +119,12 @@ def authority_host(env):
 
 
 def credential(env):
+    return credential_with(env)
+
+
+def credential_with(env, **pipeline):
+    """azure-identity's ClientSecretCredential for the harness; `pipeline` goes to azure-core
+    (e.g. `retry_total`)."""
     from azure.identity import ClientSecretCredential
 
     return ClientSecretCredential(
@@ -124,6 +134,7 @@ def credential(env):
         authority=authority_host(env),
         disable_instance_discovery=True,
         connection_verify=env["MAILDRILL_CA_CERT"],
+        **pipeline,
     )
 
 
@@ -328,7 +339,267 @@ def run_expired(env):
     return observed
 
 
-COMMANDS = {"msal": run_msal, "graph": run_graph, "expired": run_expired}
+class Control:
+    """serve's control API (README, "The control API"): the bearer token, serve's CA, and no
+    proxy or CA bundle from the environment. A call answered with another status than the one
+    expected is reported with the request and the response (a secret's text redacted)."""
+
+    def __init__(self, env):
+        import requests
+
+        self.base = env["MAILDRILL_CONTROL_URL"]
+        self.session = requests.Session()
+        self.session.verify = env["MAILDRILL_CA_CERT"]
+        self.session.trust_env = False
+        self.session.headers["Authorization"] = f"Bearer {env['MAILDRILL_CONTROL_TOKEN']}"
+
+    def call(self, method, path, body=None, status=200):
+        response = self.session.request(method, f"{self.base}/{path}", json=body, timeout=10)
+        if response.status_code != status:
+            text = re.sub(r'"secret_text":"[^"]*"', '"secret_text":"[redacted]"', response.text)
+            raise Unexpected(f"control API: {method} {path} {json.dumps(body)} answered "
+                             f"{response.status_code} {text[:600]} (expected {status})")
+        return response.json() if response.content else None
+
+    def inject(self, fault):
+        return self.call("POST", "faults", fault, status=201)
+
+    def clear_faults(self):
+        self.call("DELETE", "faults", status=204)
+        left = self.call("GET", "faults")["faults"]
+        expect(not left, f"DELETE faults left {left}")
+
+    def mark(self):
+        """The journal's last sequence number: `journal(.., after=mark)` is what came next."""
+        return self.call("GET", "journal?limit=1")["total"]
+
+    def journal(self, target, operation, after=0):
+        entries = []
+        while True:
+            page = self.call(
+                "GET", f"journal?target={target}&operation={operation}&after={after}&limit=1000"
+            )
+            entries += page["entries"]
+            if page.get("next_after") is None:
+                return entries
+            after = page["next_after"]
+
+    def message_ids(self, upn):
+        messages = self.call("GET", f"mailboxes/{upn}/messages")["messages"]
+        return [m["message_id"] for m in messages]
+
+
+def instant(text):
+    """An instant of the control API (RFC 3339, UTC, nanoseconds) as a datetime."""
+    found = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", text)
+    expect(found, f"not an RFC 3339 UTC instant: {text}")
+    base = datetime.datetime.fromisoformat(found.group(1)).replace(tzinfo=datetime.timezone.utc)
+    return base + datetime.timedelta(microseconds=int((found.group(2) or "0")[:6].ljust(6, "0")))
+
+
+def rfc3339(moment):
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def wire(entries):
+    """The journal entries as statuses and the seconds between one request and the next."""
+    times = [instant(e["at"]) for e in entries]
+    return {
+        "statuses": [e["status"] for e in entries],
+        "faults": [e["fault"] for e in entries],
+        "gaps": [round((b - a).total_seconds(), 3) for a, b in zip(times, times[1:])],
+    }
+
+
+def api_error_json(error):
+    """What kiota's APIError (msgraph-sdk's ODataError) carries, as plain data."""
+    headers = {k.lower(): v for k, v in (error.response_headers or {}).items()}
+    main = getattr(error, "error", None)
+    return {
+        "exception": type(error).__name__,
+        "response_status_code": error.response_status_code,
+        "retry_after_header": headers.get("retry-after"),
+        "message": error.message,
+        "error_code": getattr(main, "code", None),
+        "error_message": getattr(main, "message", None),
+    }
+
+
+GRAPH_THROTTLE = {"target": "graph", "kind": "respond", "operation": "send-mail",
+                  "retry_after": "1"}
+
+
+async def graph_throttled(env, control, reply, first):
+    """sendMail through msgraph-sdk while Graph answers the first `first` with `reply` (a 429
+    of fixtures/wire/graph.toml) and `Retry-After: 1`."""
+    from kiota_abstractions.api_error import APIError
+
+    mark = control.mark()
+    control.inject({**GRAPH_THROTTLE, "reply": reply, "first": first})
+    message_id = None
+    try:
+        message_id = (await send_mail(graph_client(env), env))["message_id"]
+        outcome = {"sent": True}
+    except APIError as error:
+        outcome = {"sent": False, "error": api_error_json(error)}
+    control.clear_faults()
+    seen = wire(control.journal("graph", "send-mail", mark))
+    delivered = message_id is not None and message_id in control.message_ids(
+        env["MAILDRILL_MAILBOX"]
+    )
+    expect(delivered == outcome["sent"], f"sendMail sent={outcome['sent']}, delivered={delivered}")
+    expect(all(gap >= 1.0 for gap in seen["gaps"]), f"a retry before Retry-After: {seen}")
+    return {"reply": reply, "first": first, "message_id": message_id, **outcome, "wire": seen}
+
+
+async def run_graph_throttled(env, control):
+    from kiota_http.middleware.options import RetryHandlerOption
+
+    retries = RetryHandlerOption.DEFAULT_MAX_RETRIES
+    once = await graph_throttled(env, control, "mailbox_concurrency", 1)
+    expect(once["sent"], "sendMail failed after one 429")
+    expect(once["wire"]["statuses"] == [429, 202], f"one 429 then 202: {once['wire']}")
+    always = await graph_throttled(env, control, "too_many_requests", retries + 5)
+    expect(not always["sent"], "sendMail succeeded through persistent 429s")
+    expect(always["wire"]["statuses"] == [429] * (retries + 1), f"retries: {always['wire']}")
+    error = always["error"]
+    expect(error["exception"] == "ODataError", f"raised {error['exception']}")
+    expect(error["response_status_code"] == 429, f"status {error['response_status_code']}")
+    expect(error["retry_after_header"] == "1", f"Retry-After {error['retry_after_header']}")
+    return {"max_retries": retries, "retried_once": once, "retries_exhausted": always}
+
+
+def msal_outcome(app):
+    """One acquire_token_for_client under throttling: the error dict, or what it raised."""
+    try:
+        result = app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
+    except Exception as error:  # what msal raises is the observation
+        attributes = vars(error)
+        return {
+            "raised": type(error).__name__,
+            "is_value_error": isinstance(error, ValueError),
+            "attributes": sorted(attributes),
+            "body": attributes.get("doc"),
+            "status_exposed": 429 in attributes.values() or "429" in str(error),
+            "retry_after_exposed": any("retry" in name.lower() or "header" in name.lower()
+                                       for name in attributes),
+        }
+    expect("access_token" not in result, "msal got a token while Entra throttles")
+    return {
+        "error": result.get("error"),
+        "error_codes": result.get("error_codes"),
+        "keys": sorted(result),
+        "status_exposed": 429 in result.values(),
+        "retry_after_exposed": any("retry" in k.lower() for k in result),
+    }
+
+
+ENTRA_THROTTLE = {"target": "entra", "kind": "respond", "reply": "throttled", "operation": "token"}
+
+
+def msal_throttled(env, control):
+    """Two calls on one msal app while Entra answers 429 with `Retry-After: 7`."""
+    mark = control.mark()
+    control.inject({**ENTRA_THROTTLE, "retry_after": "7"})
+    app = msal_app(env)
+    calls = [msal_outcome(app), msal_outcome(app)]
+    control.clear_faults()
+    seen = wire(control.journal("entra", "token", mark))
+    expect(seen["statuses"][:1] == [429], f"msal's first request was not throttled: {seen}")
+    # msal's ThrottledHttpClient keeps a 429 for its Retry-After: the second call stays local.
+    return {"calls": calls, "wire": seen}
+
+
+def identity_outcome(env, **pipeline):
+    from azure.core.exceptions import ClientAuthenticationError
+
+    try:
+        credential_with(env, **pipeline).get_token(GRAPH_SCOPE)
+    except ClientAuthenticationError as error:
+        response = error.response
+        headers = {k.lower(): v for k, v in response.headers.items()} if response else {}
+        return {
+            "raised": type(error).__name__,
+            "status_code": error.status_code,
+            "response": response is not None,
+            "retry_after_header": headers.get("retry-after"),
+            "cause": error.exc_type.__name__ if error.exc_type else None,
+            "message": error.message,
+        }
+    raise Unexpected("azure-identity got a token while Entra throttles")
+
+
+def identity_throttled(env, control, retry_after, first, **pipeline):
+    mark = control.mark()
+    control.inject({**ENTRA_THROTTLE, "retry_after": retry_after, "first": first})
+    outcome = identity_outcome(env, **pipeline)
+    control.clear_faults()
+    seen = wire(control.journal("entra", "token", mark))
+    expect(set(seen["statuses"]) == {429}, f"azure-identity's requests: {seen}")
+    expect(all(gap >= float(retry_after) for gap in seen["gaps"]), f"early retry: {seen}")
+    return {"retry_after": retry_after, **outcome, "wire": seen}
+
+
+def run_entra_throttled(env, control):
+    msal_seen = msal_throttled(env, control)
+    # azure-core's RetryPolicy retries a 429 after its Retry-After (3 times by default): with
+    # Retry-After 7 that is 21 s, so once without retries to see the error, then the retries
+    # with Retry-After 1.
+    single = identity_throttled(env, control, "7", 100, retry_total=0)
+    expect(single["wire"]["statuses"] == [429], f"retry_total=0 retried: {single['wire']}")
+    retried = identity_throttled(env, control, "1", 100)
+    expect(len(retried["wire"]["statuses"]) > 1, f"azure-identity did not retry: {retried}")
+    return {"msal": msal_seen, "azure_identity": {"no_retries": single, "retried": retried}}
+
+
+def surfaced(status, retry_after, how):
+    """What an SDK lets its caller see of a 429: the status and Retry-After, or None; and how."""
+    hidden = [name for name, value in (("status", status), ("retry_after", retry_after))
+              if value is None]
+    return {"status": status, "retry_after": retry_after, "hidden": hidden, "how": how}
+
+
+def surfaces(graph, entra):
+    error = graph["retries_exhausted"]["error"]
+    msal_call = entra["msal"]["calls"][0]
+    identity = entra["azure_identity"]["no_retries"]
+    return {
+        "msgraph_sdk": surfaced(
+            error["response_status_code"], error["retry_after_header"],
+            f"{error['exception']}.response_status_code, .response_headers, "
+            f".error.code {error['error_code']}",
+        ),
+        "msal": surfaced(
+            429 if msal_call["status_exposed"] else None, None,
+            f"raises {msal_call.get('raised')} on the plain-text body" if "raised" in msal_call
+            else f"error dict {msal_call.get('error')}",
+        ),
+        "azure_identity": surfaced(
+            identity["status_code"], identity["retry_after_header"],
+            f"{identity['raised']} caused by {identity['cause']}",
+        ),
+    }
+
+
+def run_throttled(env):
+    control = Control(env)
+    control.clear_faults()
+    graph = asyncio.run(run_graph_throttled(env, control))
+    entra = run_entra_throttled(env, control)
+    return {
+        "versions": versions("msal", "azure-identity", "msgraph-sdk", "microsoft-kiota-http"),
+        "graph": graph,
+        "entra": entra,
+        "surfaces": surfaces(graph, entra),
+    }
+
+
+COMMANDS = {
+    "msal": run_msal,
+    "graph": run_graph,
+    "expired": run_expired,
+    "throttled": run_throttled,
+}
 
 
 def main(argv):
