@@ -357,8 +357,11 @@ pub fn redact_text(text: &str, secrets: &[String]) -> String {
 #[expect(clippy::too_many_lines, reason = "one arm per check, each a few lines")]
 pub fn evaluate(id: CheckId, params: Params, o: &Observations) -> (bool, String, String) {
     let within = |default_s: u64| params.within.unwrap_or(Duration::from_secs(default_s));
-    let fmt_duration =
-        |d: TimeDelta| humantime::format_duration(d.to_std().unwrap_or_default()).to_string();
+    // To the millisecond: a drill's real-time instants carry nanoseconds no reader needs.
+    let fmt_duration = |d: TimeDelta| {
+        let millis = u64::try_from(d.num_milliseconds()).unwrap_or(0);
+        humantime::format_duration(Duration::from_millis(millis)).to_string()
+    };
     match id {
         CheckId::NoLoss => (
             o.lost == 0,

@@ -75,8 +75,10 @@ pub struct JournalEntry {
     pub response_body: Body,
     /// The fault that shaped the reply, if any.
     pub fault: Option<String>,
-    /// Extra facts the checks read and the journal's text does not show.
-    #[serde(skip)]
+    /// Extra facts the checks read and the journal's text does not show; its JSON shows the
+    /// reply's `Retry-After` (seconds) of them.
+    #[serde(rename = "retry_after", serialize_with = "serialize_retry_after")]
+    #[schemars(rename = "retry_after", with = "Option<u64>")]
     pub facts: Facts,
 }
 
@@ -193,6 +195,10 @@ impl Serialize for Body {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.redacted())
     }
+}
+
+fn serialize_retry_after<S: serde::Serializer>(facts: &Facts, s: S) -> Result<S::Ok, S::Error> {
+    facts.retry_after.serialize(s)
 }
 
 fn serialize_rfc3339<S: serde::Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {

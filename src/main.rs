@@ -344,6 +344,15 @@ fn drill(
     let report = maildrill::drill::drill(scenario, options, seed)?;
     let bar = indicatif::ProgressBar::hidden();
     print_report(&bar, &report);
+    // What the harness itself cost (serve, timeline, checks); the subject's CPU is its own.
+    if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        say(format!(
+            "     harness CPU: {:.2} s user, {:.2} s system",
+            seconds(usage.user_time()),
+            seconds(usage.system_time())
+        ));
+    }
     write_reports(std::slice::from_ref(&report), json, junit)?;
     Ok(if report.passed {
         ExitCode::SUCCESS

@@ -1,5 +1,6 @@
 //! Reports of a run: JUnit XML (one testsuite per scenario file, one testcase per check, one
-//! `<skipped>` case for a scenario the subject could not be judged by). The JSON report is the
+//! `<skipped>` case for a scenario the subject could not be judged by; a drill's incidents in the
+//! testsuite's `<system-err>`). The JSON report is the
 //! serde form of [`crate::runner::ScenarioReport`] under `scenarios`.
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
@@ -35,6 +36,15 @@ pub fn junit(reports: &[ScenarioReport]) -> Result<String, quick_junit::Serializ
             case.set_classname(scenario.name.clone());
             case.set_system_out(format!("{} (required: {})", check.observed, check.detail));
             suite.add_test_case(case);
+        }
+        if !scenario.incidents.is_empty() {
+            // What went wrong with the subject itself (a drill's process), already redacted.
+            let lines: Vec<String> = scenario
+                .incidents
+                .iter()
+                .map(|i| format!("{} {}", crate::time::rfc3339(i.at), i.what))
+                .collect();
+            suite.set_system_err(lines.join("\n"));
         }
         report.add_test_suite(suite);
     }

@@ -1,0 +1,119 @@
+//! `maildrill drill` against the Python subject `tests/python/subject.py`: its verdicts, pinned.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on the first broken expectation"
+)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use maildrill::check::Grade;
+use maildrill::drill::DrillOptions;
+use maildrill::runner::ScenarioReport;
+use maildrill::subject::Capability;
+
+const SUBJECT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/subject.py");
+
+/// Every check of both scenarios, in their order, and the verdict the subject earns.
+const ALL_PASS: [(&str, Grade); 5] = [
+    ("no-loss", Grade::Pass),
+    ("no-duplicates", Grade::Pass),
+    ("recovery-within", Grade::Pass),
+    ("drained-within", Grade::Pass),
+    ("no-secret-leak", Grade::Pass),
+];
+
+/// The Python to run the subject with (`MAILDRILL_PYTHON`, default `python3`), if it has msal
+/// and requests; when it does not, fail where `MAILDRILL_REQUIRE_CLIENTS` is set (CI) and
+/// explain elsewhere, as `tests/python_sdk.rs` does.
+fn python_with_packages() -> Option<String> {
+    let python = std::env::var("MAILDRILL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let found = Command::new(&python)
+        .args(["-c", "import msal, requests"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("MAILDRILL_REQUIRE_CLIENTS").is_none(),
+            "{python} lacks msal or requests, required here (MAILDRILL_REQUIRE_CLIENTS is set)"
+        );
+        eprintln!(
+            "skipping: {python} lacks msal or requests (pip install -r \
+             tests/python/requirements.txt, then set MAILDRILL_PYTHON)"
+        );
+    }
+    found.then_some(python)
+}
+
+/// Drills `tests/drill/{name}.toml` against the subject, which sends mail over SMTP or Graph
+/// and raises no alerts. A drill plays the scenario's 40 s on the wall clock; the tests of
+/// this binary run at the same time.
+fn drill(python: &str, name: &str) -> ScenarioReport {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/drill/{name}.toml"));
+    let options = DrillOptions {
+        capabilities: vec![Capability::Smtp, Capability::GraphSend],
+        ..DrillOptions::new(format!("{python} {SUBJECT}"))
+    };
+    maildrill::drill::drill(&path, options, None).unwrap()
+}
+
+fn verdicts(report: &ScenarioReport) -> Vec<(String, Grade)> {
+    report
+        .checks
+        .iter()
+        .map(|c| (c.id.to_string(), c.verdict))
+        .collect()
+}
+
+/// The subject rode out the expired secret: every check passed, nothing went wrong with the
+/// process, the 13 messages were each accepted once, it was refused while the secret was
+/// expired and delivered again after the rotation.
+fn assert_rode_it_out(report: &ScenarioReport) {
+    assert!(report.skipped.is_none(), "{:?}", report.skipped);
+    assert!(report.incidents.is_empty(), "{:#?}", report.incidents);
+    let expected: Vec<(String, Grade)> = ALL_PASS
+        .iter()
+        .map(|(id, grade)| ((*id).to_string(), *grade))
+        .collect();
+    assert_eq!(verdicts(report), expected, "{:#?}", report.checks);
+    assert!(report.passed, "{:#?}", report.checks);
+    let stats = &report.stats;
+    assert_eq!(stats.messages_enqueued, 13, "{stats:?}");
+    assert_eq!(
+        stats.messages_delivered, stats.messages_enqueued,
+        "{stats:?}"
+    );
+    assert_eq!(
+        (stats.messages_lost, stats.messages_duplicated),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert!(stats.first_failure_at.is_some(), "{stats:?}");
+    assert!(
+        stats.rotated_at.is_some() && stats.recovered_at.is_some(),
+        "{stats:?}"
+    );
+    // The expired secret reached it: Entra refused its token requests.
+    let refused = report.events.get("entra token 401").copied().unwrap_or(0);
+    assert!(refused > 0, "{:?}", report.events);
+}
+
+#[test]
+fn the_python_subject_rides_out_the_short_incident() {
+    let Some(python) = python_with_packages() else {
+        return;
+    };
+    let report = drill(&python, "short-incident");
+    assert_rode_it_out(&report);
+}
+
+#[test]
+fn the_python_subject_loses_nothing_when_restarted_mid_outage() {
+    let Some(python) = python_with_packages() else {
+        return;
+    };
+    let report = drill(&python, "restart-mid-outage");
+    assert_rode_it_out(&report);
+}
