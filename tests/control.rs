@@ -471,3 +471,244 @@ fn references(value: &Value) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+impl Control {
+    /// A call with a raw body (JSON content type when there is one) and, if `token`, the
+    /// control token: the status, the content type and the body.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: &str,
+        token: bool,
+    ) -> (u16, String, String) {
+        let mut request = self
+            .client
+            .request(method, format!("{}/{path}", self.control));
+        if token {
+            request = request.bearer_auth(&self.token);
+        }
+        if !body.is_empty() {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (status, content_type, response.text().await.unwrap())
+    }
+
+    /// What a rejected call must leave as it was: the apps and their secrets, the faults, the
+    /// clock and the journal.
+    async fn state(&self) -> (Value, Value, Value, Value) {
+        let journal = self.get("journal").await;
+        (
+            self.get("apps").await,
+            self.get("faults").await,
+            self.get("clock").await,
+            json!([journal["total"], journal["kept"]]),
+        )
+    }
+}
+
+/// Bodies `POST clock/advance` refuses, with the status.
+const REFUSED_ADVANCES: &[(&str, u16)] = &[
+    ("", 400),
+    ("{}", 400),
+    ("not json", 400),
+    (r#"{"by": "1h"} x"#, 400),
+    (r#"{"by": "an hour"}"#, 400),
+    (r#"{"by": 3600}"#, 400),
+    (r#"{"by": null, "to": null}"#, 400),
+    (r#"{"by": "1h", "to": "2030-01-01T00:00:00Z"}"#, 400),
+    (r#"{"by": "1h", "colour": 1}"#, 400),
+    (r#"{"to": "2000-01-01T00:00:00Z"}"#, 409),
+    (r#"{"to": "9999-06-01T00:00:00Z"}"#, 400),
+    (r#"{"by": "300000y"}"#, 409),
+    (r#"{"to": "yesterday"}"#, 400),
+];
+
+/// Bodies `POST apps/{app}/secrets` refuses for an app that exists.
+const REFUSED_SECRETS: &[(&str, u16)] = &[
+    (r#"{"lifetime": "0s"}"#, 400),
+    (r#"{"end": "2000-01-01T00:00:00Z"}"#, 400),
+    (r#"{"value": ""}"#, 400),
+    (r#"{"lifetime": "300000y"}"#, 400),
+    (r#"{"colour": 1}"#, 400),
+    (r#"{"end": "2030-01-01T00:00:00Z", "lifetime": "1d"}"#, 400),
+    ("[]", 400),
+];
+
+/// Bodies `POST faults` refuses: words outside the vocabulary, parameters missing or out of
+/// range, windows that end before they start.
+const REFUSED_FAULTS: &[(&str, u16)] = &[
+    ("", 400),
+    (r#"{"target": "exchange", "kind": "timeout"}"#, 400),
+    (r#"{"target": "entra", "kind": "slow"}"#, 400),
+    (
+        r#"{"target": "entra", "kind": "respond", "reply": "nope"}"#,
+        400,
+    ),
+    (
+        r#"{"target": "alerts", "kind": "respond", "reply": "throttled"}"#,
+        400,
+    ),
+    (r#"{"target": "smtp", "kind": "malformed_body"}"#, 400),
+    (r#"{"target": "graph", "kind": "limit_data"}"#, 400),
+    (
+        r#"{"target": "graph", "kind": "bandwidth", "bytes_per_second": 0}"#,
+        400,
+    ),
+    (
+        r#"{"target": "graph", "kind": "latency", "delay": "400d"}"#,
+        400,
+    ),
+    (
+        r#"{"target": "graph", "kind": "timeout", "probability": 2}"#,
+        400,
+    ),
+    (
+        r#"{"target": "graph", "kind": "timeout", "first": -1}"#,
+        400,
+    ),
+    (
+        r#"{"target": "graph", "kind": "timeout", "first": 1.5}"#,
+        400,
+    ),
+    (
+        r#"{"target": "graph", "kind": "timeout", "duration": "300000y"}"#,
+        400,
+    ),
+    (
+        r#"{"target": "graph", "kind": "timeout", "from": "2030-01-01T00:00:00Z",
+        "until": "2029-01-01T00:00:00Z"}"#,
+        400,
+    ),
+];
+
+/// Refused calls of every operation that changes something: the method, the path, the raw
+/// body, the status. `key` is a secret the app has, `fault` a fault in force.
+fn refused_calls(key: &str, fault: u64) -> Vec<(Method, String, &'static str, u16)> {
+    let secrets = format!("apps/{}/secrets", demo::APP_ID);
+    let with = |method: Method, path: &str, bodies: &[(&'static str, u16)]| {
+        let path = path.to_string();
+        bodies
+            .iter()
+            .map(move |(body, status)| (method.clone(), path.clone(), *body, *status))
+            .collect::<Vec<_>>()
+    };
+    let mut calls = with(Method::POST, "clock/advance", REFUSED_ADVANCES);
+    calls.extend(with(Method::POST, &secrets, REFUSED_SECRETS));
+    calls.extend(with(Method::POST, "faults", REFUSED_FAULTS));
+    let missing = [("", 404)];
+    for path in [
+        "apps/nobody/secrets".to_string(),
+        format!("{secrets}/unknown/expire"),
+        format!("apps/nobody/secrets/{key}/expire"),
+    ] {
+        calls.extend(with(Method::POST, &path, &missing));
+    }
+    for path in [
+        format!("{secrets}/unknown"),
+        format!("apps/nobody/secrets/{key}"),
+        format!("faults/{}", fault + 1000),
+    ] {
+        calls.extend(with(Method::DELETE, &path, &missing));
+    }
+    calls.extend(with(Method::DELETE, "faults/abc", &[("", 400)]));
+    calls.extend(with(Method::PUT, "faults", &[("", 405)]));
+    calls.extend(with(Method::GET, "reset", &[("", 405)]));
+    // Without the token, even calls that would succeed.
+    for (method, path) in [
+        (Method::POST, "clock/advance".to_string()),
+        (Method::POST, secrets.clone()),
+        (Method::POST, format!("{secrets}/{key}/expire")),
+        (Method::DELETE, format!("{secrets}/{key}")),
+        (Method::POST, "faults".to_string()),
+        (Method::DELETE, format!("faults/{fault}")),
+        (Method::DELETE, "faults".to_string()),
+        (Method::POST, "reset".to_string()),
+    ] {
+        calls.push((method, path, r#"{"by": "1h"}"#, 401));
+    }
+    calls
+}
+
+#[tokio::test]
+async fn a_refused_call_of_any_operation_changes_nothing() {
+    let c = control().await;
+    let (status, added) = c
+        .call(
+            Method::POST,
+            &format!("apps/{}/secrets", demo::APP_ID),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let key = added["key_id"].as_str().unwrap().to_string();
+    let (status, fault) = c
+        .call(
+            Method::POST,
+            "faults",
+            Some(json!({"target": "graph", "kind": "timeout"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{fault}");
+    // Past the new secret's propagation, so its state holds while the calls are made.
+    c.call(Method::POST, "clock/advance", Some(json!({"by": "1h"})))
+        .await;
+    assert_eq!(c.token(added["secret_text"].as_str().unwrap()).await.0, 200);
+    let before = c.state().await;
+    let calls = refused_calls(&key, fault["id"].as_u64().unwrap());
+    for (method, path, body, expected) in &calls {
+        let token = *expected != 401;
+        let (status, content_type, text) = c.send(method.clone(), path, body, token).await;
+        let call = format!("{method} {path} {body}");
+        assert_eq!(status, *expected, "{call}: {text}");
+        assert_eq!(content_type, "application/problem+json", "{call}: {text}");
+        let problem: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(problem["status"], *expected, "{call}: {text}");
+        let after = c.state().await;
+        assert_eq!(
+            (&after.0, &after.1, &after.3),
+            (&before.0, &before.1, &before.3),
+            "{call}"
+        );
+        assert_eq!(after.2["start"], before.2["start"], "{call}");
+        let moved = instant(&after.2["now"]) - instant(&before.2["now"]);
+        assert!(
+            moved >= chrono::TimeDelta::zero() && moved < chrono::TimeDelta::seconds(60),
+            "{call}: the clock moved by {moved}"
+        );
+    }
+    assert!(calls.len() > 50, "{}", calls.len());
+}
+
+#[tokio::test]
+async fn a_method_a_resource_lacks_is_told_the_ones_it_has() {
+    let c = control().await;
+    let response = c
+        .client
+        .put(format!("{}/faults", c.control))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, POST, DELETE");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    // A problem without a field or valid words leaves them out, as the document allows.
+    let problem: Value = response.json().await.unwrap();
+    assert!(problem.get("valid").is_none() && problem.get("field").is_none());
+    let doc = c.get("openapi.json").await;
+    let required = &doc["components"]["schemas"]["Problem"]["required"];
+    assert_eq!(*required, json!(["type", "title", "status", "detail"]));
+}

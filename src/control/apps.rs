@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{Answer, Inner, Problem, json, no_content};
 use crate::scenario::file::HumanDuration;
 use crate::tenant::{CredentialState, Directory, PasswordCredential, SecretSpec};
-use crate::time::{CalendarClock, Clock as _, to_chrono};
+use crate::time::{CalendarClock, Clock as _};
 
 /// The mocks' calendar.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -21,6 +21,11 @@ pub struct ClockView {
 /// How far to move the calendar: give exactly one of `by` and `to`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    {"required": ["by"], "properties": {"by": {"type": "string"}, "to": {"type": "null"}}},
+    {"required": ["to"], "properties": {"to": {"type": "string"}, "by": {"type": "null"}}},
+]))]
+#[schemars(example = serde_json::json!({"by": "5m"}))]
 pub struct Advance {
     /// A duration such as `5m` or `29d`.
     pub by: Option<HumanDuration>,
@@ -35,20 +40,76 @@ pub(super) fn clock(clock: &CalendarClock) -> ClockView {
     }
 }
 
-pub(super) fn advance(clock: &CalendarClock, advance: Advance) -> Answer {
-    let by = match (advance.by, advance.to) {
-        (Some(by), None) => by.0,
-        (None, Some(to)) => (to - clock.now_utc()).to_std().map_err(|_| {
-            Problem::conflict(
-                "to",
+/// The latest instant the calendar may be moved to: a year before RFC 3339's last, so that it
+/// can run on, and the mocks add token lifetimes and secret ends to it, without leaving the
+/// four-digit years every instant is written with.
+pub(super) fn calendar_end() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_370_764_800, 0).expect("9999-01-01T00:00:00Z is an instant")
+}
+
+/// The last instant with a four-digit year: no secret or fault window ends later.
+pub(super) fn last_instant() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).expect("9999-12-31T23:59:59Z is an instant")
+}
+
+/// `start` plus `duration`, if that is not after [`last_instant`]; else a problem at `field`.
+pub(super) fn later(
+    start: DateTime<Utc>,
+    duration: std::time::Duration,
+    field: &str,
+) -> Result<DateTime<Utc>, Problem> {
+    TimeDelta::from_std(duration)
+        .ok()
+        .and_then(|d| start.checked_add_signed(d))
+        .filter(|end| *end <= last_instant())
+        .ok_or_else(|| {
+            Problem::invalid(
+                field,
                 format!(
-                    "the clock moves forward only; it reads {}",
-                    crate::time::rfc3339(clock.now_utc())
+                    "`{field}` reaches past {}",
+                    crate::time::rfc3339(last_instant())
                 ),
             )
-        })?,
+        })
+}
+
+pub(super) fn advance(clock: &CalendarClock, advance: Advance) -> Answer {
+    let now = clock.now_utc();
+    let to = match (advance.by, advance.to) {
+        (Some(by), None) => later(now, by.0, "by")
+            .ok()
+            .filter(|to| *to <= calendar_end())
+            .ok_or_else(|| {
+                Problem::conflict(
+                    "by",
+                    format!(
+                        "the calendar stops at {}; it reads {}",
+                        crate::time::rfc3339(calendar_end()),
+                        crate::time::rfc3339(now)
+                    ),
+                )
+            })?,
+        (None, Some(to)) if to > calendar_end() => {
+            return Err(Problem::invalid(
+                "to",
+                format!(
+                    "the calendar stops at {}",
+                    crate::time::rfc3339(calendar_end())
+                ),
+            ));
+        }
+        (None, Some(to)) => to,
         _ => return Err(Problem::invalid("by", "give exactly one of `by` and `to`")),
     };
+    let by = (to - now).to_std().map_err(|_| {
+        Problem::conflict(
+            "to",
+            format!(
+                "the clock moves forward only; it reads {}",
+                crate::time::rfc3339(now)
+            ),
+        )
+    })?;
     clock.advance(by);
     Ok(json(200, &self::clock(clock)))
 }
@@ -109,6 +170,7 @@ pub enum SecretState {
 /// A secret to add: generated unless `value` is given.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({"display_name": "rotated", "lifetime": "730d"}))]
 pub struct NewSecret {
     /// `displayName` (default `maildrill control`).
     pub display_name: Option<String>,
@@ -202,6 +264,9 @@ fn find_app(
         })
 }
 
+/// A secret's lifetime when the call gives neither `end` nor `lifetime`: the portal's default.
+const DEFAULT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(180 * 24 * 3600);
+
 /// Checks a new secret's dates and value before anything changes.
 fn secret_spec(new: NewSecret, now: DateTime<Utc>) -> Result<SecretSpec, Problem> {
     let start = new.start.unwrap_or(now);
@@ -213,10 +278,20 @@ fn secret_spec(new: NewSecret, now: DateTime<Utc>) -> Result<SecretSpec, Problem
             ));
         }
         (Some(end), None) => end,
-        (None, lifetime) => start + lifetime.map_or(TimeDelta::days(180), |l| to_chrono(l.0)),
+        (None, lifetime) => later(
+            start,
+            lifetime.map_or(DEFAULT_LIFETIME, |l| l.0),
+            "lifetime",
+        )?,
     };
     if end <= start {
         return Err(Problem::invalid("end", "a secret must end after it starts"));
+    }
+    if end > last_instant() {
+        return Err(Problem::invalid(
+            "end",
+            format!("a secret ends by {}", crate::time::rfc3339(last_instant())),
+        ));
     }
     if new.value.as_deref().is_some_and(str::is_empty) {
         return Err(Problem::invalid("value", "a secret value cannot be empty"));

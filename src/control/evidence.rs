@@ -27,6 +27,7 @@ pub struct JournalQuery {
     /// Only entries after this `seq` (the previous page's `next_after`).
     pub after: Option<u64>,
     /// Entries per page (default 100, at most 1000).
+    #[schemars(range(min = 1, max = PAGE_MAX))]
     pub limit: Option<usize>,
 }
 

@@ -11,11 +11,13 @@ use crate::fault::{
 };
 use crate::mock::HttpMocks;
 use crate::scenario::file::HumanDuration;
-use crate::time::{Clock as _, to_chrono};
+use crate::time::Clock as _;
 
 /// A fault to inject: the words of a scenario's `fault` step, plus when it applies.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = serde_json::json!({"target": "entra", "kind": "respond",
+    "reply": "throttled", "operation": "token", "first": 1, "retry_after": "7"}))]
 pub struct NewFault {
     /// The service.
     pub target: Target,
@@ -29,11 +31,13 @@ pub struct NewFault {
     /// `respond` and `fail_but_deliver`: the `Retry-After` to send instead of the
     /// catalogue's (`""` removes it).
     pub retry_after: Option<String>,
-    /// `latency`: the added delay (default 30s).
+    /// `latency`: the added delay (default 30s, at most 365d).
     pub delay: Option<HumanDuration>,
     /// `limit_data`: the bytes of each reply that get through.
+    #[serde(default, deserialize_with = "count")]
     pub bytes: Option<u64>,
     /// `bandwidth`: bytes per second.
+    #[serde(default, deserialize_with = "count")]
     pub bytes_per_second: Option<u64>,
     /// In force from this instant (default now).
     pub from: Option<DateTime<Utc>>,
@@ -42,10 +46,32 @@ pub struct NewFault {
     /// In force for this long from `from` (instead of `until`).
     pub duration: Option<HumanDuration>,
     /// Only the first N matching requests.
+    #[serde(default, deserialize_with = "count")]
     pub first: Option<u64>,
     /// Each matching request with this probability, drawn from the seed.
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub probability: Option<f64>,
 }
+
+/// A count, also when it comes as an integral float (`10.0`): JSON Schema's `integer` (which
+/// the document promises) admits those, and so do JSON encoders that write every number so.
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = |f: f64| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f);
+    number
+        .as_u64()
+        .or_else(|| number.as_f64().filter(|f| whole(*f)).map(|f| f as u64))
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!("expected a whole number at least 0, got {number}"))
+        })
+}
+
+/// The longest `latency` delay: past it a fault's deadline could leave the monotonic clock's
+/// range, and `timeout` is the fault for a reply that never comes.
+const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// A fault in force.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -148,6 +174,12 @@ pub(super) fn list(mocks: &HttpMocks) -> FaultsView {
 
 /// The fault a call describes, checked whole before anything is injected.
 fn lower(new: &NewFault, now: DateTime<Utc>) -> Result<Fault, Problem> {
+    if new.delay.is_some_and(|d| d.0 > MAX_DELAY) {
+        return Err(Problem::invalid(
+            "delay",
+            "a latency fault waits at most 365d",
+        ));
+    }
     let words = FaultWords {
         reply: new.reply.as_deref(),
         retry_after: new.retry_after.as_deref(),
@@ -173,7 +205,7 @@ fn lower(new: &NewFault, now: DateTime<Utc>) -> Result<Fault, Problem> {
             ));
         }
         (until, None) => until,
-        (None, Some(d)) => Some(from + to_chrono(d.0)),
+        (None, Some(d)) => Some(super::apps::later(from, d.0, "duration")?),
     };
     if until.is_some_and(|until| until <= from) {
         return Err(Problem::invalid(

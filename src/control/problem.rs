@@ -24,6 +24,29 @@ pub struct Problem {
     /// For a vocabulary word: every value accepted there.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub valid: Vec<String>,
+    /// A `405`'s `Allow` header: the methods the resource answers, as bits of [`METHODS`]
+    /// (a byte, so that a problem stays small enough to return by value).
+    #[serde(skip)]
+    allow: u8,
+}
+
+/// The methods an `Allow` header can name, by bit.
+const METHODS: [http::Method; 4] = [
+    http::Method::GET,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::DELETE,
+];
+
+/// The methods of `bits`, as an `Allow` header lists them.
+fn allow_list(bits: u8) -> String {
+    METHODS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, m)| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Problem {
@@ -40,6 +63,7 @@ impl Problem {
             detail: detail.into(),
             field: None,
             valid: Vec::new(),
+            allow: 0,
         }
     }
 
@@ -92,13 +116,20 @@ impl Problem {
 
     /// `405`: the path exists, the method does not; `allowed` goes in `Allow`.
     pub fn method(allowed: &[http::Method]) -> Problem {
-        let list: Vec<&str> = allowed.iter().map(http::Method::as_str).collect();
-        Problem::new(
-            405,
-            "about:blank",
-            "Method Not Allowed",
-            format!("this resource answers {}", list.join(", ")),
-        )
+        let allow = METHODS
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| allowed.contains(m))
+            .fold(0, |bits, (i, _)| bits | (1 << i));
+        Problem {
+            allow,
+            ..Problem::new(
+                405,
+                "about:blank",
+                "Method Not Allowed",
+                format!("this resource answers {}", allow_list(allow)),
+            )
+        }
     }
 
     /// `409`: a valid call the current state refuses (a clock moved backwards).
@@ -117,6 +148,9 @@ impl Problem {
             .header("Content-Type", "application/problem+json");
         if self.status == 401 {
             builder = builder.header("WWW-Authenticate", "Bearer realm=\"maildrill\"");
+        }
+        if self.allow != 0 {
+            builder = builder.header("Allow", allow_list(self.allow));
         }
         builder
             .body(body.into())
