@@ -397,6 +397,7 @@ impl Case {
                     start: Some(When::At(start - TimeDelta::days(180))),
                     end: When::At(secret_end),
                 }],
+                certificates: vec![],
             }],
             mailboxes: vec![MailboxFile {
                 upn: demo::MAILBOX.into(),

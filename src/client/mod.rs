@@ -10,6 +10,7 @@
 //!   permanent refusal of one message.
 //! - [`transport`]: the HTTP transport trait (reqwest in production, duplex streams in replays).
 //! - [`secret`]: where the client secret comes from, re-read so a rotation needs no redeploy.
+//! - [`certificate`]: a client certificate (PEM files, re-read) signing client assertions.
 //! - [`token`]: client credentials with a cache, refresh ahead of `exp` and single flight.
 //! - [`outbox`]: the durable queue (SQLite, WAL) that survives the restart of 2025.
 //! - [`send`]: one delivery attempt over SMTP (STARTTLS, XOAUTH2) or Graph `sendMail`, with one
@@ -25,6 +26,7 @@
 
 pub mod alert;
 pub mod backoff;
+pub mod certificate;
 pub mod classify;
 pub mod metrics;
 pub mod monitor;

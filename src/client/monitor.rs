@@ -15,9 +15,39 @@ use super::token::TokenProvider;
 use super::transport::HttpTransport;
 use crate::time::{ClockExt as _, SharedClock, to_chrono};
 
+/// Which of an app's credentials a [`KnownCredential`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CredentialKind {
+    /// A client secret (`passwordCredentials`).
+    #[default]
+    Secret,
+    /// A certificate (`keyCredentials`).
+    Certificate,
+}
+
+impl CredentialKind {
+    /// How alerts name it.
+    fn noun(self) -> &'static str {
+        match self {
+            CredentialKind::Secret => "Client secret",
+            CredentialKind::Certificate => "Certificate",
+        }
+    }
+
+    /// The property of the application that lists it.
+    fn property(self) -> &'static str {
+        match self {
+            CredentialKind::Secret => "passwordCredentials",
+            CredentialKind::Certificate => "keyCredentials",
+        }
+    }
+}
+
 /// A credential as the monitor knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownCredential {
+    /// A secret or a certificate.
+    pub kind: CredentialKind,
     /// `keyId`.
     pub key_id: String,
     /// `displayName`.
@@ -31,7 +61,7 @@ pub struct KnownCredential {
 /// Expiry monitor settings.
 #[derive(Debug, Clone)]
 pub struct ExpiryConfig {
-    /// The app whose `passwordCredentials` are watched.
+    /// The app whose `passwordCredentials` and `keyCredentials` are watched.
     pub app_id: String,
     /// `https://graph.microsoft.com/v1.0`.
     pub graph_url: String,
@@ -51,7 +81,8 @@ pub fn default_lead_times() -> Vec<Duration> {
         .collect()
 }
 
-/// Reads `passwordCredentials` through Graph and alerts at `endDateTime - lead` exactly.
+/// Reads `passwordCredentials` and `keyCredentials` through Graph and alerts at
+/// `endDateTime - lead` exactly.
 #[derive(Debug)]
 pub struct ExpiryMonitor {
     /// Settings.
@@ -97,11 +128,20 @@ impl ExpiryMonitor {
                 .and_then(|t| t.parse::<DateTime<Utc>>().ok())
         };
         let credentials = body.get("passwordCredentials")?.as_array()?;
+        let kinds = [CredentialKind::Secret, CredentialKind::Certificate];
+        let listed = kinds.into_iter().flat_map(|kind| {
+            let list = match kind {
+                CredentialKind::Secret => Some(credentials),
+                // An application without certificates may leave the property out.
+                CredentialKind::Certificate => body.get(kind.property()).and_then(Value::as_array),
+            };
+            list.into_iter().flatten().map(move |c| (kind, c))
+        });
         Some(
-            credentials
-                .iter()
-                .filter_map(|c| {
+            listed
+                .filter_map(|(kind, c)| {
                     Some(KnownCredential {
+                        kind,
                         key_id: c.get("keyId")?.as_str()?.to_string(),
                         name: c
                             .get("displayName")
@@ -206,7 +246,12 @@ impl ExpiryMonitor {
                 action: "resolve",
                 kind: "credential-expiry",
                 dedup_key: dedup(&self.config.app_id, &key_id, lead),
-                summary: format!("client secret {key_id} was rotated"),
+                summary: match keys.get(&key_id).map(|c| c.kind) {
+                    Some(CredentialKind::Certificate) => {
+                        format!("certificate {key_id} was rotated")
+                    }
+                    _ => format!("client secret {key_id} was rotated"),
+                },
                 severity: Severity::Info,
                 at: now,
                 details: Value::Null,
@@ -226,7 +271,8 @@ impl ExpiryMonitor {
         let (summary, severity) = if lead.is_zero() {
             (
                 format!(
-                    "Client secret '{}' of app {app} expired at {end}: mail cannot be sent",
+                    "{} '{}' of app {app} expired at {end}: mail cannot be sent",
+                    credential.kind.noun(),
                     credential.name
                 ),
                 Severity::Critical,
@@ -240,7 +286,8 @@ impl ExpiryMonitor {
             };
             (
                 format!(
-                    "Client secret '{}' of app {app} expires at {end}, in {days} days: rotate it",
+                    "{} '{}' of app {app} expires at {end}, in {days} days: rotate it",
+                    credential.kind.noun(),
                     credential.name
                 ),
                 severity,
@@ -262,7 +309,8 @@ fn dedup(app: &str, key_id: &str, lead_secs: u64) -> String {
     format!("credential-expiry/{app}/{key_id}/{}d", lead_secs / 86_400)
 }
 
-/// A credential is rotated away when another one works now and outlives every lead time.
+/// A credential is rotated away when another of its kind works now and outlives every lead
+/// time.
 fn rotated_away(
     credential: &KnownCredential,
     known: &[KnownCredential],
@@ -271,6 +319,7 @@ fn rotated_away(
 ) -> bool {
     known.iter().any(|other| {
         other.key_id != credential.key_id
+            && other.kind == credential.kind
             && other.start <= now
             && other.end > credential.end
             && other.end - now > to_chrono(max_lead)

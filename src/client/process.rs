@@ -70,6 +70,8 @@ pub struct Parts {
     pub sync_jitter: SeedRng,
     /// The token provider's hold jitter (`None`: holds exactly).
     pub token_jitter: Option<SeedRng>,
+    /// Client assertion ids (`jti`), when the client authenticates with a certificate.
+    pub assertion_ids: Option<SeedRng>,
     /// Where the worker notes what it did.
     pub worker_log: WorkerLog,
     /// Where the sync notes what it did.
@@ -113,6 +115,7 @@ impl Client {
             jitter,
             sync_jitter,
             token_jitter,
+            assertion_ids,
             worker_log,
             sync_log,
         } = parts;
@@ -121,6 +124,9 @@ impl Client {
             .with_hold_store(outbox.clone());
         if let Some(rng) = token_jitter {
             tokens = tokens.with_jitter(rng);
+        }
+        if let Some(rng) = assertion_ids {
+            tokens = tokens.with_assertion_ids(rng);
         }
         let tokens = Arc::new(tokens);
         let alerter = Arc::new(Alerter::new(

@@ -1,5 +1,6 @@
-//! Where the client secret comes from: a file (re-read, so a rotation needs no redeploy), an
-//! environment variable, or a value. The secret never shows in `Debug`, `Display` or errors.
+//! Where the client credential comes from: a secret in a file (re-read, so a rotation needs no
+//! redeploy), an environment variable or a value, or a certificate (`client::certificate`).
+//! The secret never shows in `Debug`, `Display` or errors.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -48,9 +49,12 @@ pub enum SecretError {
     /// The source holds an empty value.
     #[error("the client secret is empty")]
     Empty,
+    /// The certificate could not be read.
+    #[error(transparent)]
+    Certificate(#[from] super::certificate::CertificateError),
 }
 
-/// Where the secret lives.
+/// Where the credential lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
     /// A fixed value (tests, or a secret handed over at start).
@@ -59,12 +63,19 @@ pub enum SecretSource {
     File(PathBuf),
     /// An environment variable, read on every fetch.
     Env(String),
+    /// No secret: a certificate signs client assertions. [`SecretSource::current`] gives its
+    /// identity (`x5t#S256:` and the SHA-256 thumbprint), never sent, so a new certificate
+    /// counts as a new credential wherever a new secret value does.
+    Certificate(super::certificate::CertificateSource),
 }
 
 impl SecretSource {
-    /// The current secret.
+    /// The current secret (for a certificate, its identity).
     pub fn current(&self) -> Result<Secret, SecretError> {
         let value = match self {
+            SecretSource::Certificate(source) => {
+                format!("x5t#S256:{}", source.current()?.sha256_hex())
+            }
             SecretSource::Value(secret) => secret.0.clone(),
             SecretSource::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| SecretError::File {

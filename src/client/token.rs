@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use super::certificate::{AssertionClaims, CertificateSource, JWT_BEARER, ThumbprintHeader};
 use super::classify::{self, CredentialProblem, Failure, Seen};
 use super::secret::{Secret, SecretSource};
 use super::transport::{HttpTransport, TransportError};
@@ -41,8 +42,13 @@ pub struct TokenConfig {
     pub token_url: String,
     /// The app's client id.
     pub client_id: String,
-    /// Where the secret is read from.
+    /// Where the secret is read from (or the certificate, [`SecretSource::Certificate`]).
     pub secret: SecretSource,
+    /// Which thumbprint header a client assertion carries.
+    pub thumbprint_header: ThumbprintHeader,
+    /// How long a client assertion is valid (`exp` - `nbf`; the documentation advises 5 to 10
+    /// minutes).
+    pub assertion_lifetime: Duration,
     /// Secret in the body or in a Basic header.
     pub auth: ClientAuth,
     /// Refresh this long before `exp`.
@@ -73,6 +79,8 @@ impl TokenConfig {
             token_url: token_url.into(),
             client_id: client_id.into(),
             secret,
+            thumbprint_header: ThumbprintHeader::default(),
+            assertion_lifetime: Duration::from_secs(600),
             auth: ClientAuth::Basic,
             refresh_ahead: Duration::from_secs(300),
             request_timeout: Duration::from_secs(30),
@@ -183,6 +191,8 @@ pub struct TokenProvider {
     /// Spreads each hold over its last quarter, so clients refused together do not return
     /// together; `None` holds exactly.
     jitter: Mutex<Option<SeedRng>>,
+    /// Draws each client assertion's `jti`.
+    assertion_ids: Mutex<SeedRng>,
 }
 
 impl fmt::Debug for TokenProvider {
@@ -211,7 +221,16 @@ impl TokenProvider {
             failed_at: Mutex::default(),
             store: None,
             jitter: Mutex::new(None),
+            // Replaced by the process's own stream (`with_assertion_ids`); a fixed stream
+            // still gives a fresh id per assertion.
+            assertion_ids: Mutex::new(crate::seed::Seed(0).stream("client.assertion-ids")),
         }
+    }
+
+    /// Draws client assertion ids (`jti`) from `rng`.
+    pub fn with_assertion_ids(self, rng: SeedRng) -> TokenProvider {
+        *self.assertion_ids.lock().unwrap_or_else(|p| p.into_inner()) = rng;
+        self
     }
 
     /// Draws each hold from its last quarter with `rng`.
@@ -437,13 +456,25 @@ impl TokenProvider {
             TokenUrl::new(self.config.token_url.clone()).map_err(|e| Failure::Permanent {
                 reason: format!("bad token URL: {e}"),
             })?;
-        let client = BasicClient::new(ClientId::new(self.config.client_id.clone()))
-            .set_client_secret(ClientSecret::new(secret.expose().to_string()))
-            .set_token_uri(token_url)
-            .set_auth_type(match self.config.auth {
-                ClientAuth::Basic => AuthType::BasicAuth,
-                ClientAuth::Body => AuthType::RequestBody,
-            });
+        let client =
+            BasicClient::new(ClientId::new(self.config.client_id.clone())).set_token_uri(token_url);
+        // A certificate signs an assertion sent in the body with the client id; a secret goes
+        // in a Basic header or the body.
+        let (client, assertion) = match &self.config.secret {
+            SecretSource::Certificate(source) => {
+                let assertion = self.assertion(source)?;
+                (client.set_auth_type(AuthType::RequestBody), Some(assertion))
+            }
+            _ => (
+                client
+                    .set_client_secret(ClientSecret::new(secret.expose().to_string()))
+                    .set_auth_type(match self.config.auth {
+                        ClientAuth::Basic => AuthType::BasicAuth,
+                        ClientAuth::Body => AuthType::RequestBody,
+                    }),
+                None,
+            ),
+        };
         let send = OAuthHttp {
             clock: self.clock.clone(),
             http: self.http.clone(),
@@ -452,11 +483,15 @@ impl TokenProvider {
         };
         self.requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let result = client
+        let mut request = client
             .exchange_client_credentials()
-            .add_scope(Scope::new(scope.to_string()))
-            .request_async(&send)
-            .await;
+            .add_scope(Scope::new(scope.to_string()));
+        if let Some(assertion) = assertion {
+            request = request
+                .add_extra_param("client_assertion_type", JWT_BEARER)
+                .add_extra_param("client_assertion", assertion);
+        }
+        let result = request.request_async(&send).await;
         match result {
             Ok(response) => {
                 // Entra always sends expires_in; an hour is the documented default otherwise.
@@ -475,6 +510,32 @@ impl TokenProvider {
                 Err(classify::token_failure(&error, seen))
             }
         }
+    }
+}
+
+impl TokenProvider {
+    /// A fresh client assertion from the certificate as it is now, at the token URL.
+    fn assertion(&self, source: &CertificateSource) -> Result<String, Failure> {
+        let unreadable = |e: super::certificate::CertificateError| Failure::Transient {
+            reason: e.to_string(),
+            retry_after: None,
+        };
+        let certificate = source.current().map_err(unreadable)?;
+        let jti = self
+            .assertion_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .guid();
+        certificate
+            .assertion(&AssertionClaims {
+                client_id: &self.config.client_id,
+                audience: &self.config.token_url,
+                jti: &jti,
+                now: self.clock.now_utc(),
+                lifetime: self.config.assertion_lifetime,
+                header: self.config.thumbprint_header,
+            })
+            .map_err(unreadable)
     }
 }
 

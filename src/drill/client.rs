@@ -114,6 +114,7 @@ fn start(options: &ClientOptions, clock: SharedClock) -> Result<Start, ClientErr
         client_id: need(&get, "MAILDRILL_CLIENT_ID")?,
         mailbox: need(&get, "MAILDRILL_MAILBOX")?,
         secret,
+        certificate: None,
         state_dir,
         clock,
         rng: options.seed.stream(&format!("subject.{generation}")),

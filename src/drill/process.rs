@@ -218,6 +218,23 @@ fn environment(start: &Start, copy: Option<&PathBuf>) -> std::io::Result<(Enviro
     .with("MAILDRILL_SYNCED_FILE", &synced_file.display().to_string())
     .with("MAILDRILL_GENERATION", &start.generation.to_string())
     .with("MAILDRILL_ENV_FILE", &env_file.display().to_string());
+    let env = match &start.certificate {
+        // CONTRACTS section 2: present when the app has a certificate credential.
+        Some(certificate) => env
+            .with(
+                "MAILDRILL_CLIENT_CERT",
+                &certificate.cert_path().display().to_string(),
+            )
+            .with(
+                "MAILDRILL_CLIENT_KEY",
+                &certificate.key_path().display().to_string(),
+            )
+            .with(
+                "MAILDRILL_CLIENT_CERT_THUMBPRINT",
+                &certificate.thumbprint(),
+            ),
+        None => env,
+    };
     let env = super::settings::export(env, &start.settings);
     env.write(&env_file)?;
     if let Some(copy) = copy {

@@ -10,7 +10,10 @@ use serde_json::json;
 
 use super::wire::{self, EntraError, Vars};
 use super::{Ctx, HttpRequest, HttpResponse, header};
-use crate::tenant::{CredentialError, Directory, Resource};
+use chrono::{DateTime, Utc};
+
+use crate::tenant::assertion::AssertionError;
+use crate::tenant::{AssertionRefusal, CredentialError, Directory, Resource};
 
 /// The operation name of a path, for faults and the journal.
 pub fn operation(path: &str) -> &'static str {
@@ -25,7 +28,12 @@ pub fn operation(path: &str) -> &'static str {
 
 /// Reply variables known from the request alone, so a forced catalogue reply (a `respond`
 /// fault) reads like the real one: the app id, tenant and scope the client sent.
-pub(crate) fn request_vars(vars: Vars, request: &HttpRequest, directory: &Directory) -> Vars {
+pub(crate) fn request_vars(
+    vars: Vars,
+    request: &HttpRequest,
+    directory: &Directory,
+    now: DateTime<Utc>,
+) -> Vars {
     let tenant = request
         .uri()
         .path()
@@ -43,6 +51,10 @@ pub(crate) fn request_vars(vars: Vars, request: &HttpRequest, directory: &Direct
         .map(|(id, _)| id)
         .or(form.get("client_id").map(str::to_string));
     let scope = form.get("scope").unwrap_or("").to_string();
+    let thumbprint = form.get("client_assertion").and_then(assertion_thumbprint);
+    let vars = assertion_vars(&AssertionError::UnknownKey { thumbprint }, now)
+        .into_iter()
+        .fold(vars, |vars, (name, value)| vars.set(name, value));
     vars.set("tenant", tenant)
         .set("tenant_name", tenant_name)
         .set("app_id", app_id.unwrap_or_default())
@@ -134,10 +146,6 @@ fn basic_credentials(request: &HttpRequest) -> Option<(String, String)> {
     Some((unescape(id), unescape(secret)))
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "the request checked in the order Entra checks it, each refusal its own error"
-)]
 fn token(ctx: &mut Ctx<'_>, tenant_ref: &str, request: &HttpRequest) -> HttpResponse {
     if request.method() != http::Method::POST {
         return error(
@@ -184,28 +192,9 @@ fn token(ctx: &mut Ctx<'_>, tenant_ref: &str, request: &HttpRequest) -> HttpResp
     let Some(scope) = form.get("scope").map(str::to_string) else {
         return missing(ctx, "scope");
     };
-    let names = [
-        ("app_id", client_id.clone()),
-        ("tenant_name", tenant_name.clone()),
-    ];
-    let secret = form
-        .get("client_secret")
-        .or(basic.as_ref().map(|(_, s)| s.as_str()));
-    if secret.is_none()
-        && form.get("client_assertion").is_some()
-        && ctx
-            .directory
-            .tenant(&tenant_id)
-            .is_some_and(|t| t.app(&client_id).is_some())
-    {
-        return error(ctx, EntraError::UnsupportedAssertion, &names);
-    }
-    let app_id = match ctx
-        .directory
-        .authenticate(&tenant_id, &client_id, secret, ctx.now)
-    {
-        Ok(app) => app.app_id.clone(),
-        Err(refusal) => return error(ctx, refusal_error(refusal), &names),
+    let app_id = match authenticate(ctx, &form, basic.as_ref(), &tenant_id, &client_id) {
+        Ok(app_id) => app_id,
+        Err(refused) => return *refused,
     };
     let resource = match parse_scope(&scope) {
         Ok(resource) => resource,
@@ -219,6 +208,157 @@ fn token(ctx: &mut Ctx<'_>, tenant_ref: &str, request: &HttpRequest) -> HttpResp
         .issue_token(&tenant_id, &app_id, resource, ctx.now)
         .expect("the app was authenticated under the lock just now");
     wire::entra_token(&token.value, lifetime, &ctx.vars)
+}
+
+/// The `client_assertion_type` of a client assertion (RFC 7523).
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The client's secret (body or Basic) or, without one, its assertion, checked against the
+/// directory: the app id, or Entra's refusal.
+fn authenticate(
+    ctx: &Ctx<'_>,
+    form: &Form,
+    basic: Option<&(String, String)>,
+    tenant_id: &str,
+    client_id: &str,
+) -> Result<String, Box<HttpResponse>> {
+    let tenant_name = ctx
+        .directory
+        .tenant(tenant_id)
+        .map_or(String::new(), |t| t.domain.clone());
+    let names = [
+        ("app_id", client_id.to_string()),
+        ("tenant_name", tenant_name),
+    ];
+    let secret = form.get("client_secret").or(basic.map(|(_, s)| s.as_str()));
+    let assertion = form.get("client_assertion").filter(|_| secret.is_none());
+    let Some(assertion) = assertion else {
+        return match ctx
+            .directory
+            .authenticate(tenant_id, client_id, secret, ctx.now)
+        {
+            Ok(app) => Ok(app.app_id.clone()),
+            Err(refusal) => Err(Box::new(error(ctx, refusal_error(refusal), &names))),
+        };
+    };
+    if form.get("client_assertion_type") != Some(JWT_BEARER) {
+        let parameter = [("parameter", "client_assertion_type".to_string())];
+        return Err(Box::new(error(
+            ctx,
+            EntraError::MissingParameter,
+            &parameter,
+        )));
+    }
+    match ctx
+        .directory
+        .authenticate_assertion(tenant_id, client_id, assertion, ctx.now)
+    {
+        Ok(app) => Ok(app.app_id.clone()),
+        Err(AssertionRefusal::Client(refusal)) => {
+            Err(Box::new(error(ctx, refusal_error(refusal), &names)))
+        }
+        Err(AssertionRefusal::Assertion(refusal)) => {
+            let mut vars = assertion_vars(&refusal, ctx.now);
+            vars.extend(names);
+            Err(Box::new(error(ctx, assertion_error(&refusal), &vars)))
+        }
+    }
+}
+
+/// The Entra error for a refused client assertion.
+fn assertion_error(refusal: &AssertionError) -> EntraError {
+    match refusal {
+        AssertionError::Malformed => EntraError::MalformedAssertion,
+        AssertionError::UnknownKey { .. } => EntraError::UnknownCertificate,
+        AssertionError::BadSignature(_) => EntraError::BadAssertionSignature,
+        AssertionError::ExpiredKey(_) => EntraError::ExpiredCertificate,
+        AssertionError::OutsideWindow { .. } => EntraError::AssertionTimeRange,
+        AssertionError::Audience => EntraError::AssertionAudience,
+        AssertionError::ClientMismatch => EntraError::AssertionClientMismatch,
+    }
+}
+
+static KEY_DATE: crate::time::Pattern = crate::time::Pattern::new("%m/%d/%Y %H:%M:%S");
+static ASSERTION_SECONDS: crate::time::Pattern = crate::time::Pattern::new("%Y-%m-%dT%H:%M:%S");
+
+/// An instant as Entra's assertion messages show it: seven fractional digits.
+fn assertion_time(at: DateTime<Utc>) -> String {
+    let ticks = at.timestamp_subsec_nanos() / 100;
+    format!("{}.{ticks:07}Z", ASSERTION_SECONDS.format(at))
+}
+
+/// What an assertion refusal's message shows; every placeholder gets a value, so a forced
+/// reply reads whole too.
+fn assertion_vars(refusal: &AssertionError, now: DateTime<Utc>) -> Vec<(&'static str, String)> {
+    let thumbprint_part = |thumbprint: Option<&str>| {
+        thumbprint.map_or(String::new(), |t| {
+            format!("Thumbprint of key used by client: '{t}', ")
+        })
+    };
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    let (thumbprint, key) = match refusal {
+        AssertionError::UnknownKey { thumbprint } => (thumbprint.clone(), None),
+        AssertionError::BadSignature(found) | AssertionError::ExpiredKey(found) => (
+            Some(found.thumbprint.clone()),
+            Some((found.start, found.end)),
+        ),
+        _ => (None, None),
+    };
+    let (nbf, exp) = match refusal {
+        AssertionError::OutsideWindow { nbf, exp } => (*nbf, *exp),
+        _ => (None, None),
+    };
+    let (key_start, key_end) = key.unwrap_or((epoch, epoch));
+    vec![
+        ("thumbprint_part", thumbprint_part(thumbprint.as_deref())),
+        ("key_start", KEY_DATE.format(key_start)),
+        ("key_end", KEY_DATE.format(key_end)),
+        ("current_time", assertion_time(now)),
+        ("valid_from", assertion_time(nbf.unwrap_or(epoch))),
+        ("valid_until", assertion_time(exp.unwrap_or(epoch))),
+    ]
+}
+
+/// The body as request ids are derived from it: a client assertion stands in by its `jti`,
+/// since the rest names the host the client reached (its `aud`), which differs between the
+/// in-memory and the socket wiring while the request is the same.
+pub(crate) fn id_body(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if memchr::memmem::find(body, b"client_assertion=").is_none() {
+        return std::borrow::Cow::Borrowed(body);
+    }
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(body)
+        .map(|(k, v)| {
+            let v = if k == "client_assertion" {
+                assertion_jti(&v).unwrap_or_default()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    out.extend_pairs(pairs);
+    std::borrow::Cow::Owned(out.finish().into_bytes())
+}
+
+/// The `n`th part of a JWT (0 header, 1 claims) as JSON.
+fn jwt_part(assertion: &str, n: usize) -> Option<serde_json::Value> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let part = assertion.split('.').nth(n)?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
+}
+
+fn assertion_jti(assertion: &str) -> Option<String> {
+    Some(jwt_part(assertion, 1)?.get("jti")?.as_str()?.to_string())
+}
+
+/// The thumbprint an assertion's header names, uppercase hex (for a forced reply).
+fn assertion_thumbprint(assertion: &str) -> Option<String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = jwt_part(assertion, 0)?;
+    let named = header.get("x5t#S256").or(header.get("x5t"))?.as_str()?;
+    let bytes = URL_SAFE_NO_PAD.decode(named).ok()?;
+    Some(crate::tenant::certificate::upper_hex(&bytes))
 }
 
 /// The Entra error for a refused client credential.

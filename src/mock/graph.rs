@@ -606,7 +606,9 @@ fn may_write(claims: &TokenClaims, app: &App) -> bool {
         || (has_role(claims, &["Application.ReadWrite.OwnedBy"]) && app.app_id == claims.appid)
 }
 
-fn application_json(app: &App) -> Value {
+/// An application as Graph shows it; `with_keys` puts each certificate's `key` in (Graph
+/// returns it only for one application read with `$select=keyCredentials`, else null).
+fn application_json(app: &App, with_keys: bool) -> Value {
     let credentials: Vec<Value> = app
         .credentials
         .iter()
@@ -622,10 +624,27 @@ fn application_json(app: &App) -> Value {
             })
         })
         .collect();
+    let keys: Vec<Value> = app
+        .key_credentials
+        .iter()
+        .map(|k| {
+            json!({
+                "customKeyIdentifier": k.thumbprints.sha1_hex(),
+                "displayName": k.display_name,
+                "endDateTime": directory_time(k.end),
+                "key": with_keys.then(|| base64::engine::general_purpose::STANDARD.encode(&k.cert_der)),
+                "keyId": k.key_id,
+                "startDateTime": directory_time(k.start),
+                "type": "AsymmetricX509Cert",
+                "usage": "Verify",
+            })
+        })
+        .collect();
     json!({
         "id": app.object_id,
         "appId": app.app_id,
         "displayName": app.display_name,
+        "keyCredentials": keys,
         "passwordCredentials": credentials,
     })
 }
@@ -658,7 +677,7 @@ fn get_applications(
             .app(&claims.tid, &app_id)
             .filter(|a| a.app_id.eq_ignore_ascii_case(&app_id))
             .into_iter()
-            .map(application_json)
+            .map(|app| application_json(app, false))
             .collect();
         let body =
             json!({"@odata.context": format!("{base}/v1.0/$metadata#applications"), "value": apps});
@@ -675,7 +694,9 @@ fn get_applications(
         "@odata.context".into(),
         json!(format!("{base}/v1.0/$metadata#applications/$entity")),
     );
-    if let Value::Object(fields) = application_json(app) {
+    let with_keys = query(request, "$select")
+        .is_some_and(|select| select.split(',').any(|f| f.trim() == "keyCredentials"));
+    if let Value::Object(fields) = application_json(app, with_keys) {
         body.extend(fields);
     }
     wire::graph_ok(200, Some(&Value::Object(body)), &[], &ctx.vars)

@@ -197,7 +197,7 @@ impl Ids {
             &[
                 request.method().as_str().as_bytes(),
                 target.as_bytes(),
-                request.body(),
+                &entra::id_body(request.body()),
                 client_request_id,
             ],
         );
@@ -353,7 +353,7 @@ impl HttpMocks {
         ) {
             vars = match mock {
                 MockName::Graph => graph::request_vars(vars, &request),
-                _ => entra::request_vars(vars, &request, &directory),
+                _ => entra::request_vars(vars, &request, &directory, now),
             };
         }
         let mut ctx = Ctx {

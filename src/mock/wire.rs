@@ -126,7 +126,13 @@ pub enum EntraError {
     ExpiredSecret,
     InvalidSecret,
     MissingCredential,
-    UnsupportedAssertion,
+    UnknownCertificate,
+    BadAssertionSignature,
+    ExpiredCertificate,
+    AssertionTimeRange,
+    MalformedAssertion,
+    AssertionAudience,
+    AssertionClientMismatch,
     UnknownApp,
     UnknownTenant,
     UnknownTenantDiscovery,
@@ -140,11 +146,13 @@ pub enum EntraError {
 
 impl EntraError {
     /// Every variant, for coverage tests and the fault vocabulary.
-    pub const ALL: [EntraError; 13] = [
+    pub const ALL: [EntraError; 19] = [
         EntraError::ExpiredSecret,
         EntraError::InvalidSecret,
         EntraError::MissingCredential,
-        EntraError::UnsupportedAssertion,
+        // In the place of the catalogue's former `unsupported_assertion`, so the replies after
+        // it keep their ids.
+        EntraError::UnknownCertificate,
         EntraError::UnknownApp,
         EntraError::UnknownTenant,
         EntraError::UnknownTenantDiscovery,
@@ -154,6 +162,13 @@ impl EntraError {
         EntraError::InvalidScope,
         EntraError::InvalidResource,
         EntraError::Unavailable,
+        // The other certificate credential errors, after the rest for the same reason.
+        EntraError::BadAssertionSignature,
+        EntraError::ExpiredCertificate,
+        EntraError::AssertionTimeRange,
+        EntraError::MalformedAssertion,
+        EntraError::AssertionAudience,
+        EntraError::AssertionClientMismatch,
     ];
 
     /// The catalogue key.
@@ -162,7 +177,13 @@ impl EntraError {
             EntraError::ExpiredSecret => "expired_secret",
             EntraError::InvalidSecret => "invalid_secret",
             EntraError::MissingCredential => "missing_credential",
-            EntraError::UnsupportedAssertion => "unsupported_assertion",
+            EntraError::UnknownCertificate => "unknown_certificate",
+            EntraError::BadAssertionSignature => "bad_assertion_signature",
+            EntraError::ExpiredCertificate => "expired_certificate",
+            EntraError::AssertionTimeRange => "assertion_time_range",
+            EntraError::MalformedAssertion => "malformed_assertion",
+            EntraError::AssertionAudience => "assertion_audience",
+            EntraError::AssertionClientMismatch => "assertion_client_mismatch",
             EntraError::UnknownApp => "unknown_app",
             EntraError::UnknownTenant => "unknown_tenant",
             EntraError::UnknownTenantDiscovery => "unknown_tenant_discovery",

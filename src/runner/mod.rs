@@ -297,10 +297,13 @@ fn skipped<S: Subject>(
     }
 }
 
-/// Where a replay keeps its files: the secret file and the subject's state directory.
+/// Where a replay keeps its files: the secret file, the certificate and key files, and the
+/// subject's state directory.
 #[derive(Debug, Clone)]
 struct Workspace {
     secret_file: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
     state_dir: PathBuf,
 }
 
@@ -318,6 +321,8 @@ impl Workspace {
         std::fs::create_dir_all(&state_dir)?;
         Ok(Workspace {
             secret_file: root.join("client.secret"),
+            cert_file: root.join("client.cert.pem"),
+            key_file: root.join("client.key.pem"),
             state_dir,
         })
     }

@@ -62,7 +62,7 @@ pub(super) fn observe(
     let mut o = Observations {
         enqueued: record.submitted.len() as u64,
         rotated_at: plan.rotated_at,
-        secret_end: Some(plan.secret.end),
+        secret_end: Some(plan.credential.end()),
         end: plan.end,
         backoff_cap: plan.settings.backoff_cap,
         inbound: record.inbound,

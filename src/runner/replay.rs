@@ -20,7 +20,8 @@ use crate::journal::Journal;
 use crate::scenario::plan::{Action, Plan};
 use crate::sim::{Sim, SocketOptions};
 use crate::subject::{
-    ControlAccess, MemoryTransports, Message, Process, SecretHandle, Start, Subject,
+    CertificateHandle, ControlAccess, MemoryTransports, Message, Process, SecretHandle, Start,
+    Subject,
 };
 use crate::tenant::{Directory, SecretSpec};
 use crate::time::{
@@ -39,11 +40,32 @@ pub(super) fn replay<S: Subject>(
     workspace: &Workspace,
     wiring: Wiring,
 ) -> Result<(Observations, Journal, Option<String>), String> {
-    let secret = SecretHandle::create(workspace.secret_file.clone(), &plan.secret.value)
-        .map_err(|e| format!("failed to write the secret file: {e}"))?;
+    let secret = SecretHandle::create(
+        workspace.secret_file.clone(),
+        plan.credential.secret_value(),
+    )
+    .map_err(|e| format!("failed to write the secret file: {e}"))?;
+    let certificate = plan
+        .credential
+        .certificate()
+        .map(|c| {
+            CertificateHandle::create(
+                workspace.cert_file.clone(),
+                workspace.key_file.clone(),
+                &c.cert_pem,
+                c.key_pem(),
+                &c.thumbprints().sha1_hex(),
+            )
+        })
+        .transpose()
+        .map_err(|e| format!("failed to write the certificate files: {e}"))?;
+    let handles = Handles {
+        secret,
+        certificate,
+    };
     runtime(wiring)?.block_on(async {
         let world = World::build(plan, wiring).await?;
-        let record = run(plan, subject, &world, &secret, &workspace.state_dir).await?;
+        let record = run(plan, subject, &world, &handles, &workspace.state_dir).await?;
         let sim = &world.sim;
         let observations = observe::observe(plan, sim.journal(), sim.directory(), record);
         let socket_base = sim.socket_base().map(str::to_string);
@@ -63,6 +85,13 @@ fn runtime(wiring: Wiring) -> Result<tokio::runtime::Runtime, String> {
             .build(),
     }
     .map_err(|e| e.to_string())
+}
+
+/// The credentials the timeline sets: the secret file, and the certificate files when the
+/// client authenticates with a certificate.
+struct Handles {
+    secret: SecretHandle,
+    certificate: Option<CertificateHandle>,
 }
 
 /// The simulated Microsoft side of one replay and how a subject reaches it.
@@ -124,7 +153,7 @@ async fn run<S: Subject>(
     plan: &Plan,
     subject: &S,
     world: &World,
-    secret: &SecretHandle,
+    handles: &Handles,
     state_dir: &Path,
 ) -> Result<Record, String> {
     tokio::select! {
@@ -134,7 +163,7 @@ async fn run<S: Subject>(
             crate::time::rfc3339(at),
             crate::journal::STALL_LIMIT
         )),
-        record = drive(plan, subject, world, secret, state_dir) => record,
+        record = drive(plan, subject, world, handles, state_dir) => record,
     }
 }
 
@@ -180,12 +209,12 @@ async fn drive<S: Subject>(
     plan: &Plan,
     subject: &S,
     world: &World,
-    secret: &SecretHandle,
+    handles: &Handles,
     state_dir: &Path,
 ) -> Result<Record, String> {
     let mut record = Record::default();
     let mut generation = 0;
-    let mut process = start(plan, subject, world, secret, state_dir, generation).await?;
+    let mut process = start(plan, subject, world, handles, state_dir, generation).await?;
     for (at, event) in schedule(plan) {
         world
             .clock()
@@ -205,9 +234,9 @@ async fn drive<S: Subject>(
             Event::Step(Action::Restart) => {
                 stop(subject, process, world, &mut record).await?;
                 generation += 1;
-                process = start(plan, subject, world, secret, state_dir, generation).await?;
+                process = start(plan, subject, world, handles, state_dir, generation).await?;
             }
-            Event::Step(action) => perform(action, at, plan, world, secret),
+            Event::Step(action) => perform(action, at, plan, world, handles),
         }
     }
     world
@@ -224,7 +253,7 @@ async fn start<S: Subject>(
     plan: &Plan,
     subject: &S,
     world: &World,
-    secret: &SecretHandle,
+    handles: &Handles,
     state_dir: &Path,
     generation: u32,
 ) -> Result<S::Process, String> {
@@ -233,7 +262,8 @@ async fn start<S: Subject>(
         tenant_id: plan.tenant.id.clone(),
         client_id: plan.app.app_id.clone(),
         mailbox: plan.mailbox.clone(),
-        secret: secret.clone(),
+        secret: handles.secret.clone(),
+        certificate: handles.certificate.clone(),
         state_dir: state_dir.to_path_buf(),
         clock: world.clock().clone(),
         rng: plan.seed.stream(&format!("subject.{generation}")),
@@ -307,7 +337,8 @@ fn deliver_inbound(plan: &Plan, world: &World, at: DateTime<Utc>) -> (String, Da
 }
 
 /// Performs one timeline step on the tenant, the mocks or the secret.
-fn perform(action: &Action, now: DateTime<Utc>, plan: &Plan, world: &World, secret: &SecretHandle) {
+fn perform(action: &Action, now: DateTime<Utc>, plan: &Plan, world: &World, handles: &Handles) {
+    let secret = &handles.secret;
     let (tenant, app) = (&plan.tenant.id, &plan.app.app_id);
     let mut directory = Directory::lock(world.sim.directory());
     match action {
@@ -320,6 +351,13 @@ fn perform(action: &Action, now: DateTime<Utc>, plan: &Plan, world: &World, secr
             };
             directory.add_secret(tenant, app, &spec, now);
             let _ = secret.set(value);
+        }
+        Action::RotateCertificate(certificate) => {
+            directory.add_certificate(tenant, app, certificate, now);
+            if let Some(handle) = &handles.certificate {
+                let thumbprint = certificate.thumbprints().sha1_hex();
+                let _ = handle.set(&certificate.cert_pem, certificate.key_pem(), &thumbprint);
+            }
         }
         Action::Paste(value) => {
             let _ = secret.set(value);

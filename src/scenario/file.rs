@@ -16,7 +16,10 @@ use crate::check::{CheckId, Grade};
 use crate::fault::Target;
 use crate::seed::Seed;
 use crate::subject::Profile;
-use crate::tenant::{AppSpec, MailboxSpec, Resource, SecretSpec, TenantSettings, TenantSpec};
+use crate::tenant::certificate::TEST_KEYS;
+use crate::tenant::{
+    AppSpec, CertificateSpec, MailboxSpec, Resource, SecretSpec, TenantSettings, TenantSpec,
+};
 
 /// A scenario file as written.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -102,6 +105,7 @@ pub struct StepFile {
     pub at: When,
     /// `rotate-secret` (a new secret in the tenant and in the client's secret file),
     /// `paste-secret` (a value into the client's secret file only: a wrong paste),
+    /// `rotate-certificate` (a new certificate in the app and in the client's files),
     /// `delete-app`, `restore-app`, `expire-delta-tokens`, `restart-client`, `fault` or
     /// `clear-faults`.
     pub action: StepAction,
@@ -356,6 +360,24 @@ pub struct AppFile {
     /// Client secrets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretFile>,
+    /// Certificates (`keyCredentials`), issued from the bundled test keys in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateFile>,
+}
+
+/// A `[[tenant.apps.certificates]]` entry: a self-signed RSA certificate the app trusts for
+/// client assertions. Its key is the next of the bundled test keys (`fixtures/keys/`).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFile {
+    /// Portal description, also the certificate's common name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// `startDateTime`, the certificate's `notBefore` (default: one year before the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<When>,
+    /// `endDateTime`, the certificate's `notAfter`.
+    pub end: When,
 }
 
 /// A `[[tenant.apps.secrets]]` entry.
@@ -580,11 +602,12 @@ impl ScenarioFile {
                 "must be longer than 0s".into(),
             ));
         }
+        let mut keys = 0;
         let apps = tenant
             .apps
             .iter()
             .enumerate()
-            .map(|(i, app)| self.app_spec(path, i, app, &mut ids))
+            .map(|(i, app)| self.app_spec(path, i, app, &mut ids, &mut keys))
             .collect::<Result<Vec<_>, _>>()?;
         let mailboxes = tenant
             .mailboxes
@@ -604,13 +627,15 @@ impl ScenarioFile {
         })
     }
 
-    /// The `i`th `[[tenant.apps]]`, its secrets checked and dated.
+    /// The `i`th `[[tenant.apps]]`, its secrets and certificates checked and dated;
+    /// `keys` counts the test keys used so far.
     fn app_spec(
         &self,
         path: &Path,
         i: usize,
         app: &AppFile,
         ids: &mut crate::seed::SeedRng,
+        keys: &mut usize,
     ) -> Result<AppSpec, LoadError> {
         let start = self.start();
         let mut secrets = Vec::new();
@@ -636,6 +661,27 @@ impl ScenarioFile {
                 end,
             });
         }
+        let mut certificates = Vec::new();
+        for (j, certificate) in app.certificates.iter().enumerate() {
+            let key = format!("tenant.apps[{i}].certificates[{j}]");
+            let cert_start = certificate
+                .start
+                .map_or(start - chrono::TimeDelta::days(365), |w| w.resolve(start));
+            let name = certificate
+                .display_name
+                .clone()
+                .unwrap_or_else(|| format!("certificate-{}", j + 1));
+            let issued = issue_certificate(
+                path,
+                &key,
+                *keys,
+                &name,
+                cert_start,
+                certificate.end.resolve(start),
+            )?;
+            *keys += 1;
+            certificates.push(issued);
+        }
         Ok(AppSpec {
             app_id: app.app_id.clone(),
             object_id: app.object_id.clone().unwrap_or_else(|| ids.guid()),
@@ -644,9 +690,49 @@ impl ScenarioFile {
                 .clone()
                 .unwrap_or_else(|| app.app_id.clone()),
             secrets,
+            certificates,
             roles: app.roles.clone().into_iter().collect(),
         })
     }
+
+    /// How many certificates the tenant declares (each takes one bundled test key).
+    pub fn certificate_count(&self) -> usize {
+        self.tenant.apps.iter().map(|a| a.certificates.len()).sum()
+    }
+}
+
+/// The certificate named at `key` (a file key for errors), issued from the `n`th bundled test
+/// key, valid from `start` to `end`.
+pub(crate) fn issue_certificate(
+    path: &Path,
+    key: &str,
+    n: usize,
+    name: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<CertificateSpec, LoadError> {
+    let semantic = |field: &str, message: String| LoadError::Semantic {
+        path: path.to_path_buf(),
+        key: format!("{key}{field}"),
+        message,
+    };
+    if end <= start {
+        return Err(semantic(
+            ".end",
+            "must be after the certificate's start".into(),
+        ));
+    }
+    let Some(pem) = TEST_KEYS.get(n) else {
+        return Err(semantic(
+            "",
+            format!(
+                "maildrill bundles {} test keys, one per certificate (rotations included): at most {} certificates in a scenario",
+                TEST_KEYS.len(),
+                TEST_KEYS.len()
+            ),
+        ));
+    };
+    CertificateSpec::issue(pem, name, start, end).map_err(|e| semantic("", e.to_string()))
 }
 
 #[cfg(test)]

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::file::{ClientFile, LoadError, ScenarioFile, StepFile};
+use super::file::{ClientFile, LoadError, ScenarioFile, StepFile, issue_certificate};
 use super::vocab::{Direction, StepAction, Transport};
 use crate::check::{CheckId, Grade};
 use crate::fault::{Activation, Fault, FaultKind, FaultWords, Target};
 use crate::seed::Seed;
 use crate::subject::{Capability, Profile, Settings};
-use crate::tenant::{AppSpec, SecretSpec, TenantSpec};
+use crate::tenant::{AppSpec, CertificateSpec, SecretSpec, TenantSpec};
 use crate::time::to_chrono;
 
 /// A timeline step the replay performs at its instant.
@@ -27,6 +27,9 @@ pub(crate) struct Step {
 pub(crate) enum Action {
     /// A new secret in the tenant, and its value in the client's secret file.
     Rotate(String),
+    /// A new certificate in the app's `keyCredentials`, and its certificate and key in the
+    /// client's files.
+    RotateCertificate(Box<CertificateSpec>),
     /// A value in the client's secret file that the tenant does not know (a wrong paste).
     Paste(String),
     /// The app registration is deleted.
@@ -43,9 +46,38 @@ pub(crate) enum Action {
 }
 
 impl Action {
+    /// What the step does, for `maildrill explain`.
+    fn describe(&self) -> String {
+        match self {
+            Action::Rotate(_) => {
+                "rotate the secret (new value in the tenant and the client's secret file)"
+                    .to_string()
+            }
+            Action::RotateCertificate(c) => format!(
+                "rotate the certificate (new certificate {} in the app and in the client's files)",
+                c.thumbprints().sha1_hex()
+            ),
+            Action::Paste(_) => {
+                "paste a value the tenant does not know into the client's secret file".to_string()
+            }
+            Action::DeleteApp => "delete the app registration".to_string(),
+            Action::RestoreApp => "restore the deleted app registration".to_string(),
+            Action::ExpireDeltaTokens => {
+                "expire every delta token (410 SyncStateNotFound)".to_string()
+            }
+            Action::ClearFaults(target) => format!("clear the faults on {}", target.name()),
+            Action::Restart => {
+                "restart the client (new process, same outbox, secret read afresh)".to_string()
+            }
+        }
+    }
+
     /// Whether the step makes a working credential available (CONTRACTS §4 `rotated_at`).
     fn restores_credentials(&self) -> bool {
-        matches!(self, Action::Rotate(_) | Action::RestoreApp)
+        matches!(
+            self,
+            Action::Rotate(_) | Action::RotateCertificate(_) | Action::RestoreApp
+        )
     }
 }
 
@@ -58,6 +90,42 @@ pub(crate) struct Traffic {
     pub inbound: bool,
 }
 
+/// The credential the client under test starts with: the first app's first secret, or its
+/// first certificate when it has no secret.
+#[derive(Debug, Clone)]
+pub(crate) enum Credential {
+    /// A client secret.
+    Secret(SecretSpec),
+    /// A certificate (client assertions).
+    Certificate(Box<CertificateSpec>),
+}
+
+impl Credential {
+    /// Its `endDateTime`.
+    pub(crate) fn end(&self) -> DateTime<Utc> {
+        match self {
+            Credential::Secret(s) => s.end,
+            Credential::Certificate(c) => c.end,
+        }
+    }
+
+    /// The secret value, or nothing for a certificate (the secret file then stays empty).
+    pub(crate) fn secret_value(&self) -> &str {
+        match self {
+            Credential::Secret(s) => &s.value,
+            Credential::Certificate(_) => "",
+        }
+    }
+
+    /// The certificate, if it is one.
+    pub(crate) fn certificate(&self) -> Option<&CertificateSpec> {
+        match self {
+            Credential::Secret(_) => None,
+            Credential::Certificate(c) => Some(c),
+        }
+    }
+}
+
 /// A scenario lowered and validated: everything a replay needs, nothing run yet.
 pub struct Plan {
     pub(crate) seed: Seed,
@@ -65,7 +133,7 @@ pub struct Plan {
     pub(crate) end: DateTime<Utc>,
     pub(crate) tenant: TenantSpec,
     pub(crate) app: AppSpec,
-    pub(crate) secret: SecretSpec,
+    pub(crate) credential: Credential,
     pub(crate) mailbox: String,
     /// The bundled client's profile, when the bundled client is the subject.
     pub(crate) profile: Profile,
@@ -86,16 +154,34 @@ impl Plan {
         let shift = |at: &mut DateTime<Utc>| *at += by;
         shift(&mut self.start);
         shift(&mut self.end);
-        let secrets = self
+        let apps = self
             .tenant
             .apps
             .iter_mut()
-            .flat_map(|a| a.secrets.iter_mut())
-            .chain(self.app.secrets.iter_mut())
-            .chain(std::iter::once(&mut self.secret));
-        for secret in secrets {
-            shift(&mut secret.start);
-            shift(&mut secret.end);
+            .chain(std::iter::once(&mut self.app));
+        let mut windows: Vec<(&mut DateTime<Utc>, &mut DateTime<Utc>)> = Vec::new();
+        for app in apps {
+            windows.extend(app.secrets.iter_mut().map(|s| (&mut s.start, &mut s.end)));
+            windows.extend(
+                app.certificates
+                    .iter_mut()
+                    .map(|c| (&mut c.start, &mut c.end)),
+            );
+        }
+        match &mut self.credential {
+            Credential::Secret(s) => windows.push((&mut s.start, &mut s.end)),
+            Credential::Certificate(c) => windows.push((&mut c.start, &mut c.end)),
+        }
+        for step in &mut self.steps {
+            if let Action::RotateCertificate(c) = &mut step.action {
+                windows.push((&mut c.start, &mut c.end));
+            }
+        }
+        // The PEM's own notBefore and notAfter stay as issued: the tenant and the client
+        // read a certificate's dates from its key credential, which moves.
+        for (start, end) in windows {
+            shift(start);
+            shift(end);
         }
         for fault in &mut self.faults {
             fault.activation.from.as_mut().map(shift);
@@ -179,7 +265,17 @@ pub fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan
     }
     let tenant = file.tenant_spec(path)?;
     let app = first(&tenant.apps, path, "tenant.apps", "app")?.clone();
-    let secret = first(&app.secrets, path, "tenant.apps[0].secrets", "secret")?.clone();
+    let credential = match (app.secrets.first(), app.certificates.first()) {
+        (Some(secret), _) => Credential::Secret(secret.clone()),
+        (None, Some(certificate)) => Credential::Certificate(Box::new(certificate.clone())),
+        (None, None) => {
+            return Err(semantic(
+                path,
+                "tenant.apps[0].secrets".into(),
+                "at least one secret or certificate is needed",
+            ));
+        }
+    };
     let mailbox = first(&tenant.mailboxes, path, "tenant.mailboxes", "mailbox")?
         .upn
         .clone();
@@ -190,13 +286,14 @@ pub fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan
         .map(|s| s.at);
     let traffic = traffic(path, file, start)?;
     let settings = settings(file.client.as_ref(), &traffic);
+    let needs = needs(file, settings, &credential, &steps);
     Ok(Plan {
         seed,
         start,
         end,
         tenant,
         app,
-        secret,
+        credential,
         mailbox,
         profile: file.client.as_ref().map(|c| c.profile).unwrap_or_default(),
         faults,
@@ -204,7 +301,7 @@ pub fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan
         rotated_at,
         traffic,
         settings,
-        needs: needs(file, settings),
+        needs,
     })
 }
 
@@ -217,6 +314,7 @@ fn timeline(
 ) -> Result<(Vec<Fault>, Vec<Step>), LoadError> {
     let mut faults = Vec::new();
     let mut steps = Vec::new();
+    let mut keys = file.certificate_count();
     for (i, step) in file.timeline.iter().enumerate() {
         let at = step.at.resolve(start);
         let value = || {
@@ -231,6 +329,13 @@ fn timeline(
         let action = match step.action {
             StepAction::RotateSecret => Action::Rotate(value()?),
             StepAction::PasteSecret => Action::Paste(value()?),
+            StepAction::RotateCertificate => {
+                let key = format!("timeline[{i}]");
+                let end = at + TimeDelta::days(365);
+                let certificate = issue_certificate(path, &key, keys, "rotated", at, end)?;
+                keys += 1;
+                Action::RotateCertificate(Box::new(certificate))
+            }
             StepAction::DeleteApp => Action::DeleteApp,
             StepAction::RestoreApp => Action::RestoreApp,
             StepAction::ExpireDeltaTokens => Action::ExpireDeltaTokens,
@@ -294,12 +399,23 @@ fn settings(client: Option<&ClientFile>, traffic: &[Traffic]) -> Settings {
 /// The capabilities a subject needs for `file`: its transport, and the inbound sync or alerts
 /// when a check of theirs is expected to pass (a subject without them fails those checks, which
 /// is what a scenario expecting them to fail asks; inbound mail alone just lands in the inbox).
-fn needs(file: &ScenarioFile, settings: Settings) -> Vec<Capability> {
+fn needs(
+    file: &ScenarioFile,
+    settings: Settings,
+    credential: &Credential,
+    steps: &[Step],
+) -> Vec<Capability> {
     let mut needs = vec![if settings.graph {
         Capability::GraphSend
     } else {
         Capability::Smtp
     }];
+    let rotates_certificate = steps
+        .iter()
+        .any(|s| matches!(s.action, Action::RotateCertificate(_)));
+    if credential.certificate().is_some() || rotates_certificate {
+        needs.push(Capability::Certificate);
+    }
     let expects_pass = |ids: &[CheckId]| {
         file.expect
             .iter()
@@ -370,12 +486,21 @@ impl Plan {
         let t = crate::time::rfc3339;
         let mut lines = vec![
             format!("{} start; seed {}", t(self.start), self.seed),
-            format!(
-                "{} secret {} works until here ({})",
-                t(self.secret.end),
-                self.secret.display_name,
-                t(self.secret.start)
-            ),
+            match &self.credential {
+                Credential::Secret(s) => format!(
+                    "{} secret {} works until here ({})",
+                    t(s.end),
+                    s.display_name,
+                    t(s.start)
+                ),
+                Credential::Certificate(c) => format!(
+                    "{} certificate {} ({}) works until here ({})",
+                    t(c.end),
+                    c.display_name,
+                    c.thumbprints().sha1_hex(),
+                    t(c.start)
+                ),
+            },
         ];
         for traffic in &self.traffic {
             lines.push(format!(
@@ -402,25 +527,7 @@ impl Plan {
             ));
         }
         for step in &self.steps {
-            let what = match &step.action {
-                Action::Rotate(_) => {
-                    "rotate the secret (new value in the tenant and the client's secret file)"
-                        .to_string()
-                }
-                Action::Paste(_) => {
-                    "paste a value the tenant does not know into the client's secret file"
-                        .to_string()
-                }
-                Action::DeleteApp => "delete the app registration".to_string(),
-                Action::RestoreApp => "restore the deleted app registration".to_string(),
-                Action::ExpireDeltaTokens => {
-                    "expire every delta token (410 SyncStateNotFound)".to_string()
-                }
-                Action::ClearFaults(target) => format!("clear the faults on {}", target.name()),
-                Action::Restart => {
-                    "restart the client (new process, same outbox, secret read afresh)".to_string()
-                }
-            };
+            let what = step.action.describe();
             lines.push(format!("{} {what}", t(step.at)));
         }
         lines.push(format!(

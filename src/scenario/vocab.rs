@@ -40,6 +40,9 @@ pub enum StepAction {
     RotateSecret,
     /// A value in the client's secret file only (`value`): a wrong paste.
     PasteSecret,
+    /// A new certificate in the app's `keyCredentials` (the next bundled test key, valid for a
+    /// year), and its certificate and key in the client's files.
+    RotateCertificate,
     /// The app registration is deleted.
     DeleteApp,
     /// The deleted app is restored.

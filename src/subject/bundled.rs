@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::profile::{Mutation, Profile};
 use super::{Capability, Message, Process, Start, Subject, SubjectError};
 use crate::client::backoff::{BackoffConfig, Jitter};
+use crate::client::certificate::CertificateSource;
 use crate::client::monitor::{ExpiryConfig, LatencyConfig, default_lead_times};
 use crate::client::outbox::{NewMessage, Outbox};
 use crate::client::process::{Client, ClientConfig, Parts};
@@ -66,6 +67,7 @@ impl Subject for Bundled {
             Capability::GraphSend,
             Capability::InboundSync,
             Capability::Alerts,
+            Capability::Certificate,
             Capability::InMemory,
         ]
     }
@@ -81,6 +83,7 @@ impl Subject for Bundled {
         let (jitter, sync_jitter, ids) = (rng.fork(), rng.fork(), rng.fork());
         // Drawn after the others, so their streams stay what they were.
         let token_jitter = (!self.profile.has(Mutation::NoJitter)).then(|| rng.fork());
+        let assertion_ids = start.certificate.is_some().then(|| rng.fork());
         let wake = Arc::new(tokio::sync::Notify::new());
         let client = Arc::new(Client::new(
             config,
@@ -94,6 +97,7 @@ impl Subject for Bundled {
                 jitter,
                 sync_jitter,
                 token_jitter,
+                assertion_ids,
                 worker_log: Arc::default(),
                 sync_log: sync_log.clone(),
             },
@@ -127,9 +131,22 @@ impl Bundled {
     fn token_config(&self, start: &Start) -> TokenConfig {
         let profile = self.profile;
         // The naive client reads its secret once at start: a rotation needs a restart.
-        let source = match profile {
-            Profile::Naive2025 => SecretSource::Value(Secret::new(start.secret.current())),
-            Profile::Remediated | Profile::Mutant(_) => {
+        let source = match (profile, &start.certificate) {
+            (Profile::Naive2025, Some(certificate)) => {
+                let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+                SecretSource::Certificate(CertificateSource::Pem {
+                    cert: read(certificate.cert_path()),
+                    key: read(certificate.key_path()),
+                })
+            }
+            (Profile::Remediated | Profile::Mutant(_), Some(certificate)) => {
+                SecretSource::Certificate(CertificateSource::Files {
+                    cert: certificate.cert_path().to_path_buf(),
+                    key: certificate.key_path().to_path_buf(),
+                })
+            }
+            (Profile::Naive2025, None) => SecretSource::Value(Secret::new(start.secret.current())),
+            (Profile::Remediated | Profile::Mutant(_), None) => {
                 SecretSource::File(start.secret.path().to_path_buf())
             }
         };

@@ -2,7 +2,7 @@
 //! starts, the three things the harness calls, and what a subject says it can do.
 //!
 //! The harness owns the clock, the tenant, the traffic and the timeline. It starts a subject
-//! with [`Start`] (endpoints, credentials, a secret it rotates, a state directory, the clock, a
+//! with [`Start`] (endpoints, credentials, a secret or a certificate it rotates, a state directory, the clock, a
 //! seeded random stream), submits the scenario's messages to it, stops it at a
 //! `restart-client` step and starts it again on the same state directory. It judges the
 //! subject only by what the mocks, the mailboxes and the alert sink saw; the one thing it asks
@@ -76,6 +76,9 @@ pub enum Capability {
     InboundSync,
     /// Posts PagerDuty Events v2 alerts to the alert sink.
     Alerts,
+    /// Authenticates with a certificate ([`Start::certificate`]: a client assertion signed
+    /// with its key) instead of a client secret.
+    Certificate,
     /// Takes maildrill's in-memory transports ([`Start::memory`]) instead of opening sockets,
     /// so it can run on the fastest wiring.
     InMemory,
@@ -89,6 +92,7 @@ impl Capability {
             Capability::GraphSend => "graph-send",
             Capability::InboundSync => "inbound-sync",
             Capability::Alerts => "alerts",
+            Capability::Certificate => "certificate",
             Capability::InMemory => "in-memory",
         }
     }
@@ -203,6 +207,89 @@ impl SecretHandle {
     }
 }
 
+/// The client certificate as the timeline sets it: a certificate and a private key file
+/// (PEM, as `MAILDRILL_CLIENT_CERT` and `MAILDRILL_CLIENT_KEY` name them) that the harness
+/// replaces at each `rotate-certificate`, and the certificate's SHA-1 thumbprint (hex, as
+/// `MAILDRILL_CLIENT_CERT_THUMBPRINT` gives it).
+#[derive(Clone)]
+pub struct CertificateHandle {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    thumbprint: Arc<Mutex<String>>,
+}
+
+impl std::fmt::Debug for CertificateHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateHandle")
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .field("thumbprint", &self.thumbprint())
+            .finish()
+    }
+}
+
+impl CertificateHandle {
+    /// A handle whose files are `cert_path` and `key_path`, holding `cert_pem` and `key_pem`.
+    pub fn create(
+        cert_path: PathBuf,
+        key_path: PathBuf,
+        cert_pem: &str,
+        key_pem: &str,
+        thumbprint: &str,
+    ) -> std::io::Result<CertificateHandle> {
+        let handle = CertificateHandle {
+            cert_path,
+            key_path,
+            thumbprint: Arc::new(Mutex::new(String::new())),
+        };
+        handle.set(cert_pem, key_pem, thumbprint)?;
+        Ok(handle)
+    }
+
+    /// The certificate file (PEM).
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
+    }
+
+    /// The private key file (PEM, PKCS#8).
+    pub fn key_path(&self) -> &Path {
+        &self.key_path
+    }
+
+    /// The current certificate's SHA-1 thumbprint, uppercase hex.
+    pub fn thumbprint(&self) -> String {
+        self.thumbprint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets a new certificate and key: each file is replaced by a rename, the key first, so a
+    /// reader never sees half of one (a reader between the two renames sees a new key with the
+    /// old certificate, which a careful client notices as a mismatch and reads again).
+    pub fn set(&self, cert_pem: &str, key_pem: &str, thumbprint: &str) -> std::io::Result<()> {
+        replace(&self.key_path, key_pem.as_bytes(), true)?;
+        replace(&self.cert_path, cert_pem.as_bytes(), false)?;
+        *self.thumbprint.lock().unwrap_or_else(|p| p.into_inner()) = thumbprint.to_string();
+        Ok(())
+    }
+}
+
+/// Replaces `path` with `bytes` by a rename; `private` files are readable by the owner only.
+fn replace(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let partial = path.with_extension("partial");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if private { 0o600 } else { 0o644 })
+        .open(&partial)?;
+    file.write_all(bytes)?;
+    std::fs::rename(&partial, path)
+}
+
 /// The scenario's `[client]` settings, for a subject that lets a scenario tune it (the bundled
 /// client does; any other subject may ignore them). The checks read the same values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,8 +319,12 @@ pub struct Start {
     pub client_id: String,
     /// The mailbox's user principal name: the sender, and the inbox to sync.
     pub mailbox: String,
-    /// The client secret, as the timeline rotates it.
+    /// The client secret, as the timeline rotates it (empty when the app has no secret and
+    /// the client authenticates with [`Start::certificate`]).
     pub secret: SecretHandle,
+    /// The client certificate, as the timeline rotates it, when the client authenticates with
+    /// a certificate (a scenario that needs [`Capability::Certificate`]).
+    pub certificate: Option<CertificateHandle>,
     /// A directory that survives `restart-client` (for an outbox, a delta link).
     pub state_dir: PathBuf,
     /// Calendar time (`now_utc`); sleeps and timeouts go through tokio's time, which the

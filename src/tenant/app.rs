@@ -7,6 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use super::certificate::{CertificateSpec, KeyCredential};
+
 /// The two resources a mail client asks tokens for.
 #[derive(
     Debug,
@@ -90,6 +92,8 @@ pub struct AppSpec {
     pub display_name: String,
     /// Its client secrets.
     pub secrets: Vec<SecretSpec>,
+    /// Its certificates (`keyCredentials`).
+    pub certificates: Vec<CertificateSpec>,
     /// Roles granted per resource; empty means [`Resource::default_roles`].
     pub roles: Vec<(Resource, Vec<String>)>,
 }
@@ -105,6 +109,8 @@ pub struct App {
     pub display_name: String,
     /// `passwordCredentials`, in the order they were added.
     pub credentials: Vec<PasswordCredential>,
+    /// `keyCredentials` (certificates), in the order they were added.
+    pub key_credentials: Vec<KeyCredential>,
     /// Roles granted on each resource.
     pub roles: Vec<(Resource, BTreeSet<String>)>,
 }
@@ -128,6 +134,11 @@ impl App {
                 .secrets
                 .iter()
                 .map(|s| PasswordCredential::new(s, key_ids(), s.start))
+                .collect(),
+            key_credentials: spec
+                .certificates
+                .iter()
+                .map(|c| KeyCredential::new(c, key_ids(), c.start))
                 .collect(),
             roles,
         }

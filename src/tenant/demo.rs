@@ -34,6 +34,7 @@ pub fn tenant(start: DateTime<Utc>, secret: &str, lifetime: TimeDelta) -> Tenant
                 start,
                 end: start + lifetime,
             }],
+            certificates: vec![],
             roles: vec![],
         }],
         mailboxes: vec![MailboxSpec {

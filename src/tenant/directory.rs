@@ -6,6 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::app::CredentialState;
+use super::assertion::{self, AssertionError, Expected};
+use super::certificate::{CertificateSpec, KeyCredential};
 use super::token::{self, AccessToken, TokenClaims, TokenError};
 use super::{App, AppSpec, Mailbox, MailboxSpec, PasswordCredential, Resource, SecretSpec};
 use crate::seed::{Seed, SeedRng};
@@ -97,6 +99,17 @@ pub enum CredentialError {
     /// a fresh secret was captured failing with this code).
     #[error("client secret expired or not yet valid")]
     ExpiredSecret,
+}
+
+/// Why the token endpoint refuses a client assertion: the tenant or the app, or the assertion.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssertionRefusal {
+    /// The tenant or the app is unknown.
+    #[error(transparent)]
+    Client(CredentialError),
+    /// The assertion itself.
+    #[error(transparent)]
+    Assertion(AssertionError),
 }
 
 /// The shared directory handle the mocks hold.
@@ -204,6 +217,32 @@ impl Directory {
             | CredentialState::NotYetValid
             | CredentialState::Propagating => Err(CredentialError::ExpiredSecret),
         }
+    }
+
+    /// Checks a client assertion at `now` and returns the app it authenticates: the tenant
+    /// and the app as for a secret, then the assertion (`tenant::assertion`).
+    pub fn authenticate_assertion(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        assertion: &str,
+        now: DateTime<Utc>,
+    ) -> Result<&App, AssertionRefusal> {
+        let tenant = self
+            .tenant(tenant)
+            .ok_or(AssertionRefusal::Client(CredentialError::UnknownTenant))?;
+        let app = tenant
+            .app(client_id)
+            .ok_or(AssertionRefusal::Client(CredentialError::UnknownApp))?;
+        let expected = Expected {
+            tenant_id: &tenant.id,
+            tenant_domain: &tenant.domain,
+            client_id,
+            propagation: tenant.settings.propagation_delay,
+            now,
+        };
+        assertion::check(app, assertion, expected).map_err(AssertionRefusal::Assertion)?;
+        Ok(app)
     }
 
     /// Issues an access token for `app_id` in `tenant` on `resource`, valid from `now`.
@@ -341,6 +380,22 @@ impl Directory {
             .map(|c| (c, value))
     }
 
+    /// Adds a certificate to an app's `keyCredentials` (a `rotate-certificate` step); it works
+    /// after the propagation delay, like a new secret.
+    pub fn add_certificate(
+        &mut self,
+        tenant_id: &str,
+        app_id: &str,
+        spec: &CertificateSpec,
+        now: DateTime<Utc>,
+    ) -> Option<KeyCredential> {
+        let key_id = self.ids.guid();
+        let app = self.app_mut(tenant_id, app_id)?;
+        let credential = KeyCredential::new(spec, key_id, now);
+        app.key_credentials.push(credential.clone());
+        Some(credential)
+    }
+
     /// Removes a credential by `keyId`; false when there was none.
     pub fn remove_secret(&mut self, tenant_id: &str, app_id: &str, key_id: &str) -> bool {
         let Some(app) = self.app_mut(tenant_id, app_id) else {
@@ -462,6 +517,7 @@ mod tests {
                     object_id: "33333333-3333-4333-8333-333333333333".into(),
                     display_name: "Mailman".into(),
                     secrets: vec![secret],
+                    certificates: vec![],
                     roles: vec![],
                 }],
                 mailboxes: vec![],

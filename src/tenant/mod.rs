@@ -1,19 +1,23 @@
 //! The simulated Microsoft tenant: the one state the Entra, Graph and SMTP mocks share.
 //!
-//! A [`Directory`] holds tenants, their app registrations with password credentials, the access
+//! A [`Directory`] holds tenants, their app registrations with password and key credentials, the access
 //! tokens it issued, and mailboxes. Every question it answers takes the calendar instant from
 //! the caller's clock, so an expired secret, an expired token and a rotated secret mean the same
 //! thing at every mock. It does no I/O and knows nothing of HTTP or SMTP.
 
 mod app;
+pub mod assertion;
+pub mod certificate;
 pub mod demo;
 mod directory;
 mod mailbox;
 mod token;
 
 pub use app::{App, AppSpec, CredentialState, PasswordCredential, Resource, SecretSpec};
+pub use certificate::{CertificateSpec, KeyCredential, Thumbprints};
 pub use directory::{
-    CredentialError, Directory, DirectoryConfig, SharedDirectory, TenantSettings, TenantSpec,
+    AssertionRefusal, CredentialError, Directory, DirectoryConfig, SharedDirectory, TenantSettings,
+    TenantSpec,
 };
 pub use mailbox::{
     DeltaError, DeltaPage, InboxMessage, Mailbox, MailboxSpec, SentMessage, SentVia,
