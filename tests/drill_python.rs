@@ -4,8 +4,9 @@
     reason = "a test fails loudly on the first broken expectation"
 )]
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use maildrill::check::Grade;
 use maildrill::drill::DrillOptions;
@@ -22,30 +23,6 @@ const ALL_PASS: [(&str, Grade); 5] = [
     ("drained-within", Grade::Pass),
     ("no-secret-leak", Grade::Pass),
 ];
-
-/// The Python to run the subject with (`MAILDRILL_PYTHON`, default `python3`), if it has msal
-/// and requests; when it does not, fail where `MAILDRILL_REQUIRE_CLIENTS` is set (CI) and
-/// explain elsewhere, as `tests/python_sdk.rs` does.
-fn python_with_packages() -> Option<String> {
-    let python = std::env::var("MAILDRILL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let found = Command::new(&python)
-        .args(["-c", "import msal, requests"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("MAILDRILL_REQUIRE_CLIENTS").is_none(),
-            "{python} lacks msal or requests, required here (MAILDRILL_REQUIRE_CLIENTS is set)"
-        );
-        eprintln!(
-            "skipping: {python} lacks msal or requests (pip install -r \
-             tests/python/requirements.txt, then set MAILDRILL_PYTHON)"
-        );
-    }
-    found.then_some(python)
-}
 
 /// Drills `tests/drill/{name}.toml` against the subject, which sends mail over SMTP or Graph
 /// and raises no alerts. A drill plays the scenario's 40 s on the wall clock; the tests of
@@ -102,7 +79,7 @@ fn assert_rode_it_out(report: &ScenarioReport) {
 
 #[test]
 fn the_python_subject_rides_out_the_short_incident() {
-    let Some(python) = python_with_packages() else {
+    let Some(python) = common::python::python_with(&["msal", "requests"]) else {
         return;
     };
     let report = drill(&python, "short-incident");
@@ -111,7 +88,7 @@ fn the_python_subject_rides_out_the_short_incident() {
 
 #[test]
 fn the_python_subject_loses_nothing_when_restarted_mid_outage() {
-    let Some(python) = python_with_packages() else {
+    let Some(python) = common::python::python_with(&["msal", "requests"]) else {
         return;
     };
     let report = drill(&python, "restart-mid-outage");

@@ -15,8 +15,10 @@
     reason = "a test fails loudly on the first broken expectation"
 )]
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use maildrill::mock::HttpMocks;
 use maildrill::serve::{ServeOptions, Served};
@@ -145,33 +147,11 @@ impl Drop for InProcess {
     }
 }
 
-/// The Python to run the SDKs with, if it has them; when it does not, fail in CI and explain
-/// elsewhere.
-fn python_with_sdks() -> Option<String> {
-    let python = std::env::var("MAILDRILL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let found = Command::new(&python)
-        .args(["-c", "import msal, requests, azure.identity, msgraph"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("MAILDRILL_REQUIRE_CLIENTS").is_none(),
-            "{python} lacks msal, azure-identity or msgraph-sdk, required here \
-             (MAILDRILL_REQUIRE_CLIENTS is set)"
-        );
-        eprintln!(
-            "skipping: {python} lacks msal, azure-identity or msgraph-sdk (pip install -r \
-             tests/python/requirements.txt, then set MAILDRILL_PYTHON)"
-        );
-    }
-    found.then_some(python)
-}
-
 #[test]
 fn msal_acquires_a_graph_token_then_serves_it_from_its_cache() {
-    let Some(python) = python_with_sdks() else {
+    let Some(python) =
+        common::python::python_with(&["msal", "requests", "azure.identity", "msgraph"])
+    else {
         return;
     };
     let serve = InProcess::start("msal", None);
@@ -217,7 +197,9 @@ fn deliver(serve: &InProcess, n: usize) -> Vec<String> {
 
 #[test]
 fn msgraph_sdk_sends_mail_syncs_the_inbox_and_rotates_a_secret() {
-    let Some(python) = python_with_sdks() else {
+    let Some(python) =
+        common::python::python_with(&["msal", "requests", "azure.identity", "msgraph"])
+    else {
         return;
     };
     let serve = InProcess::start("graph", None);
@@ -312,7 +294,9 @@ fn assert_applications(serve: &InProcess, seen: &Value) {
 
 #[test]
 fn an_expired_secret_reaches_every_sdk_as_aadsts7000222() {
-    let Some(python) = python_with_sdks() else {
+    let Some(python) =
+        common::python::python_with(&["msal", "requests", "azure.identity", "msgraph"])
+    else {
         return;
     };
     let serve = InProcess::start("expired", Some(EXPIRED));
@@ -351,7 +335,9 @@ fn statuses(entries: &[JournalEntry]) -> Vec<Option<u16>> {
 
 #[test]
 fn throttled_sdks_wait_out_retry_after_then_surface_what_they_can() {
-    let Some(python) = python_with_sdks() else {
+    let Some(python) =
+        common::python::python_with(&["msal", "requests", "azure.identity", "msgraph"])
+    else {
         return;
     };
     let serve = InProcess::start("throttled", None);
@@ -471,7 +457,9 @@ fn assert_entra_throttled(serve: &InProcess, seen: &Value) {
 
 #[test]
 fn a_client_rides_out_throttling_and_a_rotation_driven_through_the_control_api() {
-    let Some(python) = python_with_sdks() else {
+    let Some(python) =
+        common::python::python_with(&["msal", "requests", "azure.identity", "msgraph"])
+    else {
         return;
     };
     let serve = InProcess::start("drill", None);

@@ -2,6 +2,7 @@
 //! replay runtime, stood up by `maildrill::Sim`.
 #![allow(dead_code)]
 
+pub mod python;
 pub mod smtp;
 
 use chrono::{DateTime, TimeDelta, Utc};
