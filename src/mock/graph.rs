@@ -759,8 +759,11 @@ fn add_password(
         return err(ctx, GraphError::InvalidRequestBody);
     };
     let start = start.unwrap_or(ctx.now);
-    // addPassword defaults endDateTime to two years after startDateTime.
-    let end = end.unwrap_or(start + chrono::TimeDelta::days(730));
+    // addPassword defaults endDateTime to two years after startDateTime; a start so late that
+    // there is no such instant is a body Graph cannot read either.
+    let Some(end) = end.or_else(|| start.checked_add_signed(chrono::TimeDelta::days(730))) else {
+        return err(ctx, GraphError::InvalidRequestBody);
+    };
     let name = spec
         .get("displayName")
         .and_then(Value::as_str)

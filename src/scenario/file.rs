@@ -269,6 +269,7 @@ impl<'de> Deserialize<'de> for When {
         let offset = |rest: &str| {
             humantime::parse_duration(rest.trim())
                 .map_err(|e| format!("expected an offset such as +14h or -30d, got `{text}` ({e})"))
+                .and_then(|d| bounded(d, &text))
         };
         let when = if let Some(rest) = text.strip_prefix('+') {
             offset(rest).map(When::After)
@@ -295,16 +296,28 @@ impl Serialize for When {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
+/// The longest duration a scenario or a control call may give: a century. Longer ones mean
+/// nothing to a mail client, and instants computed from them could leave the calendar.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `duration` (read from `text`) if it is no longer than [`MAX_DURATION`].
+fn bounded(duration: Duration, text: &str) -> Result<Duration, String> {
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than a century, the longest duration taken"
+        ));
+    }
+    Ok(duration)
+}
+
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text)
+            .map_err(|e| format!("expected a duration such as 10s or 7d, got `{text}` ({e})"))
+            .and_then(|d| bounded(d, &text))
             .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "expected a duration such as 10s or 7d, got `{text}` ({e})"
-                ))
-            })
+            .map_err(serde::de::Error::custom)
     }
 }
 

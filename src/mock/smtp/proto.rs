@@ -147,7 +147,12 @@ fn parse_bdat(rest: &str) -> Result<Command, CommandError> {
 
 /// `FROM:<path> params` (the keyword case-insensitive, a space after the colon tolerated).
 fn parse_path(rest: &str, keyword: &str) -> Option<(String, Params)> {
-    if rest.len() < keyword.len() || !rest[..keyword.len()].eq_ignore_ascii_case(keyword) {
+    // Compared as bytes: the line may hold any UTF-8 where the keyword should be.
+    let matches = rest
+        .as_bytes()
+        .get(..keyword.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(keyword.as_bytes()));
+    if !matches {
         return None;
     }
     let rest = rest[keyword.len()..].trim_start();
@@ -182,12 +187,21 @@ fn valid_address(path: &str) -> bool {
     !local.is_empty()
         && !domain.is_empty()
         && !path.contains([' ', '<', '>', ',', ':'])
+        && !path.chars().any(char::is_control)
         && !domain.starts_with('.')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keyword_cut_inside_a_character_is_no_keyword() {
+        // Found by the fuzzer: the keyword's length fell inside `é`.
+        assert!(parse_command("RCPT TOé".as_bytes()).is_err());
+        assert!(parse_command("MAIL FROMé".as_bytes()).is_err());
+        assert!(parse_command(b"MAIL FROM:<a\rb@x.example>").is_err());
+    }
 
     #[test]
     fn verbs_and_keywords_are_case_insensitive() {

@@ -77,8 +77,27 @@ pub fn reply(key: &str, vars: &Vars) -> String {
         .replies
         .get(key)
         .map_or("451 4.3.0 Internal error", String::as_str);
-    let mut line = vars.fill(template);
+    let mut line = one_line(vars.fill(template));
     line.push_str("\r\n");
+    line
+}
+
+/// RFC 5321 section 4.5.3.1.5: a reply line is at most 512 octets with its CRLF, and it holds
+/// no other line break. A reply that quotes the client (an address, a `Message-ID`) keeps to
+/// that: control characters become spaces, and a long line is cut at a character boundary.
+fn one_line(line: String) -> String {
+    const MAX: usize = 510;
+    let mut line: String = line
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.len() > MAX {
+        let mut cut = MAX;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+    }
     line
 }
 
@@ -89,7 +108,7 @@ pub fn has(key: &str) -> bool {
 
 /// The greeting line, with CRLF.
 pub fn greeting(vars: &Vars) -> String {
-    format!("{}\r\n", vars.fill(&file().greeting))
+    format!("{}\r\n", one_line(vars.fill(&file().greeting)))
 }
 
 /// The multi-line EHLO reply, before or after TLS.
