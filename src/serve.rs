@@ -20,6 +20,7 @@ use crate::mock::smtp::SmtpConfig;
 use crate::scenario::{self, LoadError};
 use crate::seed::Seed;
 use crate::sim::{Sim, SimError, SocketOptions};
+use crate::tenant::CertificateSpec;
 use crate::time::CalendarClock;
 use crate::tls::TlsError;
 
@@ -142,11 +143,18 @@ pub async fn start(
             smtp_port: options.smtp_port,
             plain_http: options.plain_http,
         });
+    let mut certificate = None;
     if let (Some(file), Some(path)) = (&file, options.scenario.as_deref()) {
-        builder = builder.tenant(file.tenant_spec(path)?);
+        let spec = file.tenant_spec(path)?;
+        certificate = client_certificate(&spec, at.unwrap_or_else(|| file.start()));
+        builder = builder.tenant(spec);
     }
     let sim = builder.build().await?;
     let env = write_files(options, &sim, &token)?;
+    let env = match certificate {
+        Some(certificate) => write_certificate(options, env, &certificate)?,
+        None => env,
+    };
     Ok(Served {
         http_addr: sim.http_addr().expect("serve's sim is on sockets"),
         smtp_addr: sim.smtp_addr().expect("serve's sim is on sockets"),
@@ -154,6 +162,54 @@ pub async fn start(
         mocks: sim.mocks().clone(),
         sim,
     })
+}
+
+/// The first app's certificate a client would use at `now` (valid then, else its first), when
+/// it has one.
+fn client_certificate(
+    spec: &crate::tenant::TenantSpec,
+    now: DateTime<Utc>,
+) -> Option<CertificateSpec> {
+    let certificates = &spec.apps.first()?.certificates;
+    certificates
+        .iter()
+        .find(|c| c.start <= now && now < c.end)
+        .or(certificates.first())
+        .cloned()
+}
+
+/// Writes the client's certificate and key beside the env file, and their keys into it
+/// (CONTRACTS section 2: present when the app has a certificate credential).
+fn write_certificate(
+    options: &ServeOptions,
+    env: Environment,
+    certificate: &CertificateSpec,
+) -> Result<Environment, ServeError> {
+    let cert_path = sibling(&options.env_file, "maildrill-client-cert.pem");
+    let key_path = sibling(&options.env_file, "maildrill-client-key.pem");
+    for (path, pem) in [
+        (&cert_path, certificate.cert_pem.as_str()),
+        (&key_path, certificate.key_pem()),
+    ] {
+        write_private(path, pem.as_bytes()).map_err(io(format!("write {}", path.display())))?;
+    }
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or(p.to_path_buf());
+    let env = env
+        .with(
+            "MAILDRILL_CLIENT_CERT",
+            &absolute(&cert_path).display().to_string(),
+        )
+        .with(
+            "MAILDRILL_CLIENT_KEY",
+            &absolute(&key_path).display().to_string(),
+        )
+        .with(
+            "MAILDRILL_CLIENT_CERT_THUMBPRINT",
+            &certificate.thumbprints().sha1_hex(),
+        );
+    env.write(&options.env_file)
+        .map_err(io(format!("write {}", options.env_file.display())))?;
+    Ok(env)
 }
 
 /// STARTTLS from the PEM files given; `None` lets the sim's CA sign it, so clients trust one

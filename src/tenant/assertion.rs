@@ -185,11 +185,16 @@ fn find_key<'a>(
 }
 
 fn check_window(jwt: &Jwt, now: DateTime<Utc>) -> Result<(), AssertionError> {
+    // RFC 7519 NumericDate may have a fraction: MSAL for Python writes `time.time() + 600`.
     let time = |name: &str| {
-        jwt.claims
-            .get(name)
-            .and_then(Value::as_i64)
-            .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
+        let value = jwt.claims.get(name)?;
+        let seconds = value.as_i64().or_else(|| {
+            value
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .map(|f| f.floor() as i64)
+        })?;
+        DateTime::<Utc>::from_timestamp(seconds, 0)
     };
     let (nbf, exp) = (time("nbf"), time("exp"));
     let early = nbf.is_some_and(|nbf| now + CLOCK_SKEW < nbf);
@@ -291,5 +296,23 @@ mod tests {
         assert!(check_window(&jwt(t - 600, t - 299), now).is_ok());
         assert!(check_window(&jwt(t + 301, t + 600), now).is_err());
         assert!(check_window(&jwt(t - 900, t - 300), now).is_err());
+    }
+
+    #[test]
+    fn fractional_numeric_dates_are_read_as_msal_for_python_writes_them() {
+        let now: DateTime<Utc> = "2025-01-01T00:10:00Z".parse().unwrap();
+        let t = now.timestamp() as f64;
+        let jwt = |claims: serde_json::Value| Jwt {
+            alg: None,
+            x5t: None,
+            x5t_s256: None,
+            claims: claims.as_object().cloned().unwrap(),
+            signing_input: String::new(),
+            signature: vec![],
+        };
+        let fresh = serde_json::json!({"iat": t + 0.25, "exp": t + 600.25});
+        assert!(check_window(&jwt(fresh), now).is_ok());
+        let stale = serde_json::json!({"iat": t - 900.5, "exp": t - 300.5});
+        assert!(check_window(&jwt(stale), now).is_err());
     }
 }
