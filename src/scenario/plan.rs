@@ -27,6 +27,9 @@ pub(crate) struct Step {
 pub(crate) enum Action {
     /// A new secret in the tenant, and its value in the client's secret file.
     Rotate(String),
+    /// `addPassword` through Graph as an operator's script calls it, asking for this lifetime
+    /// (none: Graph's default); its secret into the client's secret file when it succeeds.
+    RotateViaGraph(Option<Duration>),
     /// A new certificate in the app's `keyCredentials`, and its certificate and key in the
     /// client's files.
     RotateCertificate(Box<CertificateSpec>),
@@ -53,6 +56,13 @@ impl Action {
                 "rotate the secret (new value in the tenant and the client's secret file)"
                     .to_string()
             }
+            Action::RotateViaGraph(lifetime) => format!(
+                "rotate the secret through Graph (addPassword, {}; the new secret into the client's secret file; a throttled call retried after its Retry-After)",
+                lifetime.map_or_else(
+                    || "Graph's default lifetime".to_string(),
+                    |l| format!("lifetime {}", humantime::format_duration(l))
+                )
+            ),
             Action::RotateCertificate(c) => format!(
                 "rotate the certificate (new certificate {} in the app and in the client's files)",
                 c.thumbprints().sha1_hex()
@@ -72,7 +82,9 @@ impl Action {
         }
     }
 
-    /// Whether the step makes a working credential available (CONTRACTS §4 `rotated_at`).
+    /// Whether the step makes a working credential available (CONTRACTS §4 `rotated_at`). A
+    /// rotation through Graph may be refused or throttled: when it made one available is read
+    /// from the journal (its `addPassword` answered 200).
     fn restores_credentials(&self) -> bool {
         matches!(
             self,
@@ -328,6 +340,7 @@ fn timeline(
         };
         let action = match step.action {
             StepAction::RotateSecret => Action::Rotate(value()?),
+            StepAction::RotateSecretViaGraph => Action::RotateViaGraph(step.lifetime.map(|l| l.0)),
             StepAction::PasteSecret => Action::Paste(value()?),
             StepAction::RotateCertificate => {
                 let key = format!("timeline[{i}]");
@@ -426,6 +439,7 @@ fn needs(
     }
     if expects_pass(&[
         CheckId::ExpiryAlertLead,
+        CheckId::ExpiryAlertOpenUntilRotated,
         CheckId::LatencyAlertWithin,
         CheckId::AlertsResolved,
     ]) {
