@@ -60,7 +60,7 @@ impl Action {
                 "rotate the secret through Graph (addPassword, {}; the new secret into the client's secret file; a throttled call retried after its Retry-After)",
                 lifetime.map_or_else(
                     || "Graph's default lifetime".to_string(),
-                    |l| format!("lifetime {}", humantime::format_duration(l))
+                    |l| format!("lifetime {}", days(l))
                 )
             ),
             Action::RotateCertificate(c) => format!(
@@ -90,6 +90,17 @@ impl Action {
             self,
             Action::Rotate(_) | Action::RotateCertificate(_) | Action::RestoreApp
         )
+    }
+}
+
+/// A lifetime as a file writes it: whole days as `90d` (humantime would say `2months 29days
+/// 2h 52m 48s`), anything else as humantime.
+fn days(lifetime: Duration) -> String {
+    let secs = lifetime.as_secs();
+    if secs > 0 && secs.is_multiple_of(86_400) && lifetime.subsec_nanos() == 0 {
+        format!("{}d", secs / 86_400)
+    } else {
+        humantime::format_duration(lifetime).to_string()
     }
 }
 
@@ -516,6 +527,7 @@ impl Plan {
                 ),
             },
         ];
+        lines.extend(self.policy_line());
         for traffic in &self.traffic {
             lines.push(format!(
                 "{} {} traffic: one message every {} until {}",
@@ -552,6 +564,21 @@ impl Plan {
         ));
         lines.sort();
         lines.join("\n")
+    }
+
+    /// The tenant's app management policy, for `explain`.
+    fn policy_line(&self) -> Option<String> {
+        let policy = self.tenant.settings.app_policy.as_ref()?;
+        let rule = match (policy.secrets_allowed, policy.max_secret_lifetime) {
+            (false, _) => "no new secrets".to_string(),
+            (true, Some(max)) => format!("new secrets for at most {}", days(max)),
+            (true, None) => "no restriction on new secrets".to_string(),
+        };
+        Some(format!(
+            "{} app management policy {}: {rule}",
+            crate::time::rfc3339(self.start),
+            policy.id
+        ))
     }
 
     /// Every secret value of the run (the tenant's and the timeline's): none may show in what
