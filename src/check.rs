@@ -176,6 +176,8 @@ pub enum CheckId {
     NoDuplicates,
     /// An expiry alert at least a lead before the credential ends.
     ExpiryAlertLead,
+    /// The expiry alert stays open until a working credential exists.
+    ExpiryAlertOpenUntilRotated,
     /// A latency alert within a bound of the first failed delivery.
     LatencyAlertWithin,
     /// At most so many token requests in any hour while credentials fail.
@@ -205,6 +207,7 @@ impl CheckId {
             CheckId::NoLoss => "no-loss",
             CheckId::NoDuplicates => "no-duplicates",
             CheckId::ExpiryAlertLead => "expiry-alert-lead",
+            CheckId::ExpiryAlertOpenUntilRotated => "expiry-alert-open-until-rotated",
             CheckId::LatencyAlertWithin => "latency-alert-within",
             CheckId::TokenRequestBudget => "token-request-budget",
             CheckId::BackoffShape => "backoff-shape",
@@ -531,6 +534,7 @@ pub fn evaluate(id: CheckId, params: Params, o: &Observations) -> (bool, String,
             )
         }
         CheckId::BackoffShape => backoff_shape(o),
+        CheckId::ExpiryAlertOpenUntilRotated => expiry_alert_open_until_rotated(o),
         CheckId::SyncComplete => {
             let grace = to_chrono(within(900));
             let due: Vec<&(String, DateTime<Utc>)> =
@@ -564,6 +568,47 @@ pub fn evaluate(id: CheckId, params: Params, o: &Observations) -> (bool, String,
             true,
             "the replay reached its end".into(),
             "the replay reaches the scenario's end".into(),
+        ),
+    }
+}
+
+/// `expiry-alert-open-until-rotated`: a credential-expiry alert was triggered before a working
+/// credential existed (the rotation, `rotated_at`, or the end when none came), and no
+/// credential-expiry alert was resolved before then: a failed rotation (refused, throttled)
+/// leaves the incident open.
+fn expiry_alert_open_until_rotated(o: &Observations) -> (bool, String, String) {
+    let required = "a credential-expiry alert triggered before a working credential existed, and none resolved before then".to_string();
+    let until = o.rotated_at.unwrap_or(o.end);
+    let until_text = match o.rotated_at {
+        Some(at) => format!("the rotation at {}", rfc3339(at)),
+        None => "the end (no working credential came)".to_string(),
+    };
+    let expiry = || o.alerts.iter().filter(|a| a.kind == "credential-expiry");
+    let first = expiry()
+        .filter(|a| a.action == "trigger" && a.at < until)
+        .map(|a| a.at)
+        .min();
+    let early: Vec<&AlertSeen> = expiry()
+        .filter(|a| a.action == "resolve" && a.at < until)
+        .collect();
+    match first {
+        None => (
+            false,
+            format!("no expiry alert triggered before {until_text}"),
+            required,
+        ),
+        Some(first) => (
+            early.is_empty(),
+            format!(
+                "first expiry alert at {}; {} resolved before {until_text}{}",
+                rfc3339(first),
+                early.len(),
+                early
+                    .first()
+                    .map(|a| format!(", the first at {}", rfc3339(a.at)))
+                    .unwrap_or_default()
+            ),
+            required,
         ),
     }
 }
@@ -652,6 +697,60 @@ fn flat_runs(o: &Observations) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn expiry(action: &str, at_: &str) -> AlertSeen {
+        AlertSeen {
+            kind: "credential-expiry".into(),
+            key: "7d".into(),
+            action: action.into(),
+            at: at(at_),
+        }
+    }
+
+    #[test]
+    fn an_expiry_alert_resolved_before_the_rotation_fails_open_until_rotated() {
+        let rotated = Observations {
+            alerts: vec![
+                expiry("trigger", "2025-02-13T09:00:00Z"),
+                expiry("resolve", "2025-02-14T13:05:00Z"),
+            ],
+            rotated_at: Some(at("2025-02-14T13:00:00Z")),
+            end: at("2025-02-15T00:00:00Z"),
+            ..Observations::default()
+        };
+        let check =
+            |o: &Observations| evaluate(CheckId::ExpiryAlertOpenUntilRotated, Params::default(), o);
+        let (ok, observed, _) = check(&rotated);
+        assert!(ok, "{observed}");
+        assert_eq!(
+            observed,
+            "first expiry alert at 2025-02-13T09:00:00Z; 0 resolved before the rotation at 2025-02-14T13:00:00Z"
+        );
+        let mut early = rotated.clone();
+        early.alerts[1].at = at("2025-02-13T10:00:00Z");
+        let (ok, observed, _) = check(&early);
+        assert!(!ok, "{observed}");
+        assert!(
+            observed.ends_with(", the first at 2025-02-13T10:00:00Z"),
+            "{observed}"
+        );
+        let never = Observations {
+            rotated_at: None,
+            ..rotated.clone()
+        };
+        assert!(
+            !check(&never).0,
+            "resolved although no working credential came"
+        );
+        let silent = Observations {
+            alerts: Vec::new(),
+            ..rotated
+        };
+        assert_eq!(
+            check(&silent).1,
+            "no expiry alert triggered before the rotation at 2025-02-14T13:00:00Z"
+        );
+    }
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()

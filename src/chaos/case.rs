@@ -258,6 +258,7 @@ fn step(at: u32, action: StepAction) -> StepFile {
         at: minutes(at),
         action,
         value: None,
+        lifetime: None,
         target: None,
         kind: None,
         operation: None,
@@ -386,6 +387,7 @@ impl Case {
             token_lifetime: None,
             delta_token_max_age: None,
             smtp_auth: None,
+            app_policy: None,
             apps: vec![AppFile {
                 app_id: demo::APP_ID.into(),
                 object_id: None,

@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use super::mime;
 use super::wire::{self, GraphError};
 use super::{Ctx, HttpRequest, HttpResponse, catalogue_reply, header};
-use crate::tenant::{App, InboxMessage, Resource, SentMessage, SentVia, TokenClaims, TokenError};
+use crate::tenant::{
+    App, InboxMessage, PolicyRefusal, Resource, SentMessage, SentVia, TokenClaims, TokenError,
+};
 
 /// The operation name of a path, for faults and the journal.
 pub fn operation(path: &str) -> &'static str {
@@ -124,6 +126,7 @@ pub(crate) fn request_vars(vars: super::wire::Vars, request: &HttpRequest) -> su
         .set("id", id)
         .set("key_id", "")
         .set("generation", "0")
+        .set("policy_id", crate::tenant::AppPolicy::DEFAULT_ID)
 }
 
 pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
@@ -764,6 +767,9 @@ fn add_password(
     let Some(end) = end.or_else(|| start.checked_add_signed(chrono::TimeDelta::days(730))) else {
         return err(ctx, GraphError::InvalidRequestBody);
     };
+    if let Some(refused) = policy_refusal(ctx, &claims.tid, start, end) {
+        return refused;
+    }
     let name = spec
         .get("displayName")
         .and_then(Value::as_str)
@@ -785,6 +791,22 @@ fn add_password(
         "startDateTime": directory_time(credential.start),
     });
     wire::graph_ok(200, Some(&body), &[], &ctx.vars)
+}
+
+/// The tenant's app management policy's refusal of a new secret from `start` to `end`, if it
+/// refuses it (the default policy applies to every app here: no per-app policies).
+fn policy_refusal(
+    ctx: &Ctx<'_>,
+    tenant: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Option<HttpResponse> {
+    let policy = ctx.directory.tenant(tenant)?.settings.app_policy.as_ref()?;
+    let error = match policy.refuses(start, end)? {
+        PolicyRefusal::SecretsNotAllowed => GraphError::CredentialTypePolicy,
+        PolicyRefusal::LifetimeTooLong => GraphError::CredentialLifetimePolicy,
+    };
+    Some(err_with(ctx, error, "policy_id", &policy.id))
 }
 
 fn remove_password(

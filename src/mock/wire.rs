@@ -232,11 +232,14 @@ pub enum GraphError {
     InvalidRequestBody,
     Unavailable,
     GatewayTimeout,
+    CredentialLifetimePolicy,
+    CredentialTypePolicy,
+    DirectoryThrottled,
 }
 
 impl GraphError {
     /// Every variant, for coverage tests and the fault vocabulary.
-    pub const ALL: [GraphError; 23] = [
+    pub const ALL: [GraphError; 26] = [
         GraphError::TokenMissing,
         GraphError::TokenMalformed,
         GraphError::TokenInvalid,
@@ -260,6 +263,9 @@ impl GraphError {
         GraphError::InvalidRequestBody,
         GraphError::Unavailable,
         GraphError::GatewayTimeout,
+        GraphError::CredentialLifetimePolicy,
+        GraphError::CredentialTypePolicy,
+        GraphError::DirectoryThrottled,
     ];
 
     /// The catalogue key.
@@ -288,6 +294,9 @@ impl GraphError {
             GraphError::InvalidRequestBody => "invalid_request_body",
             GraphError::Unavailable => "unavailable",
             GraphError::GatewayTimeout => "gateway_timeout",
+            GraphError::CredentialLifetimePolicy => "credential_lifetime_policy",
+            GraphError::CredentialTypePolicy => "credential_type_policy",
+            GraphError::DirectoryThrottled => "directory_throttled",
         }
     }
 
@@ -379,9 +388,20 @@ struct GraphEntry {
     #[serde(default)]
     location: bool,
     #[serde(default)]
+    details: Vec<GraphDetail>,
+    #[serde(default)]
     source: Option<String>,
     #[serde(default)]
     choice: Option<String>,
+}
+
+/// One entry of a Graph error's `details` (the directory's refusals carry one).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraphDetail {
+    code: String,
+    message: String,
+    target: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -620,6 +640,14 @@ pub fn graph_error(
     let mut object = serde_json::Map::new();
     object.insert("code".into(), json!(entry.code));
     object.insert("message".into(), json!(vars.fill(&entry.message)));
+    if !entry.details.is_empty() {
+        let details: Vec<serde_json::Value> = entry
+            .details
+            .iter()
+            .map(|d| json!({"code": d.code, "message": vars.fill(&d.message), "target": d.target}))
+            .collect();
+        object.insert("details".into(), json!(details));
+    }
     if entry.inner {
         inner.insert("date".into(), json!(vars.fill("${inner_date}")));
         inner.insert("request-id".into(), json!(vars.fill("${request_id}")));

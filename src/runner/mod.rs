@@ -12,6 +12,7 @@
 //!    here reads the wall clock except `wall_ms`.
 
 mod observe;
+mod operator;
 mod replay;
 
 use std::path::{Path, PathBuf};

@@ -57,11 +57,13 @@ pub(super) fn observe(
     directory: &SharedDirectory,
     record: Record,
 ) -> Observations {
-    let secrets = plan.secret_values();
+    let mut secrets = plan.secret_values();
+    let (added_at, added) = added_through_graph(journal);
+    secrets.extend(added);
     let accepted = accepted_by_id(directory, &record.submitted);
     let mut o = Observations {
         enqueued: record.submitted.len() as u64,
-        rotated_at: plan.rotated_at,
+        rotated_at: plan.rotated_at.into_iter().chain(added_at).min(),
         secret_end: Some(plan.credential.end()),
         end: plan.end,
         backoff_cap: plan.settings.backoff_cap,
@@ -82,6 +84,26 @@ pub(super) fn observe(
     }
     o.secrets = secrets;
     o
+}
+
+/// Secrets added through Graph (`addPassword` answered 200, whoever called it): when the first
+/// answer left, and every secret's text, which must not show anywhere either.
+fn added_through_graph(journal: &Journal) -> (Option<DateTime<Utc>>, Vec<String>) {
+    journal.with_entries(|entries| {
+        let mut first = None;
+        let mut secrets = Vec::new();
+        for e in entries {
+            if e.mock != MockName::Graph || e.operation != "add-password" || e.status != Some(200) {
+                continue;
+            }
+            first = first.or(Some(e.at + to_chrono(e.facts.delay)));
+            let text = serde_json::from_slice::<Value>(e.response_body.raw())
+                .ok()
+                .and_then(|v| v.get("secretText")?.as_str().map(str::to_string));
+            secrets.extend(text);
+        }
+        (first, secrets)
+    })
 }
 
 /// Each submitted message's acceptances by the server, by `Message-ID`, in time order.
@@ -129,7 +151,7 @@ fn deliveries(
         .filter(|(id, at)| first(id).unwrap_or(plan.end) - *at > threshold)
         .map(|(_, at)| *at)
         .min();
-    let Some(rotated) = plan.rotated_at else {
+    let Some(rotated) = o.rotated_at else {
         return;
     };
     o.recovered_at = accepted

@@ -214,6 +214,7 @@ async fn drive<S: Subject>(
 ) -> Result<Record, String> {
     let mut record = Record::default();
     let mut generation = 0;
+    let mut operators = Vec::new();
     let mut process = start(plan, subject, world, handles, state_dir, generation).await?;
     for (at, event) in schedule(plan) {
         world
@@ -236,6 +237,14 @@ async fn drive<S: Subject>(
                 generation += 1;
                 process = start(plan, subject, world, handles, state_dir, generation).await?;
             }
+            // The operator's script runs beside the traffic: it may wait out throttling.
+            Event::Step(Action::RotateViaGraph(lifetime)) => {
+                let operator = operator(plan, world, handles);
+                let (lifetime, until) = (*lifetime, plan.end);
+                operators.push(tokio::spawn(async move {
+                    operator.rotate(lifetime, until).await
+                }));
+            }
             Event::Step(action) => perform(action, at, plan, world, handles),
         }
     }
@@ -243,6 +252,9 @@ async fn drive<S: Subject>(
         .clock()
         .sleep_until(world.clock().instant_at(plan.end))
         .await;
+    for script in &operators {
+        script.abort();
+    }
     stop(subject, process, world, &mut record).await?;
     Ok(record)
 }
@@ -336,6 +348,17 @@ fn deliver_inbound(plan: &Plan, world: &World, at: DateTime<Utc>) -> (String, Da
     (id, at)
 }
 
+/// The operator's rotation script for the scenario's first app and the subject's secret file.
+fn operator(plan: &Plan, world: &World, handles: &Handles) -> super::operator::Operator {
+    super::operator::Operator {
+        mocks: world.sim.mocks().clone(),
+        clock: world.clock().clone(),
+        tenant: plan.tenant.id.clone(),
+        app: plan.app.app_id.clone(),
+        secret: handles.secret.clone(),
+    }
+}
+
 /// Performs one timeline step on the tenant, the mocks or the secret.
 fn perform(action: &Action, now: DateTime<Utc>, plan: &Plan, world: &World, handles: &Handles) {
     let secret = &handles.secret;
@@ -374,7 +397,8 @@ fn perform(action: &Action, now: DateTime<Utc>, plan: &Plan, world: &World, hand
             }
         }
         Action::ClearFaults(target) => world.sim.mocks().clear_target(*target),
-        // The driver stops and starts the subject at these instants.
-        Action::Restart => {}
+        // The driver stops and starts the subject, or starts the operator's script, at these
+        // instants.
+        Action::Restart | Action::RotateViaGraph(_) => {}
     }
 }

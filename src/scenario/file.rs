@@ -18,7 +18,8 @@ use crate::seed::Seed;
 use crate::subject::Profile;
 use crate::tenant::certificate::TEST_KEYS;
 use crate::tenant::{
-    AppSpec, CertificateSpec, MailboxSpec, Resource, SecretSpec, TenantSettings, TenantSpec,
+    AppPolicy, AppSpec, CertificateSpec, MailboxSpec, Resource, SecretSpec, TenantSettings,
+    TenantSpec,
 };
 
 /// A scenario file as written.
@@ -104,6 +105,7 @@ pub struct StepFile {
     /// When.
     pub at: When,
     /// `rotate-secret` (a new secret in the tenant and in the client's secret file),
+    /// `rotate-secret-via-graph` (`addPassword` as an operator's script calls it),
     /// `paste-secret` (a value into the client's secret file only: a wrong paste),
     /// `rotate-certificate` (a new certificate in the app and in the client's files),
     /// `delete-app`, `restore-app`, `expire-delta-tokens`, `restart-client`, `fault` or
@@ -112,6 +114,10 @@ pub struct StepFile {
     /// For `rotate-secret` and `paste-secret`: the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// For `rotate-secret-via-graph`: the new secret's lifetime (`endDateTime` - now); default
+    /// none sent, which Graph takes as two years.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<HumanDuration>,
     /// For `fault` and `clear-faults`: `entra`, `graph`, `smtp` or `alerts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Target>,
@@ -347,12 +353,46 @@ pub struct TenantFile {
     /// Whether SMTP AUTH is enabled for the tenant (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp_auth: Option<bool>,
+    /// The tenant's app management policy on new secrets (default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_policy: Option<AppPolicyFile>,
     /// App registrations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apps: Vec<AppFile>,
     /// Mailboxes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mailboxes: Vec<MailboxFile>,
+}
+
+/// The `[tenant.app_policy]` table: the `passwordCredentials` restrictions of the tenant's
+/// default app management policy, which `addPassword` enforces.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppPolicyFile {
+    /// The policy's id, quoted in refusals (default the `defaultAppManagementPolicy`'s,
+    /// `00000000-0000-0000-0000-000000000000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `false` enables the `passwordAddition` restriction: no new secrets (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_allowed: Option<bool>,
+    /// The `passwordLifetime` restriction: the longest lifetime of a new secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_secret_lifetime: Option<HumanDuration>,
+}
+
+impl AppPolicyFile {
+    /// The policy the directory enforces.
+    fn policy(&self) -> AppPolicy {
+        AppPolicy {
+            id: self
+                .id
+                .clone()
+                .unwrap_or_else(|| AppPolicy::DEFAULT_ID.to_string()),
+            secrets_allowed: self.secrets_allowed.unwrap_or(true),
+            max_secret_lifetime: self.max_secret_lifetime.map(|d| d.0),
+        }
+    }
 }
 
 /// A `[[tenant.apps]]` entry.
@@ -594,27 +634,10 @@ impl ScenarioFile {
             message,
         };
         let mut ids = self.seed().stream("scenario.ids");
-        let defaults = TenantSettings::default();
         let tenant = &self.tenant;
-        let settings = TenantSettings {
-            propagation_delay: tenant
-                .propagation_delay
-                .map_or(defaults.propagation_delay, |d| d.0),
-            token_lifetime: tenant
-                .token_lifetime
-                .map_or(defaults.token_lifetime, |d| d.0),
-            delta_token_max_age: tenant
-                .delta_token_max_age
-                .map_or(defaults.delta_token_max_age, |d| d.0),
-            smtp_auth_enabled: tenant.smtp_auth.unwrap_or(defaults.smtp_auth_enabled),
-            sent_capacity: defaults.sent_capacity,
-        };
-        if settings.token_lifetime.is_zero() {
-            return Err(semantic(
-                "tenant.token_lifetime".into(),
-                "must be longer than 0s".into(),
-            ));
-        }
+        let settings = self
+            .settings()
+            .map_err(|(key, message)| semantic(key, message))?;
         let mut keys = 0;
         let apps = tenant
             .apps
@@ -638,6 +661,38 @@ impl ScenarioFile {
             apps,
             mailboxes,
         })
+    }
+
+    /// The tenant's settings with their defaults, or the key at fault and why.
+    fn settings(&self) -> Result<TenantSettings, (String, String)> {
+        let defaults = TenantSettings::default();
+        let tenant = &self.tenant;
+        let settings = TenantSettings {
+            propagation_delay: tenant
+                .propagation_delay
+                .map_or(defaults.propagation_delay, |d| d.0),
+            token_lifetime: tenant
+                .token_lifetime
+                .map_or(defaults.token_lifetime, |d| d.0),
+            delta_token_max_age: tenant
+                .delta_token_max_age
+                .map_or(defaults.delta_token_max_age, |d| d.0),
+            smtp_auth_enabled: tenant.smtp_auth.unwrap_or(defaults.smtp_auth_enabled),
+            sent_capacity: defaults.sent_capacity,
+            app_policy: tenant.app_policy.as_ref().map(AppPolicyFile::policy),
+        };
+        let zero = |key: &str| Err((key.to_string(), "must be longer than 0s".to_string()));
+        if settings.token_lifetime.is_zero() {
+            return zero("tenant.token_lifetime");
+        }
+        let max_lifetime = settings
+            .app_policy
+            .as_ref()
+            .and_then(|p| p.max_secret_lifetime);
+        if max_lifetime.is_some_and(|d| d.is_zero()) {
+            return zero("tenant.app_policy.max_secret_lifetime");
+        }
+        Ok(settings)
     }
 
     /// The `i`th `[[tenant.apps]]`, its secrets and certificates checked and dated;

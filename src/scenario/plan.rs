@@ -27,6 +27,9 @@ pub(crate) struct Step {
 pub(crate) enum Action {
     /// A new secret in the tenant, and its value in the client's secret file.
     Rotate(String),
+    /// `addPassword` through Graph as an operator's script calls it, asking for this lifetime
+    /// (none: Graph's default); its secret into the client's secret file when it succeeds.
+    RotateViaGraph(Option<Duration>),
     /// A new certificate in the app's `keyCredentials`, and its certificate and key in the
     /// client's files.
     RotateCertificate(Box<CertificateSpec>),
@@ -53,6 +56,13 @@ impl Action {
                 "rotate the secret (new value in the tenant and the client's secret file)"
                     .to_string()
             }
+            Action::RotateViaGraph(lifetime) => format!(
+                "rotate the secret through Graph (addPassword, {}; the new secret into the client's secret file; a throttled call retried after its Retry-After)",
+                lifetime.map_or_else(
+                    || "Graph's default lifetime".to_string(),
+                    |l| format!("lifetime {}", days(l))
+                )
+            ),
             Action::RotateCertificate(c) => format!(
                 "rotate the certificate (new certificate {} in the app and in the client's files)",
                 c.thumbprints().sha1_hex()
@@ -72,12 +82,25 @@ impl Action {
         }
     }
 
-    /// Whether the step makes a working credential available (CONTRACTS §4 `rotated_at`).
+    /// Whether the step makes a working credential available (CONTRACTS §4 `rotated_at`). A
+    /// rotation through Graph may be refused or throttled: when it made one available is read
+    /// from the journal (its `addPassword` answered 200).
     fn restores_credentials(&self) -> bool {
         matches!(
             self,
             Action::Rotate(_) | Action::RotateCertificate(_) | Action::RestoreApp
         )
+    }
+}
+
+/// A lifetime as a file writes it: whole days as `90d` (humantime would say `2months 29days
+/// 2h 52m 48s`), anything else as humantime.
+fn days(lifetime: Duration) -> String {
+    let secs = lifetime.as_secs();
+    if secs > 0 && secs.is_multiple_of(86_400) && lifetime.subsec_nanos() == 0 {
+        format!("{}d", secs / 86_400)
+    } else {
+        humantime::format_duration(lifetime).to_string()
     }
 }
 
@@ -328,6 +351,7 @@ fn timeline(
         };
         let action = match step.action {
             StepAction::RotateSecret => Action::Rotate(value()?),
+            StepAction::RotateSecretViaGraph => Action::RotateViaGraph(step.lifetime.map(|l| l.0)),
             StepAction::PasteSecret => Action::Paste(value()?),
             StepAction::RotateCertificate => {
                 let key = format!("timeline[{i}]");
@@ -426,6 +450,7 @@ fn needs(
     }
     if expects_pass(&[
         CheckId::ExpiryAlertLead,
+        CheckId::ExpiryAlertOpenUntilRotated,
         CheckId::LatencyAlertWithin,
         CheckId::AlertsResolved,
     ]) {
@@ -502,6 +527,7 @@ impl Plan {
                 ),
             },
         ];
+        lines.extend(self.policy_line());
         for traffic in &self.traffic {
             lines.push(format!(
                 "{} {} traffic: one message every {} until {}",
@@ -538,6 +564,21 @@ impl Plan {
         ));
         lines.sort();
         lines.join("\n")
+    }
+
+    /// The tenant's app management policy, for `explain`.
+    fn policy_line(&self) -> Option<String> {
+        let policy = self.tenant.settings.app_policy.as_ref()?;
+        let rule = match (policy.secrets_allowed, policy.max_secret_lifetime) {
+            (false, _) => "no new secrets".to_string(),
+            (true, Some(max)) => format!("new secrets for at most {}", days(max)),
+            (true, None) => "no restriction on new secrets".to_string(),
+        };
+        Some(format!(
+            "{} app management policy {}: {rule}",
+            crate::time::rfc3339(self.start),
+            policy.id
+        ))
     }
 
     /// Every secret value of the run (the tenant's and the timeline's): none may show in what

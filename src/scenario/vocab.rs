@@ -38,6 +38,10 @@ pub enum Direction {
 pub enum StepAction {
     /// A new secret in the tenant, and its value in the client's secret file (`value`).
     RotateSecret,
+    /// `addPassword` through Graph with the app's own token, as an operator's rotation script
+    /// does (`lifetime`): on success the new secret goes into the client's secret file; a
+    /// throttled call is retried after its `Retry-After`, a refusal is left for a later step.
+    RotateSecretViaGraph,
     /// A value in the client's secret file only (`value`): a wrong paste.
     PasteSecret,
     /// A new certificate in the app's `keyCredentials` (the next bundled test key, valid for a

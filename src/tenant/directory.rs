@@ -25,6 +25,46 @@ pub struct TenantSettings {
     pub smtp_auth_enabled: bool,
     /// How many sent messages each mailbox keeps for inspection.
     pub sent_capacity: usize,
+    /// The tenant's app management policy on new secrets, if it has one.
+    pub app_policy: Option<AppPolicy>,
+}
+
+/// The `passwordCredentials` restrictions of a tenant's app management policy
+/// (`defaultAppManagementPolicy`), as `addPassword` meets them: `passwordAddition` (no new
+/// secrets at all) and `passwordLifetime` (a longest lifetime).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPolicy {
+    /// The policy's id, quoted in refusals.
+    pub id: String,
+    /// `false`: the `passwordAddition` restriction is enabled.
+    pub secrets_allowed: bool,
+    /// The `passwordLifetime` restriction's `maxLifetime`, if enabled.
+    pub max_secret_lifetime: Option<Duration>,
+}
+
+/// Why an app management policy refuses a new secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyRefusal {
+    /// `passwordAddition`: secrets are not allowed.
+    SecretsNotAllowed,
+    /// `passwordLifetime`: the requested lifetime is longer than the policy's maximum.
+    LifetimeTooLong,
+}
+
+impl AppPolicy {
+    /// The id of a tenant's `defaultAppManagementPolicy`, the policy that applies to every app
+    /// without one of its own.
+    pub const DEFAULT_ID: &'static str = "00000000-0000-0000-0000-000000000000";
+
+    /// Whether a new secret valid from `start` to `end` may be added. Graph checks the type
+    /// first: where secrets are not allowed, no lifetime is short enough.
+    pub fn refuses(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> Option<PolicyRefusal> {
+        if !self.secrets_allowed {
+            return Some(PolicyRefusal::SecretsNotAllowed);
+        }
+        let max = self.max_secret_lifetime?;
+        (end - start > crate::time::to_chrono(max)).then_some(PolicyRefusal::LifetimeTooLong)
+    }
 }
 
 impl Default for TenantSettings {
@@ -35,6 +75,7 @@ impl Default for TenantSettings {
             delta_token_max_age: Duration::from_secs(7 * 86_400),
             smtp_auth_enabled: true,
             sent_capacity: 100_000,
+            app_policy: None,
         }
     }
 }

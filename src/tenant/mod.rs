@@ -16,8 +16,8 @@ mod token;
 pub use app::{App, AppSpec, CredentialState, PasswordCredential, Resource, SecretSpec};
 pub use certificate::{CertificateSpec, KeyCredential, Thumbprints};
 pub use directory::{
-    AssertionRefusal, CredentialError, Directory, DirectoryConfig, SharedDirectory, TenantSettings,
-    TenantSpec,
+    AppPolicy, AssertionRefusal, CredentialError, Directory, DirectoryConfig, PolicyRefusal,
+    SharedDirectory, TenantSettings, TenantSpec,
 };
 pub use mailbox::{
     DeltaError, DeltaPage, InboxMessage, Mailbox, MailboxSpec, SentMessage, SentVia,
