@@ -175,7 +175,7 @@ impl fmt::Display for FaultKind {
     }
 }
 
-/// When a fault applies. Every condition given must hold; none given means always.
+/// When and to whom a fault applies. Every condition given must hold; none given means always.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Activation {
     /// Active from this virtual instant on.
@@ -186,6 +186,35 @@ pub struct Activation {
     pub first: Option<u64>,
     /// Each matching request is affected with this probability, drawn from the seed.
     pub probability: Option<f64>,
+    /// Only requests of this app (client id, case-insensitive): token requests naming it,
+    /// Graph calls and SMTP sessions with its tokens.
+    pub app: Option<String>,
+    /// Only requests for this mailbox (UPN, case-insensitive): Graph calls under
+    /// `/users/{upn}` and SMTP sessions authenticated as it.
+    pub mailbox: Option<String>,
+}
+
+/// Who a request comes from and for, as far as the mock can tell when it decides: a token
+/// request names its app but no mailbox, an SMTP session names neither before `AUTH`. A fault
+/// scoped to an app or a mailbox applies only where the request names that app or mailbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Party<'a> {
+    /// The client id.
+    pub app: Option<&'a str>,
+    /// The mailbox's UPN.
+    pub mailbox: Option<&'a str>,
+}
+
+impl Activation {
+    /// Whether a request of `party` is one this fault is scoped to.
+    fn covers(&self, party: Party<'_>) -> bool {
+        let named = |scope: &Option<String>, seen: Option<&str>| {
+            scope
+                .as_deref()
+                .is_none_or(|want| seen.is_some_and(|seen| seen.eq_ignore_ascii_case(want)))
+        };
+        named(&self.app, party.app) && named(&self.mailbox, party.mailbox)
+    }
 }
 
 /// A fault: what, where, and when.
@@ -228,6 +257,9 @@ pub enum FaultError {
         "bandwidth must be at least 1 byte per second (a link that carries nothing is a timeout)"
     )]
     ZeroBandwidth,
+    /// The alert sink's requests name no app or mailbox.
+    #[error("a fault on alerts cannot be scoped to an app or a mailbox")]
+    ScopedAlerts,
     /// A probability outside `[0, 1]`.
     #[error("probability {0} is not between 0 and 1")]
     Probability(String),
@@ -278,6 +310,10 @@ impl Fault {
         } = self.kind
         {
             return Err(FaultError::ZeroBandwidth);
+        }
+        let scoped = self.activation.app.is_some() || self.activation.mailbox.is_some();
+        if scoped && self.target == Target::Alerts {
+            return Err(FaultError::ScopedAlerts);
         }
         if let Some(p) = self.activation.probability
             && !(0.0..=1.0).contains(&p)
@@ -385,17 +421,20 @@ impl FaultSet {
             .collect()
     }
 
-    /// The fault that applies to this request, if any, counting it against `first`.
+    /// The fault that applies to this request of `party`, if any, counting it against
+    /// `first`.
     pub fn decide(
         &mut self,
         target: Target,
         operation: &str,
+        party: Party<'_>,
         now: DateTime<Utc>,
     ) -> Option<FaultKind> {
         for slot in &mut self.slots {
             let fault = &slot.fault;
             let matches = fault.target == target
                 && fault.operation.as_deref().is_none_or(|op| op == operation)
+                && fault.activation.covers(party)
                 && fault.activation.from.is_none_or(|from| now >= from)
                 && fault.activation.until.is_none_or(|until| now < until);
             if !matches {
@@ -446,20 +485,40 @@ mod tests {
         }))
         .unwrap();
         assert!(
-            set.decide(Target::Entra, "token", at("2025-02-14T11:29:59Z"))
-                .is_none()
+            set.decide(
+                Target::Entra,
+                "token",
+                Party::default(),
+                at("2025-02-14T11:29:59Z")
+            )
+            .is_none()
         );
         assert!(
-            set.decide(Target::Entra, "token", at("2025-02-14T11:30:00Z"))
-                .is_some()
+            set.decide(
+                Target::Entra,
+                "token",
+                Party::default(),
+                at("2025-02-14T11:30:00Z")
+            )
+            .is_some()
         );
         assert!(
-            set.decide(Target::Graph, "token", at("2025-02-14T11:30:00Z"))
-                .is_none()
+            set.decide(
+                Target::Graph,
+                "token",
+                Party::default(),
+                at("2025-02-14T11:30:00Z")
+            )
+            .is_none()
         );
         assert!(
-            set.decide(Target::Entra, "token", at("2025-02-14T12:00:00Z"))
-                .is_none()
+            set.decide(
+                Target::Entra,
+                "token",
+                Party::default(),
+                at("2025-02-14T12:00:00Z")
+            )
+            .is_none()
         );
     }
 
@@ -472,10 +531,22 @@ mod tests {
         }))
         .unwrap();
         let now = at("2025-01-01T00:00:00Z");
-        assert!(set.decide(Target::Entra, "discovery", now).is_none());
-        assert!(set.decide(Target::Entra, "token", now).is_some());
-        assert!(set.decide(Target::Entra, "token", now).is_some());
-        assert!(set.decide(Target::Entra, "token", now).is_none());
+        assert!(
+            set.decide(Target::Entra, "discovery", Party::default(), now)
+                .is_none()
+        );
+        assert!(
+            set.decide(Target::Entra, "token", Party::default(), now)
+                .is_some()
+        );
+        assert!(
+            set.decide(Target::Entra, "token", Party::default(), now)
+                .is_some()
+        );
+        assert!(
+            set.decide(Target::Entra, "token", Party::default(), now)
+                .is_none()
+        );
     }
 
     #[test]
@@ -489,7 +560,10 @@ mod tests {
             .unwrap();
             let now = at("2025-01-01T00:00:00Z");
             (0..64)
-                .map(|_| set.decide(Target::Entra, "token", now).is_some())
+                .map(|_| {
+                    set.decide(Target::Entra, "token", Party::default(), now)
+                        .is_some()
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(draw(9), draw(9));
@@ -511,5 +585,45 @@ mod tests {
             activation: Activation::default(),
         };
         assert_eq!(fault.validate(), Err(FaultError::FailButDeliverTarget));
+    }
+
+    #[test]
+    fn a_scoped_fault_applies_only_where_the_request_names_its_app_and_mailbox() {
+        let mut set = FaultSet::new(Seed(1));
+        set.inject(throttle(Activation {
+            app: Some("9B2E-app".into()),
+            mailbox: Some("ops@contoso.example".into()),
+            ..Activation::default()
+        }))
+        .unwrap();
+        let now = at("2025-01-01T00:00:00Z");
+        let party = |app, mailbox| Party { app, mailbox };
+        let both = party(Some("9b2e-APP"), Some("OPS@contoso.example"));
+        assert!(set.decide(Target::Entra, "token", both, now).is_some());
+        let other_mailbox = party(Some("9b2e-app"), Some("sales@contoso.example"));
+        assert!(
+            set.decide(Target::Entra, "token", other_mailbox, now)
+                .is_none()
+        );
+        let unnamed = party(Some("9b2e-app"), None);
+        assert!(set.decide(Target::Entra, "token", unnamed, now).is_none());
+        assert!(
+            set.decide(Target::Entra, "token", Party::default(), now)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn faults_on_alerts_are_not_scoped() {
+        let fault = Fault {
+            target: Target::Alerts,
+            operation: None,
+            kind: FaultKind::Timeout,
+            activation: Activation {
+                mailbox: Some("ops@contoso.example".into()),
+                ..Activation::default()
+            },
+        };
+        assert_eq!(fault.validate(), Err(FaultError::ScopedAlerts));
     }
 }

@@ -181,6 +181,11 @@ enum Command {
         /// cross-thread wake-ups and no lock contention on the shared tenant.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Listen on this IP address instead of 127.0.0.1, so other hosts reach the mocks
+        /// and the control API (which still requires its token). The server certificate
+        /// names the address; with 0.0.0.0 or :: the environment file names loopback.
+        #[arg(long)]
+        bind: Option<std::net::IpAddr>,
     },
 }
 
@@ -604,8 +609,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             journal_capacity,
             seed,
             threads,
+            bind,
         } => {
             let options = ServeOptions {
+                bind,
                 scenario,
                 at,
                 env_file,

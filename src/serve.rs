@@ -47,6 +47,9 @@ pub struct ServeOptions {
     pub seed: Seed,
     /// The tenant to serve instead of the demo tenant, from a scenario file.
     pub scenario: Option<PathBuf>,
+    /// Listen on this address instead of `127.0.0.1`: the explicit step that makes the mocks
+    /// and the control API (still behind its token) reachable from other hosts.
+    pub bind: Option<std::net::IpAddr>,
 }
 
 impl Default for ServeOptions {
@@ -62,6 +65,7 @@ impl Default for ServeOptions {
             journal_capacity: 10_000,
             seed: Seed(0),
             scenario: None,
+            bind: None,
         }
     }
 }
@@ -127,7 +131,8 @@ pub async fn start(
         .map(scenario::load)
         .transpose()?;
     let at = options.at.or(file.as_ref().map(|f| f.start()));
-    let control = ControlOptions::new(clock_now(at)).map_err(io("draw the control token"))?;
+    let mut control = ControlOptions::new(clock_now(at)).map_err(io("draw the control token"))?;
+    control.allow_remote = options.bind.is_some_and(|ip| !ip.is_loopback());
     let token = control.token.clone();
     let mut builder = Sim::builder()
         .control(control)
@@ -142,6 +147,7 @@ pub async fn start(
             http_port: options.http_port,
             smtp_port: options.smtp_port,
             plain_http: options.plain_http,
+            bind: options.bind,
         });
     let mut certificate = None;
     if let (Some(file), Some(path)) = (&file, options.scenario.as_deref()) {

@@ -59,6 +59,12 @@ pub enum TlsError {
 impl Pki {
     /// Generates a CA ("maildrill test CA") and a server certificate for loopback names.
     pub fn generate() -> Result<Pki, TlsError> {
+        Pki::generate_naming(&[])
+    }
+
+    /// [`Pki::generate`] with more names (IP literals or host names) on the server
+    /// certificate: the address `serve --bind` listens on.
+    pub fn generate_naming(extra: &[String]) -> Result<Pki, TlsError> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -69,6 +75,7 @@ impl Pki {
             .iter()
             .chain(&SERVICE_NAMES)
             .map(|s| s.to_string())
+            .chain(extra.iter().cloned())
             .collect();
         let mut server_params = CertificateParams::new(names)?;
         server_params.distinguished_name = name("maildrill mock server");

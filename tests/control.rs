@@ -270,6 +270,59 @@ async fn faults_apply_list_and_clear() {
 }
 
 #[tokio::test]
+async fn a_fault_scoped_to_an_app_or_a_mailbox_spares_the_others() {
+    let c = control().await;
+    let elsewhere = json!({"target": "entra", "kind": "respond", "reply": "expired_secret",
+        "app": "00000000-0000-4000-8000-000000000000"});
+    let (status, view) = c.call(Method::POST, "faults", Some(elsewhere)).await;
+    assert_eq!(status, 201, "{view}");
+    assert_eq!(view["app"], "00000000-0000-4000-8000-000000000000");
+    let (status, token) = c.token(SECRET).await;
+    assert_eq!(status, 200, "{token}");
+    let ours = json!({"target": "entra", "kind": "respond", "reply": "expired_secret",
+        "app": demo::APP_ID.to_ascii_uppercase()});
+    assert_eq!(c.call(Method::POST, "faults", Some(ours)).await.0, 201);
+    let (status, refused) = c.token(SECRET).await;
+    assert_eq!((status, aadsts(&refused)), (401, "7000222".to_string()));
+    assert_eq!(c.call(Method::DELETE, "faults", None).await.0, 204);
+
+    let token = c.token(SECRET).await.1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let send = || async {
+        let mail = json!({"message": {"subject": "s", "body": {"contentType": "Text",
+            "content": "hi"}, "toRecipients": [{"emailAddress": {"address": "a@example.com"}}]}});
+        c.client
+            .post(format!("{}/v1.0/users/{}/sendMail", c.base, demo::MAILBOX))
+            .bearer_auth(&token)
+            .json(&mail)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let other = json!({"target": "graph", "kind": "respond", "reply": "mailbox_concurrency",
+        "mailbox": "sales@contoso.onmicrosoft.com"});
+    assert_eq!(c.call(Method::POST, "faults", Some(other)).await.0, 201);
+    assert_eq!(send().await, 202);
+    let mine = json!({"target": "graph", "kind": "respond", "reply": "mailbox_concurrency",
+        "mailbox": demo::MAILBOX});
+    assert_eq!(c.call(Method::POST, "faults", Some(mine)).await.0, 201);
+    assert_eq!(send().await, 429);
+    let listed = c.get("faults").await;
+    assert_eq!(listed["faults"][1]["mailbox"], demo::MAILBOX, "{listed}");
+    assert_eq!(listed["faults"][0]["matched"], 0, "{listed}");
+
+    let on_alerts = json!({"target": "alerts", "kind": "timeout", "mailbox": demo::MAILBOX});
+    let (status, problem) = c.call(Method::POST, "faults", Some(on_alerts)).await;
+    assert_eq!(
+        (status.as_u16(), &problem["field"]),
+        (400, &json!("mailbox"))
+    );
+}
+
+#[tokio::test]
 async fn a_refused_fault_names_its_field_and_changes_nothing() {
     let c = control().await;
     c.call(

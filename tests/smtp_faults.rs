@@ -245,3 +245,56 @@ fn faults_for_the_first_session_only() {
         assert_eq!(second.last().unwrap(), "stored messages: 1");
     });
 }
+
+/// The transcript of one session with `faults` in force, not snapshotted.
+fn transcript_with(faults: Vec<Fault>) -> Vec<String> {
+    replay_runtime().unwrap().block_on(async {
+        let (sim, server) = setup(37);
+        for fault in faults {
+            server.inject(fault).unwrap();
+        }
+        session(&sim, &server).await
+    })
+}
+
+fn scoped(operation: &str, app: Option<&str>, mailbox: Option<&str>) -> Fault {
+    Fault {
+        activation: Activation {
+            app: app.map(str::to_string),
+            mailbox: mailbox.map(str::to_string),
+            ..Activation::default()
+        },
+        ..fault(operation, respond("sender_thread_limit"))
+    }
+}
+
+#[test]
+fn a_fault_scoped_to_a_mailbox_or_an_app_hits_only_its_sessions() {
+    let refused = |t: &[String]| t.iter().any(|l| l.contains("S: 432 "));
+    let other = transcript_with(vec![scoped("rcpt", None, Some("sales@contoso.example"))]);
+    assert!(!refused(&other), "{other:#?}");
+    assert_eq!(other.last().unwrap(), "stored messages: 1");
+    let upper = demo::MAILBOX.to_ascii_uppercase();
+    let ours = transcript_with(vec![scoped("rcpt", None, Some(&upper))]);
+    assert!(refused(&ours), "{ours:#?}");
+    // At AUTH the session has not logged in yet: its XOAUTH2 line names the mailbox and the
+    // token names the app.
+    let at_auth = transcript_with(vec![scoped(
+        "auth",
+        Some(demo::APP_ID),
+        Some(demo::MAILBOX),
+    )]);
+    assert!(
+        at_auth.iter().any(|l| l.contains("AUTH XOAUTH2")) && refused(&at_auth),
+        "{at_auth:#?}"
+    );
+    let other_app = transcript_with(vec![scoped(
+        "mail",
+        Some("00000000-0000-4000-8000-000000000000"),
+        None,
+    )]);
+    assert_eq!(other_app.last().unwrap(), "stored messages: 1");
+    // Before AUTH no request names a mailbox: a scoped fault at EHLO never applies.
+    let ehlo = transcript_with(vec![scoped("ehlo", None, Some(demo::MAILBOX))]);
+    assert!(!refused(&ehlo), "{ehlo:#?}");
+}

@@ -313,6 +313,7 @@ impl Backend for Fake {
         }
         let login = |over, expires| Login {
             user: demo::MAILBOX.to_string(),
+            app: demo::APP_ID.into(),
             tenant: demo::TENANT_ID.into(),
             over_connection_limit: over,
             slot: None,

@@ -268,6 +268,8 @@ fn step(at: u32, action: StepAction) -> StepFile {
         bytes_per_second: None,
         duration: None,
         first: None,
+        app: None,
+        mailbox: None,
     }
 }
 

@@ -51,6 +51,12 @@ pub struct NewFault {
     /// Each matching request with this probability, drawn from the seed.
     #[schemars(range(min = 0.0, max = 1.0))]
     pub probability: Option<f64>,
+    /// Only requests of this app (client id): token requests naming it, Graph calls and SMTP
+    /// sessions with its tokens. Not for `alerts`.
+    pub app: Option<String>,
+    /// Only requests for this mailbox (UPN): Graph calls under `/users/{upn}` and SMTP
+    /// sessions from their `AUTH` on. Not for `alerts`.
+    pub mailbox: Option<String>,
 }
 
 /// A count, also when it comes as an integral float (`10.0`): JSON Schema's `integer` (which
@@ -112,6 +118,12 @@ pub struct FaultView {
     /// The probability per matching request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probability: Option<f64>,
+    /// The app it is scoped to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The mailbox it is scoped to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<String>,
     /// Matching requests so far.
     pub matched: u64,
 }
@@ -162,6 +174,8 @@ fn view(injected: &InjectedFault) -> FaultView {
         until: fault.activation.until,
         first: fault.activation.first,
         probability: fault.activation.probability,
+        app: fault.activation.app.clone(),
+        mailbox: fault.activation.mailbox.clone(),
         matched: injected.matched,
     }
 }
@@ -222,6 +236,8 @@ fn lower(new: &NewFault, now: DateTime<Utc>) -> Result<Fault, Problem> {
             until,
             first: new.first,
             probability: new.probability,
+            app: new.app.clone(),
+            mailbox: new.mailbox.clone(),
         },
     };
     fault.validate().map_err(|e| {
@@ -230,6 +246,8 @@ fn lower(new: &NewFault, now: DateTime<Utc>) -> Result<Fault, Problem> {
             FaultError::ZeroBandwidth => "bytes_per_second",
             FaultError::UnknownReply { .. } => "reply",
             FaultError::FailButDeliverTarget | FaultError::WrongTarget { .. } => "kind",
+            FaultError::ScopedAlerts if new.app.is_some() => "app",
+            FaultError::ScopedAlerts => "mailbox",
         };
         Problem::invalid(field, e.to_string())
     })?;

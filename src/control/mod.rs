@@ -42,7 +42,8 @@ pub const BASE: &str = "/_maildrill/";
 pub struct ControlOptions {
     /// The bearer token every call must carry.
     pub token: String,
-    /// Answer clients on other hosts too (`serve --remote-control`).
+    /// Answer clients on other hosts too (with the token): `serve --bind` to an address other
+    /// than loopback.
     pub allow_remote: bool,
     /// The clock the mocks read, which `clock/advance` moves.
     pub clock: CalendarClock,

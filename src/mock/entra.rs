@@ -65,6 +65,13 @@ pub(crate) fn request_vars(
         .set("method", request.method().as_str())
 }
 
+/// The app a token request names (HTTP Basic or `client_id`), for faults scoped to an app.
+pub(crate) fn requesting_app(request: &HttpRequest) -> Option<String> {
+    basic_credentials(request)
+        .map(|(id, _)| id)
+        .or_else(|| Form::parse(request).get("client_id").map(str::to_string))
+}
+
 pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
     let path = request.uri().path();
     let tenant = path

@@ -19,7 +19,8 @@ use super::mime;
 use super::wire::{self, GraphError};
 use super::{Ctx, HttpRequest, HttpResponse, catalogue_reply, header};
 use crate::tenant::{
-    App, InboxMessage, PolicyRefusal, Resource, SentMessage, SentVia, TokenClaims, TokenError,
+    App, Directory, InboxMessage, PolicyRefusal, Resource, SentMessage, SentVia, TokenClaims,
+    TokenError,
 };
 
 /// The operation name of a path, for faults and the journal.
@@ -127,6 +128,32 @@ pub(crate) fn request_vars(vars: super::wire::Vars, request: &HttpRequest) -> su
         .set("key_id", "")
         .set("generation", "0")
         .set("policy_id", crate::tenant::AppPolicy::DEFAULT_ID)
+}
+
+/// The app whose token a call carries and the mailbox under `/users/{id}` (as its UPN when
+/// the directory knows it), for faults scoped to an app or a mailbox. An expired token still
+/// names its app.
+pub(crate) fn requesting_party(
+    directory: &Directory,
+    request: &HttpRequest,
+) -> (Option<String>, Option<String>) {
+    let bearer = header(request, "authorization").and_then(|value| {
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    let claims = bearer.and_then(|b| directory.token_claims(b));
+    let segments = segments(request.uri().path());
+    let user = match segments.first().map(|s| &**s) {
+        Some("users") => segments.get(1).map(|s| s.to_string()),
+        _ => None,
+    };
+    let mailbox = user.map(|user| {
+        claims
+            .as_ref()
+            .and_then(|c| directory.mailbox(&c.tid, &user))
+            .map_or(user, |m| m.upn.clone())
+    });
+    (claims.map(|c| c.appid.clone()), mailbox)
 }
 
 pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {

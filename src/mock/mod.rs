@@ -21,8 +21,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::fault::{
-    CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, InjectedFault, SharedFaults,
-    Target,
+    CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, InjectedFault, Party,
+    SharedFaults, Target,
 };
 use crate::journal::{Body, Facts, Journal, JournalEntry, MockName};
 use crate::seed::{Seed, uuid_v4};
@@ -342,8 +342,17 @@ impl HttpMocks {
             MockName::Alerts => Target::Alerts,
             _ => Target::Entra,
         };
-        let fault = self.faults().decide(target, operation, now);
         let mut directory = Directory::lock(&self.directory);
+        let (app, mailbox) = match mock {
+            MockName::Graph => graph::requesting_party(&directory, &request),
+            MockName::Alerts => (None, None),
+            _ => (entra::requesting_app(&request), None),
+        };
+        let party = Party {
+            app: app.as_deref(),
+            mailbox: mailbox.as_deref(),
+        };
+        let fault = self.faults().decide(target, operation, party, now);
         let mut vars = self.vars(mock, &request, now);
         // Natural replies name what they need themselves; a forced catalogue reply reads
         // the request for the app id, tenant, user and so on.

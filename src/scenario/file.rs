@@ -146,6 +146,12 @@ pub struct StepFile {
     /// For `fault`: only the first N matching requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<u64>,
+    /// For `fault`: only requests of this app (client id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// For `fault`: only requests for this mailbox (UPN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<String>,
 }
 
 /// An `[[expect]]` entry.

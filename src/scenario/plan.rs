@@ -366,6 +366,7 @@ fn timeline(
             StepAction::RestartClient => Action::Restart,
             StepAction::ClearFaults => Action::ClearFaults(target(path, i, step)?),
             StepAction::Fault => {
+                scope_known(path, i, step, file)?;
                 faults.push(fault(path, i, step, at)?);
                 continue;
             }
@@ -459,6 +460,38 @@ fn needs(
     needs
 }
 
+/// A `fault` step's `app` and `mailbox` name ones of the file's tenant: a typo would scope
+/// the fault to nothing and the scenario would quietly test less.
+fn scope_known(
+    path: &Path,
+    i: usize,
+    step: &StepFile,
+    file: &ScenarioFile,
+) -> Result<(), LoadError> {
+    let apps = &file.tenant.apps;
+    if let Some(app) = &step.app
+        && !apps.iter().any(|a| a.app_id.eq_ignore_ascii_case(app))
+    {
+        let known: Vec<&str> = apps.iter().map(|a| a.app_id.as_str()).collect();
+        let message = format!("`{app}` is not an app of the tenant ({})", known.join(", "));
+        return Err(semantic(path, format!("timeline[{i}].app"), message));
+    }
+    let mailboxes = &file.tenant.mailboxes;
+    if let Some(mailbox) = &step.mailbox
+        && !mailboxes
+            .iter()
+            .any(|m| m.upn.eq_ignore_ascii_case(mailbox))
+    {
+        let known: Vec<&str> = mailboxes.iter().map(|m| m.upn.as_str()).collect();
+        let message = format!(
+            "`{mailbox}` is not a mailbox of the tenant ({})",
+            known.join(", ")
+        );
+        return Err(semantic(path, format!("timeline[{i}].mailbox"), message));
+    }
+    Ok(())
+}
+
 /// A `fault` step lowered into a fault window, checked against its target.
 fn fault(path: &Path, i: usize, step: &StepFile, at: DateTime<Utc>) -> Result<Fault, LoadError> {
     let target = target(path, i, step)?;
@@ -471,6 +504,8 @@ fn fault(path: &Path, i: usize, step: &StepFile, at: DateTime<Utc>) -> Result<Fa
             until: step.duration.map(|d| at + to_chrono(d.0)),
             first: step.first,
             probability: None,
+            app: step.app.clone(),
+            mailbox: step.mailbox.clone(),
         },
     };
     fault
@@ -624,6 +659,29 @@ mod tests {
         step.kind = Some(kind);
         step.duration = Some(HumanDuration(Duration::from_secs(600)));
         step
+    }
+
+    #[test]
+    fn a_fault_step_is_scoped_to_a_mailbox_of_the_tenant_only() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scenarios/sell-2025-02-14.toml"
+        ));
+        let mut file = crate::scenario::load(path).expect("the incident loads");
+        let upn = file.tenant.mailboxes[0].upn.to_ascii_uppercase();
+        let mut scoped = fault_step(FaultName::Timeout);
+        scoped.mailbox = Some(upn.clone());
+        file.timeline.push(scoped);
+        let plan = lower(path, &file, None).expect("a known mailbox lowers");
+        let last = plan.faults.last().expect("the step's fault");
+        assert_eq!(last.activation.mailbox.as_deref(), Some(upn.as_str()));
+
+        let i = file.timeline.len() - 1;
+        file.timeline[i].mailbox = Some("nobody@contoso.example".into());
+        let error = lower(path, &file, None).expect_err("an unknown mailbox is refused");
+        let text = error.to_string();
+        assert!(text.contains(&format!("timeline[{i}].mailbox")), "{text}");
+        assert!(text.contains("nobody@contoso.example"), "{text}");
     }
 
     #[test]

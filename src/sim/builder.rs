@@ -30,6 +30,26 @@ pub struct SocketOptions {
     pub smtp_port: u16,
     /// Plain HTTP instead of HTTPS (load tests against plain-HTTP peers, plain test clients).
     pub plain_http: bool,
+    /// The address to listen on (default `127.0.0.1`). Another one reaches the mocks from
+    /// other hosts: the server certificate names it too, and the endpoints handed out use it
+    /// (loopback when it is `0.0.0.0` or `::`).
+    pub bind: Option<IpAddr>,
+}
+
+impl SocketOptions {
+    /// The address listened on.
+    pub fn bind_ip(&self) -> IpAddr {
+        self.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// The address the endpoints name: the one listened on, or loopback for a wildcard.
+    fn advertised_ip(&self) -> IpAddr {
+        match self.bind_ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ip => ip,
+        }
+    }
 }
 
 /// The sim could not be stood up.
@@ -193,7 +213,15 @@ impl SimBuilder {
         let credentials = Credentials::of(&tenants[0], now);
         let initial = DirectoryConfig { seed, tenants };
         let directory = Directory::new(&initial).shared();
-        let pki = Pki::generate()?;
+        // A listener on another address than loopback puts it on the server certificate.
+        let extra_names: Vec<String> = listeners
+            .as_ref()
+            .map(|l| l.advertised)
+            .filter(|ip| !ip.is_loopback())
+            .map(|ip| ip.to_string())
+            .into_iter()
+            .collect();
+        let pki = Pki::generate_naming(&extra_names)?;
         let journal = self.journal.unwrap_or_default();
         let mut http = HttpMocksConfig { seed, ..self.http };
         if let Some(listeners) = &listeners {
@@ -334,26 +362,33 @@ fn endpoints(
 struct Listeners {
     http: tokio::net::TcpListener,
     smtp: tokio::net::TcpListener,
+    advertised: IpAddr,
     plain_http: bool,
     bases: crate::mock::Endpoints,
 }
 
 impl Listeners {
     async fn bind(options: SocketOptions) -> Result<Listeners, SimError> {
-        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let ip = options.bind_ip();
         let bind = |port| async move {
-            tokio::net::TcpListener::bind(SocketAddr::new(loopback, port))
+            let addr = SocketAddr::new(ip, port);
+            tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(io(format!("bind 127.0.0.1:{port}")))
+                .map_err(io(format!("bind {addr}")))
         };
         let http = bind(options.http_port).await?;
         let smtp = bind(options.smtp_port).await?;
-        let addr = http.local_addr().map_err(io("read the bound address"))?;
+        let port = http
+            .local_addr()
+            .map_err(io("read the bound address"))?
+            .port();
+        let advertised = options.advertised_ip();
         let scheme = if options.plain_http { "http" } else { "https" };
-        let base = format!("{scheme}://{addr}");
+        let base = format!("{scheme}://{}", SocketAddr::new(advertised, port));
         Ok(Listeners {
             http,
             smtp,
+            advertised,
             plain_http: options.plain_http,
             bases: crate::mock::Endpoints {
                 login_base: base.clone(),
@@ -379,7 +414,7 @@ impl Listeners {
             &self.bases,
             &parts.credentials.tenant_id,
             base,
-            ("127.0.0.1", smtp_addr.port()),
+            (&self.advertised.to_string(), smtp_addr.port()),
             &parts.pki,
         );
         let tls = if self.plain_http {

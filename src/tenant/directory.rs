@@ -350,6 +350,16 @@ impl Directory {
         Ok(claims)
     }
 
+    /// The claims of a token this directory signed, whether or not it is still valid.
+    pub fn token_claims(&self, bearer: &str) -> Option<std::sync::Arc<TokenClaims>> {
+        match self.recent.iter().rev().find(|t| t.value == bearer) {
+            Some(known) => Some(known.claims.clone()),
+            None => token::verify(bearer, &self.signing_key)
+                .ok()
+                .map(std::sync::Arc::new),
+        }
+    }
+
     /// A mailbox by object id or UPN (case-insensitive) in the tenant `tenant_id`.
     pub fn mailbox(&self, tenant_id: &str, user: &str) -> Option<&Mailbox> {
         self.tenant(tenant_id)?

@@ -13,7 +13,7 @@ use super::expect::{Expectation, ReceivedMessage, VerificationReport};
 use super::replies;
 use super::session::{Backend, Envelope, Login, Next, Refusal, Session, SessionConfig, Step};
 use crate::fault::{
-    CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, SharedFaults, Target,
+    CatalogueReply, Fault, FaultError, FaultId, FaultKind, FaultSet, Party, SharedFaults, Target,
 };
 use crate::journal::{Body, Facts, Journal, JournalEntry, MockName};
 use crate::mock::wire::Vars;
@@ -208,7 +208,7 @@ impl SmtpServer {
             buffer: Vec::with_capacity(4096),
             start: 0,
         };
-        let fault = self.decide("connect");
+        let fault = self.decide("connect", Party::default());
         let greeting = match &fault {
             Some(FaultKind::ResetPeer) => {
                 self.record(id, "connect", "<connect>", "", fault.as_ref(), "reset");
@@ -294,7 +294,14 @@ impl SmtpServer {
                 .map_or("overlong", |l| session.operation_of(l));
             let fault = match operation {
                 "data-line" => None,
-                _ => self.decide(operation),
+                _ => {
+                    let (app, mailbox) = self.party(session, line.as_deref());
+                    let party = Party {
+                        app: app.as_deref(),
+                        mailbox: mailbox.as_deref(),
+                    };
+                    self.decide(operation, party)
+                }
             };
             let command = Command {
                 operation,
@@ -458,8 +465,15 @@ impl SmtpServer {
             Next::Chunk(size) => {
                 conn.stream.write_all(out.as_bytes()).await?;
                 out.clear();
-                let chunk = conn.read_exact(size).await?;
-                let step = session.on_chunk(&chunk, &mut self.backend());
+                // A chunk past the message size limit is read and dropped, not buffered: the
+                // session refuses the message either way, and memory stays bounded.
+                let step = if size > session.max_message_size() {
+                    conn.discard(size).await?;
+                    session.on_dropped_chunk(size, &mut self.backend())
+                } else {
+                    let chunk = conn.read_exact(size).await?;
+                    session.on_chunk(&chunk, &mut self.backend())
+                };
                 if let Some(command) = &step.command {
                     self.record(conn.id, "bdat", command, &step.reply, None, "respond");
                 }
@@ -491,12 +505,28 @@ impl SmtpServer {
         Ok(Flow::Go)
     }
 
-    fn decide(&self, operation: &str) -> Option<FaultKind> {
+    fn decide(&self, operation: &str, party: Party<'_>) -> Option<FaultKind> {
         let now = self.clock.now_utc();
         self.faults
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .decide(Target::Smtp, operation, now)
+            .decide(Target::Smtp, operation, party, now)
+    }
+
+    /// The app and mailbox a session names, for faults scoped to them: its login once
+    /// authenticated, and on an `AUTH XOAUTH2` line with its initial response, the `user=` and
+    /// the token's app there.
+    fn party(&self, session: &Session, line: Option<&[u8]>) -> (Option<String>, Option<String>) {
+        if let Some(login) = session.login() {
+            let app = Some(login.app.clone()).filter(|a| !a.is_empty());
+            return (app, Some(login.user.clone()));
+        }
+        let Some((user, token)) = line.and_then(xoauth2_initial_response) else {
+            return (None, None);
+        };
+        let directory = Directory::lock(&self.directory);
+        let app = directory.token_claims(&token).map(|c| c.appid.clone());
+        (app, Some(user))
     }
 
     fn record(
@@ -633,6 +663,7 @@ impl Backend for TenantBackend<'_> {
             let _ = token;
             return Ok(Login {
                 user: user.to_string(),
+                app: String::new(),
                 tenant: String::new(),
                 over_connection_limit: false,
                 slot: None,
@@ -671,6 +702,7 @@ impl Backend for TenantBackend<'_> {
         };
         Ok(Login {
             user: mailbox.upn.clone(),
+            app: claims.appid.clone(),
             tenant: claims.tid.clone(),
             over_connection_limit: over,
             slot,
@@ -872,6 +904,21 @@ impl Conn {
         }
     }
 
+    /// Reads `size` bytes and keeps none of them.
+    async fn discard(&mut self, mut size: usize) -> std::io::Result<()> {
+        loop {
+            let buffered = (self.buffer.len() - self.start).min(size);
+            self.start += buffered;
+            size -= buffered;
+            if size == 0 {
+                return Ok(());
+            }
+            if !self.fill().await? {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
     async fn read_exact(&mut self, size: usize) -> std::io::Result<Vec<u8>> {
         while self.buffer.len() - self.start < size {
             if !self.fill().await? {
@@ -882,6 +929,22 @@ impl Conn {
         self.start += size;
         Ok(chunk)
     }
+}
+
+/// `AUTH XOAUTH2 <base64>`'s user and token, when the line carries them.
+fn xoauth2_initial_response(line: &[u8]) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut words = line.split_ascii_whitespace();
+    let verb = words.next()?;
+    let mechanism = words.next()?;
+    if !verb.eq_ignore_ascii_case("AUTH") || !mechanism.eq_ignore_ascii_case("XOAUTH2") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(words.next()?)
+        .ok()?;
+    super::session::parse_xoauth2(&decoded)
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub struct SessionConfig {
 pub struct Login {
     /// The `user=` of XOAUTH2: the mailbox.
     pub user: String,
+    /// The app the token was issued to (empty with `--open-smtp`).
+    pub app: String,
     /// The tenant the token belongs to.
     pub tenant: String,
     /// Whether the mailbox was over its connection limit when this session authenticated.
@@ -566,10 +568,25 @@ impl Session {
 
     /// The bytes of a BDAT chunk announced by the previous step.
     pub fn on_chunk(&mut self, chunk: &[u8], backend: &mut dyn Backend) -> Step {
+        self.chunk(Some(chunk), chunk.len(), backend)
+    }
+
+    /// A BDAT chunk of `size` bytes the server read without keeping, being over
+    /// [`Self::max_message_size`] on its own: the message is refused as too big.
+    pub fn on_dropped_chunk(&mut self, size: usize, backend: &mut dyn Backend) -> Step {
+        self.chunk(None, size, backend)
+    }
+
+    /// The largest message this session takes (BDAT chunks past it are not buffered).
+    pub fn max_message_size(&self) -> usize {
+        self.max_size
+    }
+
+    fn chunk(&mut self, chunk: Option<&[u8]>, size: usize, backend: &mut dyn Backend) -> Step {
         let last = self.pending_bdat.take().unwrap_or(false);
         let shown = format!(
             "<{} bytes of BDAT{}>",
-            chunk.len(),
+            size,
             if last { " LAST" } else { "" }
         );
         let reply = match &mut self.transaction {
@@ -578,11 +595,16 @@ impl Session {
             Some(t) if t.to.is_empty() => Some(self.reply("need_rcpt")),
             Some(t) => {
                 t.bdat = true;
-                if t.body.len() + chunk.len() > self.max_size {
-                    t.too_big = true;
-                    t.body.clear();
-                } else if !t.too_big {
-                    t.body.extend_from_slice(chunk);
+                match chunk {
+                    Some(chunk) if t.body.len() + size <= self.max_size => {
+                        if !t.too_big {
+                            t.body.extend_from_slice(chunk);
+                        }
+                    }
+                    _ => {
+                        t.too_big = true;
+                        t.body.clear();
+                    }
                 }
                 None
             }
@@ -591,10 +613,8 @@ impl Session {
             Some(reply) => Session::step(reply, shown),
             None if last => self.finish(backend, &shown),
             None => {
-                let reply = replies::reply(
-                    "bdat_ok",
-                    &self.vars.clone().set("size", chunk.len().to_string()),
-                );
+                let reply =
+                    replies::reply("bdat_ok", &self.vars.clone().set("size", size.to_string()));
                 Session::step(reply, shown)
             }
         }
@@ -678,6 +698,7 @@ mod tests {
             match token {
                 "good" => Ok(Login {
                     user: user.into(),
+                    app: "a".into(),
                     tenant: "t".into(),
                     over_connection_limit: false,
                     slot: None,
@@ -685,6 +706,7 @@ mod tests {
                 }),
                 "crowded" => Ok(Login {
                     user: user.into(),
+                    app: "a".into(),
                     tenant: "t".into(),
                     over_connection_limit: true,
                     slot: None,
@@ -692,6 +714,7 @@ mod tests {
                 }),
                 "expiring" => Ok(Login {
                     user: user.into(),
+                    app: "a".into(),
                     tenant: "t".into(),
                     over_connection_limit: false,
                     slot: None,
@@ -968,6 +991,29 @@ mod tests {
         s.on_line(b"BDAT 6 LAST\r\n", &mut b);
         assert!(s.on_chunk(b" world", &mut b).accepted);
         assert_eq!(b.submitted[0].1, b"Hello world");
+    }
+
+    #[test]
+    fn a_chunk_over_the_size_limit_is_refused_without_its_bytes() {
+        let mut s = session(false);
+        let mut b = Fake::default();
+        talk(
+            &mut s,
+            &mut b,
+            &[
+                "EHLO c",
+                &format!("AUTH XOAUTH2 {}", xoauth2("a@x", "good")),
+                "MAIL FROM:<a@x>",
+                "RCPT TO:<b@y>",
+            ],
+        );
+        let huge = s.max_message_size() + 1;
+        let step = s.on_line(format!("BDAT {huge} LAST\r\n").as_bytes(), &mut b);
+        assert_eq!(step.next, Next::Chunk(huge));
+        let step = s.on_dropped_chunk(huge, &mut b);
+        assert!(!step.accepted);
+        assert_eq!(step.reply, s.reply("too_big"));
+        assert!(b.submitted.is_empty());
     }
 
     fn well_formed(reply: &str) -> bool {
