@@ -13,7 +13,7 @@ use common::*;
 use maildrill::fault::{Activation, CatalogueReply, Fault, FaultKind, Target};
 use maildrill::mock::HttpMocksConfig;
 use maildrill::seed::Seed;
-use maildrill::tenant::{Directory, Resource, demo};
+use maildrill::tenant::{Directory, demo};
 use maildrill::time::replay_runtime;
 
 fn sim_with_latency(latency: Duration) -> Sim {
@@ -43,14 +43,6 @@ fn send_mail(token: &str, subject: &str) -> http::Request<Vec<u8>> {
     .unwrap()
 }
 
-fn token(sim: &Sim) -> String {
-    let now = sim.clock.now_utc();
-    Directory::lock(sim.mocks.directory())
-        .issue_token(demo::TENANT_ID, demo::APP_ID, Resource::Graph, now)
-        .unwrap()
-        .value
-}
-
 fn sent_count(sim: &Sim) -> usize {
     Directory::lock(sim.mocks.directory())
         .mailbox(demo::TENANT_ID, demo::MAILBOX)
@@ -63,7 +55,7 @@ fn sent_count(sim: &Sim) -> usize {
 fn a_fifth_concurrent_send_mail_is_429_application_throttled() {
     replay_runtime().unwrap().block_on(async {
         let sim = sim_with_latency(Duration::from_millis(800));
-        let token = token(&sim);
+        let token = sim.graph_token();
         let sends = (0..5).map(|i| sim.net.send(send_mail(&token, &format!("m{i}"))));
         let responses = futures_join_all(sends).await;
         let statuses: Vec<u16> = responses.iter().map(|r| r.as_ref().unwrap().status().as_u16()).collect();
@@ -99,7 +91,7 @@ fn fail_but_deliver_stores_the_message_and_answers_504() {
                 },
             })
             .unwrap();
-        let token = token(&sim);
+        let token = sim.graph_token();
         let first = sim.net.send(send_mail(&token, "invoice")).await.unwrap();
         assert_eq!(first.status(), 504);
         assert_eq!(
@@ -132,7 +124,7 @@ fn latency_faults_delay_the_reply_on_the_virtual_clock() {
                 activation: Activation::default(),
             })
             .unwrap();
-        let token = token(&sim);
+        let token = sim.graph_token();
         let response = sim.net.send(send_mail(&token, "slow")).await.unwrap();
         assert_eq!(response.status(), 202);
         assert_eq!(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use maildrill::fault::{Activation, CatalogueReply, Fault, FaultKind, Target};
-use maildrill::tenant::{AppPolicy, Directory, Resource, TenantSpec, demo};
+use maildrill::tenant::{AppPolicy, Directory, TenantSpec, demo};
 use maildrill::time::replay_runtime;
 use serde_json::Value;
 
@@ -39,14 +39,6 @@ fn add_password(token: &str, end: Option<&str>) -> http::Request<Vec<u8>> {
     .header("Content-Type", "application/json")
     .body(body.into_bytes())
     .unwrap()
-}
-
-fn token(sim: &Sim) -> String {
-    let now = sim.clock.now_utc();
-    Directory::lock(sim.mocks.directory())
-        .issue_token(demo::TENANT_ID, demo::APP_ID, Resource::Graph, now)
-        .unwrap()
-        .value
 }
 
 fn secrets(sim: &Sim) -> usize {
@@ -78,7 +70,7 @@ fn a_secret_over_the_policys_lifetime_is_400_credential_invalid_lifetime() {
             max_secret_lifetime: Some(Duration::from_secs(180 * 86_400)),
         };
         let sim = Sim::new(at(NOW), policed(policy), 3);
-        let token = token(&sim);
+        let token = sim.graph_token();
         let before = secrets(&sim);
         // Graph's default lifetime (two years) is over the policy's 180 days.
         let refused = sim.net.send(add_password(&token, None)).await.unwrap();
@@ -115,7 +107,7 @@ fn no_secret_is_allowed_where_the_policy_blocks_password_addition() {
             max_secret_lifetime: Some(Duration::from_secs(180 * 86_400)),
         };
         let sim = Sim::new(at(NOW), policed(policy), 3);
-        let token = token(&sim);
+        let token = sim.graph_token();
         let refused = sim
             .net
             .send(add_password(&token, Some("2025-03-14T11:00:00Z")))
@@ -147,7 +139,7 @@ fn a_throttled_applications_write_is_429_with_retry_after_and_adds_nothing() {
                 },
             })
             .unwrap();
-        let token = token(&sim);
+        let token = sim.graph_token();
         let before = secrets(&sim);
         let throttled = sim.net.send(add_password(&token, None)).await.unwrap();
         assert_eq!(throttled.status(), 429);

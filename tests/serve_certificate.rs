@@ -11,25 +11,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::BufRead as _;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-/// The serve process and its directory, both gone when the test ends, passed or not: an
-/// orphaned serve would hold the test's output open.
-struct Serve {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::serve::ServeProcess;
 
 /// msal's confidential client with the certificate from the environment file.
 const MSAL_WITH_CERTIFICATE: &str = r#"
@@ -51,9 +35,6 @@ print(json.dumps({"token_type": result.get("token_type"), "error": result.get("e
 
 #[test]
 fn serve_hands_out_the_apps_certificate_and_msal_signs_in_with_it() {
-    let dir = std::env::temp_dir().join(format!("maildrill-cert-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let env_file = dir.join("maildrill.env");
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/certificate.toml");
     // MSAL signs its assertion with the real time, and Entra refuses one outside its clock's
     // window (AADSTS700024): serve's clock starts at the real time.
@@ -62,29 +43,8 @@ fn serve_hands_out_the_apps_certificate_and_msal_signs_in_with_it() {
         reason = "the client under test reads the real clock, so serve starts there"
     )]
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let child = Command::new(env!("CARGO_BIN_EXE_maildrill"))
-        .args(["serve", "--scenario", scenario, "--at", &now, "--env-file"])
-        .arg(&env_file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut serve = Serve { child, dir };
-    let mut lines = std::io::BufReader::new(serve.child.stdout.take().unwrap()).lines();
-    assert!(
-        lines
-            .next()
-            .unwrap()
-            .unwrap()
-            .starts_with("maildrill serve:")
-    );
-    std::thread::spawn(move || lines.for_each(drop));
-    let env: BTreeMap<String, String> = std::fs::read_to_string(&env_file)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let serve = ServeProcess::start("cert", &["--scenario", scenario, "--at", &now]);
+    let env = &serve.env;
     let cert = std::fs::read_to_string(&env["MAILDRILL_CLIENT_CERT"]).unwrap();
     assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
     use std::os::unix::fs::PermissionsExt as _;
@@ -98,7 +58,7 @@ fn serve_hands_out_the_apps_certificate_and_msal_signs_in_with_it() {
     if let Some(python) = common::python::python_with(&["msal", "requests"]) {
         let output = Command::new(python)
             .args(["-c", MSAL_WITH_CERTIFICATE])
-            .env("ENV_FILE", &env_file)
+            .env("ENV_FILE", serve.env_file())
             .stdin(Stdio::null())
             .output()
             .unwrap();

@@ -9,56 +9,24 @@
     reason = "a test fails loudly on the first broken expectation"
 )]
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
 
-struct Serve {
-    child: Child,
-    dir: PathBuf,
-    env: BTreeMap<String, String>,
-}
+use std::process::{Command, Stdio};
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::serve::ServeProcess;
 
-fn serve(name: &str) -> Serve {
-    let dir = std::env::temp_dir().join(format!("maildrill-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let env_file = dir.join("maildrill.env");
-    let child = Command::new(env!("CARGO_BIN_EXE_maildrill"))
-        .args(["serve", "--at", "2025-02-14T11:00:00Z", "--env-file"])
-        .arg(&env_file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut child = child;
-    // serve prints its addresses once it listens; the env file is written before that.
-    use std::io::BufRead as _;
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("maildrill serve:"), "{first}");
-    // Keep reading so serve never writes into a closed pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    let text = std::fs::read_to_string(&env_file).unwrap();
-    let env = text
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+fn serve(name: &str) -> ServeProcess {
+    let served = ServeProcess::start(name, &["--at", "2025-02-14T11:00:00Z"]);
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
-        std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777,
+        std::fs::metadata(served.env_file())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
         0o600
     );
-    Serve { child, dir, env }
+    served
 }
 
 /// Whether `tool` runs; when it does not, fail in CI and explain elsewhere.
@@ -108,7 +76,7 @@ fn python_smtplib_sends_with_starttls_and_xoauth2() {
     );
 }
 
-fn swaks(served: &Serve, extra: &[&str]) -> String {
+fn swaks(served: &ServeProcess, extra: &[&str]) -> String {
     let env = &served.env;
     let output = Command::new("swaks")
         .args([

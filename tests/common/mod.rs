@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod python;
+pub mod serve;
 pub mod smtp;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -83,6 +84,20 @@ impl Sim {
             config,
         );
         (server, pki.ca_pem().to_string())
+    }
+
+    /// A Graph token of the demo app, issued by the directory now.
+    pub fn graph_token(&self) -> String {
+        let now = maildrill::time::Clock::now_utc(self.clock.as_ref());
+        maildrill::tenant::Directory::lock(self.mocks.directory())
+            .issue_token(
+                demo::TENANT_ID,
+                demo::APP_ID,
+                maildrill::tenant::Resource::Graph,
+                now,
+            )
+            .expect("the demo app gets a token")
+            .value
     }
 
     pub fn token_url(&self) -> String {
