@@ -101,6 +101,12 @@ pub struct Observations {
     pub synced: BTreeMap<String, (DateTime<Utc>, u64)>,
     /// The run's event stream in brief: each kind of event and how often it happened.
     pub events: BTreeMap<String, u64>,
+    /// When the first message the server never accepted was submitted.
+    pub first_lost_at: Option<DateTime<Utc>>,
+    /// The first second acceptance of a message.
+    pub first_duplicate_at: Option<DateTime<Utc>>,
+    /// What the run showed over time, for the HTML report and the coverage map.
+    pub trace: crate::trace::Trace,
 }
 
 impl Observations {
@@ -152,6 +158,10 @@ pub struct Verdict {
     pub observed: String,
     /// What was required.
     pub detail: String,
+    /// The instant it went wrong (or, for a check that held, the instant it is about); not in
+    /// the JSON report, which CONTRACTS section 4 fixes.
+    #[serde(skip)]
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// A check, as scenarios name it (`no-loss`, ...).
@@ -566,6 +576,80 @@ pub fn evaluate(id: CheckId, params: Params, o: &Observations) -> (bool, String,
             "the replay reaches the scenario's end".into(),
         ),
     }
+}
+
+/// The instant check `id` is about: where it went wrong when it fails (the first lost
+/// message's submission, the deadline an alert or a recovery missed, the busiest hour's first
+/// failed token request, the first wait that broke the shape, the first alert left open).
+pub fn instant(id: CheckId, params: Params, o: &Observations) -> Option<DateTime<Utc>> {
+    let within =
+        |default_s: u64| to_chrono(params.within.unwrap_or(Duration::from_secs(default_s)));
+    match id {
+        CheckId::NoLoss => o.first_lost_at,
+        CheckId::NoDuplicates => o.first_duplicate_at,
+        CheckId::ExpiryAlertLead => {
+            let lead = to_chrono(params.lead.unwrap_or(Duration::from_secs(30 * 86_400)));
+            o.secret_end.map(|end| (end - lead).max(o.trace.start))
+        }
+        CheckId::LatencyAlertWithin => o.stalled_from.map(|s| s + within(600)),
+        CheckId::TokenRequestBudget => busiest_hour(o),
+        CheckId::RecoveryWithin => o.rotated_at.map(|r| r + within(60)),
+        CheckId::DrainedWithin => o.rotated_at.map(|r| r + within(3600)),
+        CheckId::AlertsResolved => {
+            let mut open = BTreeMap::new();
+            for alert in &o.alerts {
+                let key = (alert.kind.as_str(), alert.key.as_str());
+                if alert.action == "trigger" {
+                    open.insert(key, alert.at);
+                } else {
+                    open.remove(&key);
+                }
+            }
+            open.values().min().copied()
+        }
+        CheckId::BackoffShape => {
+            let ra = |w: &WaitSeen| w.retry_after.unwrap_or_default();
+            o.waits
+                .iter()
+                .find(|w| {
+                    w.wait < ra(w)
+                        || (w.kind == AttemptKind::Send && w.wait > o.backoff_cap.max(ra(w)))
+                })
+                .or(o.waits.iter().find(|w| w.streak >= 4))
+                .or(o.waits.first())
+                .map(|w| w.at)
+        }
+        CheckId::SyncComplete => o
+            .inbound
+            .iter()
+            .filter(|(id, _)| !o.synced.contains_key(id))
+            .map(|(_, at)| *at)
+            .min(),
+        CheckId::NoSecretLeak | CheckId::ReplayCompletes => None,
+    }
+}
+
+/// The first failed token request of the busiest hour while credentials failed.
+fn busiest_hour(o: &Observations) -> Option<DateTime<Utc>> {
+    let window_end = o.rotated_at.unwrap_or(o.end);
+    let failing: Vec<DateTime<Utc>> = o
+        .token_requests
+        .iter()
+        .filter(|(at, ok)| !ok && *at <= window_end)
+        .map(|(at, _)| *at)
+        .collect();
+    let count = |start: &DateTime<Utc>| {
+        failing
+            .iter()
+            .filter(|t| **t >= *start && **t < *start + TimeDelta::hours(1))
+            .count()
+    };
+    // The earliest start among the busiest hours: `max_by_key` keeps the last maximum.
+    failing
+        .iter()
+        .rev()
+        .max_by_key(|start| count(start))
+        .copied()
 }
 
 /// `backoff-shape`, from the gaps on the wire between a failed attempt and the next attempt of

@@ -61,6 +61,7 @@ pub mod chaos;
 pub mod check;
 pub mod client;
 pub mod control;
+pub mod coverage;
 pub mod drill;
 pub mod envfile;
 pub mod fault;
@@ -77,6 +78,7 @@ pub mod subject;
 pub mod tenant;
 pub mod time;
 pub mod tls;
+pub mod trace;
 pub mod wiring;
 
 pub use fault::{Activation, Fault, FaultKind, Target};

@@ -13,6 +13,7 @@
 
 mod observe;
 mod replay;
+mod trace;
 
 use std::path::{Path, PathBuf};
 
@@ -55,6 +56,9 @@ pub struct ScenarioReport {
     /// The run's event stream in brief (kind of event: count); not part of the JSON report.
     #[serde(skip)]
     pub events: std::collections::BTreeMap<String, u64>,
+    /// What the run showed over time (the HTML report, the coverage map); not in the JSON.
+    #[serde(skip)]
+    pub trace: crate::trace::Trace,
 }
 
 /// The report's `stats` (CONTRACTS section 4).
@@ -294,6 +298,7 @@ fn skipped<S: Subject>(
         stats: Stats::default(),
         wall_ms: 0,
         events: std::collections::BTreeMap::new(),
+        trace: crate::trace::Trace::default(),
     }
 }
 
@@ -388,6 +393,7 @@ fn report(path: &Path, file: &ScenarioFile, seed: Seed, o: &Observations) -> Sce
                 expected: e.verdict,
                 observed,
                 detail,
+                at: check::instant(e.check, params, o),
             }
         })
         .collect();
@@ -417,5 +423,6 @@ fn report(path: &Path, file: &ScenarioFile, seed: Seed, o: &Observations) -> Sce
         },
         wall_ms: 0,
         events: o.events.clone(),
+        trace: o.trace.clone(),
     }
 }
