@@ -21,7 +21,8 @@ pub struct Coverage {
 
 impl Coverage {
     /// The map of `reports` (skipped ones reach nothing).
-    pub fn of(reports: &[ScenarioReport]) -> Coverage {
+    pub fn of<R: std::borrow::Borrow<ScenarioReport>>(reports: &[R]) -> Coverage {
+        let reports: Vec<&ScenarioReport> = reports.iter().map(|r| r.borrow()).collect();
         let mut cells: BTreeMap<(FaultRow, Stage), Cell> = BTreeMap::new();
         for (i, report) in reports.iter().enumerate() {
             for (cell, hits) in &report.trace.hits {
@@ -42,13 +43,22 @@ impl Coverage {
         self.cells.get(&(row, stage)).map_or(&[], Vec::as_slice)
     }
 
-    /// Every empty cell, row by row.
+    /// Every empty cell that some run could fill ([`FaultRow::applies_to`]), row by row.
     pub fn empty(&self) -> Vec<(FaultRow, Stage)> {
         FaultRow::all()
             .into_iter()
             .flat_map(|row| Stage::ALL.map(|stage| (row, stage)))
-            .filter(|(row, stage)| self.cell(*row, *stage).is_empty())
+            .filter(|(row, stage)| row.applies_to(*stage) && self.cell(*row, *stage).is_empty())
             .collect()
+    }
+
+    /// How many cells some run could fill.
+    pub fn possible() -> usize {
+        FaultRow::all()
+            .into_iter()
+            .flat_map(|row| Stage::ALL.map(|stage| (row, stage)))
+            .filter(|(row, stage)| row.applies_to(*stage))
+            .count()
     }
 
     /// The map as JSON for CI: every cell with the files that reached it, and the empty ones.
@@ -74,6 +84,7 @@ impl Coverage {
         serde_json::json!({
             "faults": FaultRow::all().iter().map(|r| r.name()).collect::<Vec<_>>(),
             "stages": Stage::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            "possible": Coverage::possible(),
             "cells": cells,
             "empty": empty,
         })
@@ -105,6 +116,13 @@ pub fn parse_cell(text: &str) -> Result<(FaultRow, Stage), String> {
                 names.join(", ")
             )
         })?;
+    if !row.applies_to(stage) {
+        return Err(format!(
+            "{text}: {} never reaches {}",
+            row.name(),
+            stage.name()
+        ));
+    }
     Ok((row, stage))
 }
 
@@ -129,8 +147,11 @@ mod tests {
     }
 
     #[test]
-    fn every_cell_without_a_run_is_empty() {
+    fn every_possible_cell_without_a_run_is_empty_and_an_impossible_one_cannot_be_required() {
         let map = Coverage::default();
-        assert_eq!(map.empty().len(), FaultRow::all().len() * Stage::ALL.len());
+        assert_eq!(map.empty().len(), Coverage::possible());
+        assert!(Coverage::possible() < FaultRow::all().len() * Stage::ALL.len());
+        let error = parse_cell("tls_failure@graph-delta").expect_err("impossible");
+        assert!(error.contains("never reaches"), "{error}");
     }
 }

@@ -468,22 +468,23 @@ impl maildrill::chaos::Progress for ChaosBar {
     }
 }
 
+/// A failing chaos case: its report as first drawn (when shrunk), its position among the
+/// reports, its case index.
+type Failing = (Option<Box<maildrill::runner::ScenarioReport>>, usize, usize);
+
 /// The HTML report of a chaos run: a page per failing case (the shrunk case, and the case as
-/// first drawn beside it).
+/// first drawn beside it), and the coverage of every case.
 fn chaos_site(
     dir: &std::path::Path,
     config: &maildrill::chaos::ChaosConfig,
-    failing: &[(
-        Option<Box<maildrill::runner::ScenarioReport>>,
-        maildrill::runner::ScenarioReport,
-        usize,
-    )],
+    reports: &[maildrill::runner::ScenarioReport],
+    failing: &[Failing],
 ) -> anyhow::Result<()> {
     let commands: Vec<String> = failing
         .iter()
-        .map(|(_, report, index)| {
-            if report.file.ends_with(".toml") {
-                format!("maildrill run {}", report.file)
+        .map(|(_, at, index)| {
+            if reports[*at].file.ends_with(".toml") {
+                format!("maildrill run {}", reports[*at].file)
             } else {
                 format!(
                     "maildrill chaos --seed {} --cases {} --profile {} --max-failures 0",
@@ -497,16 +498,22 @@ fn chaos_site(
     let pages: Vec<maildrill::report::html::Page<'_>> = failing
         .iter()
         .zip(&commands)
-        .map(
-            |((before, report, _), command)| maildrill::report::html::Page {
-                report,
-                before: before.as_deref(),
-                command,
-            },
-        )
+        .map(|((before, at, _), command)| maildrill::report::html::Page {
+            report: &reports[*at],
+            before: before.as_deref(),
+            command,
+        })
         .collect();
+    let slugs = maildrill::report::html::slugs(&pages);
+    let page_of = |i: usize| {
+        failing
+            .iter()
+            .position(|(_, at, _)| *at == i)
+            .map(|p| format!("{}.html", slugs[p]))
+    };
+    let map = maildrill::coverage::Coverage::of(reports);
     let title = format!("maildrill chaos, seed {}", config.seed);
-    maildrill::report::html::write_site(dir, &title, &pages)
+    maildrill::report::html::write_site_with(dir, &title, &pages, &map, &page_of)
         .with_context(|| format!("failed to write the HTML report into {}", dir.display()))?;
     say(format!("report: {}", dir.join("index.html").display()));
     Ok(())
@@ -543,9 +550,9 @@ fn coverage(
     }
     let empty = map.empty();
     say(format!(
-        "{} of {} cells covered",
+        "{} of {} possible cells covered",
         map.cells.len(),
-        map.cells.len() + empty.len()
+        maildrill::coverage::Coverage::possible()
     ));
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&map.json()).context("failed to encode the map")?;
@@ -614,13 +621,13 @@ fn chaos(
                 say(format!("     saved {}", path.display()));
                 result.report.file = path.display().to_string();
             }
-            failing.push((result.before.take(), result.report.clone(), result.index));
+            failing.push((result.before.take(), reports.len(), result.index));
         }
         reports.push(result.report);
     }
     write_reports(&reports, json, junit)?;
     if let Some(dir) = report {
-        chaos_site(dir, config, &failing)?;
+        chaos_site(dir, config, &reports, &failing)?;
     }
     let stopped = if reports.len() < config.cases {
         format!(

@@ -251,6 +251,35 @@ impl FaultRow {
         rows
     }
 
+    /// Whether a request at `stage` can be shaped by this row at all: `drop_after_data` only
+    /// after the final dot, `tls_failure` only at STARTTLS, `fail_but_deliver` only at Graph
+    /// `sendMail`, `malformed_body` only over HTTP, a refused credential only at the token
+    /// endpoint's refusals. A cell outside is no blind spot: nothing could fill it.
+    pub fn applies_to(self, stage: Stage) -> bool {
+        let smtp = matches!(
+            stage,
+            Stage::SmtpConnect
+                | Stage::SmtpEhlo
+                | Stage::SmtpStartTls
+                | Stage::SmtpAuth
+                | Stage::SmtpMail
+                | Stage::SmtpRcpt
+                | Stage::SmtpData
+                | Stage::SmtpAfterDot
+        );
+        match self {
+            FaultRow::Fault(FaultName::DropAfterData) => stage == Stage::SmtpAfterDot,
+            FaultRow::Fault(FaultName::TlsFailure) => stage == Stage::SmtpStartTls,
+            FaultRow::Fault(FaultName::FailButDeliver) => stage == Stage::GraphSendMail,
+            FaultRow::Fault(FaultName::MalformedBody) => !smtp,
+            FaultRow::Fault(_) => true,
+            FaultRow::Credential => matches!(
+                stage,
+                Stage::Token(TokenAnswer::InvalidClient | TokenAnswer::OtherRefusal)
+            ),
+        }
+    }
+
     /// Its name in `--require KIND@STAGE` and the JSON output (the fault's scenario name).
     pub fn name(self) -> &'static str {
         match self {
@@ -285,5 +314,14 @@ impl Trace {
     pub fn finish(&mut self) {
         self.marks.sort();
         self.windows.sort();
+    }
+
+    /// Drops everything but the coverage hits: what a chaos run keeps of a passing case, whose
+    /// timeline no page draws.
+    pub fn keep_hits_only(&mut self) {
+        self.marks = Vec::new();
+        self.windows = Vec::new();
+        self.outbox = Vec::new();
+        self.sync_lag = Vec::new();
     }
 }

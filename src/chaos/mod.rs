@@ -157,8 +157,13 @@ pub fn run_case_with(
     index: usize,
     judge: &Judge<'_>,
 ) -> Result<CaseResult, RunError> {
-    let found = draw(config, index, judge)?;
-    if found.failed_checks.is_empty() || !config.shrink {
+    let mut found = draw(config, index, judge)?;
+    if found.failed_checks.is_empty() {
+        // A passing case is drawn on no page; its coverage hits are all a report needs.
+        found.report.trace.keep_hits_only();
+        return Ok(found);
+    }
+    if !config.shrink {
         return Ok(found);
     }
     shrink(config, found, judge)

@@ -177,9 +177,9 @@ impl Tracer {
         let row = match e.fault.as_deref().map(FaultName::of_journal) {
             Some(Some(name)) => Some(FaultRow::Fault(name)),
             Some(None) => None,
-            None => {
-                (stage == Stage::Token(TokenAnswer::InvalidClient)).then_some(FaultRow::Credential)
-            }
+            None => FaultRow::Credential
+                .applies_to(stage)
+                .then_some(FaultRow::Credential),
         };
         if let Some(row) = row {
             *self.hits.entry((row, stage)).or_default() += 1;

@@ -51,13 +51,14 @@ fn cell_id(row: FaultRow, stage: Stage) -> String {
     format!("c-{}-{}", row.name(), stage.name())
 }
 
-/// The grid and, below it, the runs of each non-empty cell; `page_of(i)` is run `i`'s page.
-pub fn page_body(map: &Coverage, page_of: &dyn Fn(usize) -> String) -> Markup {
+/// The grid and, below it, the runs of each non-empty cell; `page_of(i)` is run `i`'s page, if
+/// it has one.
+pub fn page_body(map: &Coverage, page_of: &dyn Fn(usize) -> Option<String>) -> Markup {
     let groups = ["token endpoint", "SMTP", "Graph", "alerts"];
     html! {
-        p { (map.runs.len()) " runs; " (map.empty().len()) " of " (FaultRow::all().len() * Stage::ALL.len())
-            " cells empty. A cell counts the runs in which a request reached that stage and the fault shaped its reply "
-            "(the journal entry names the fault); the credential row counts token requests refused as invalid_client with no fault in force. "
+        p { (map.runs.len()) " runs; " (map.empty().len()) " of " (Coverage::possible())
+            " possible cells empty (n/a: that fault cannot reach that stage). A cell counts the runs in which a request reached that stage and the fault shaped its reply "
+            "(the journal entry names the fault); the credential row counts token requests refused (401 invalid_client or another 4xx) with no fault in force: an ended, wrong or deleted credential. "
             "An empty cell (·) is a blind spot." }
         table class="coverage" {
             caption { "Fault kinds (rows) by protocol stage (columns)" }
@@ -71,7 +72,9 @@ pub fn page_body(map: &Coverage, page_of: &dyn Fn(usize) -> String) -> Markup {
                         th scope="row" { (row.name()) }
                         @for stage in Stage::ALL {
                             @let runs = map.cell(row, stage);
-                            @if runs.is_empty() {
+                            @if !row.applies_to(stage) {
+                                td class="na" title={ (row.name()) " never reaches " (stage.name()) } { "n/a" }
+                            } @else if runs.is_empty() {
                                 td class="empty" title={ (row.name()) "@" (stage.name()) ": no run" } { "·" }
                             } @else {
                                 td class="hit" { a href={ "#" (cell_id(row, stage)) } title={ (row.name()) "@" (stage.name()) } { (runs.len()) } }
@@ -86,7 +89,11 @@ pub fn page_body(map: &Coverage, page_of: &dyn Fn(usize) -> String) -> Markup {
             @for ((row, stage), runs) in &map.cells {
                 dt id=(cell_id(*row, *stage)) { code { (row.name()) "@" (stage.name()) } }
                 dd { @for (i, hits) in runs {
-                    a href=(page_of(*i)) { (map.runs[*i].0) } " (" (hits) " requests) "
+                    @match page_of(*i) {
+                        Some(page) => a href=(page) { (map.runs[*i].0) },
+                        None => (map.runs[*i].0),
+                    }
+                    " (" (hits) " requests) "
                 } }
             }
         }

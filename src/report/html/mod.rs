@@ -11,4 +11,4 @@ mod site;
 mod timeline;
 
 pub use scale::{Piece, Scale};
-pub use site::{Page, write_site};
+pub use site::{Page, slugs, write_site, write_site_with};

@@ -26,12 +26,27 @@ const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 const CSS: &str = include_str!("style.css");
 
-/// Writes `index.html`, a page per run and `coverage.html` into `dir`.
+/// Writes `index.html`, a page per run and `coverage.html` (the map of the pages' runs) into
+/// `dir`.
 pub fn write_site(dir: &Path, title: &str, pages: &[Page<'_>]) -> std::io::Result<()> {
+    let reports: Vec<&ScenarioReport> = pages.iter().map(|p| p.report).collect();
+    let map = Coverage::of(&reports);
+    let slugs = slugs(pages);
+    let page_of = |i: usize| Some(format!("{}.html", slugs[i]));
+    write_site_with(dir, title, pages, &map, &page_of)
+}
+
+/// [`write_site`] with the coverage of other runs (every case of a chaos run, when only the
+/// failing ones have pages); `page_of(i)` is the page of run `i` of the map, if it has one.
+pub fn write_site_with(
+    dir: &Path,
+    title: &str,
+    pages: &[Page<'_>],
+    map: &Coverage,
+    page_of: &dyn Fn(usize) -> Option<String>,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let slugs = slugs(pages);
-    let reports: Vec<ScenarioReport> = pages.iter().map(|p| p.report.clone()).collect();
-    let map = Coverage::of(&reports);
     std::fs::write(
         dir.join("index.html"),
         index(title, pages, &slugs).into_string(),
@@ -46,8 +61,7 @@ pub fn write_site(dir: &Path, title: &str, pages: &[Page<'_>]) -> std::io::Resul
             std::fs::write(dir.join(name), first.into_string())?;
         }
     }
-    let page_of = |i: usize| format!("{}.html", slugs[i]);
-    let body = coverage::page_body(&map, &page_of);
+    let body = coverage::page_body(map, page_of);
     std::fs::write(
         dir.join("coverage.html"),
         frame("Fault coverage", html! { h1 { "Fault coverage" } (body) }).into_string(),
@@ -56,7 +70,7 @@ pub fn write_site(dir: &Path, title: &str, pages: &[Page<'_>]) -> std::io::Resul
 }
 
 /// A file name for each page: its run's name, made safe, numbered when names repeat.
-fn slugs(pages: &[Page<'_>]) -> Vec<String> {
+pub fn slugs(pages: &[Page<'_>]) -> Vec<String> {
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     pages
         .iter()
