@@ -337,6 +337,9 @@ fn sync_lag(trace: &Trace, scale: &Scale, top: f64) -> Markup {
         }
     }
     html! {
+        @if trace.sync_lag.is_empty() {
+            text class="small" x=(LEFT + 4.0) y=(f1(top + h / 2.0 + 6.0)) { "no inbound messages in this run" }
+        }
         @for (x, (lag, at)) in &columns {
             @match lag {
                 Some(lag) => {
