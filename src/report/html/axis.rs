@@ -17,9 +17,11 @@ pub fn axis(scale: &Scale, bottom: f64) -> Markup {
             @for piece in scale.pieces.iter().filter(|p| p.compressed) {
                 (compressed(piece, bottom))
             }
-            @for (at, x) in &ticks {
+            @for (i, (at, x)) in ticks.iter().enumerate() {
+                // The first and last labels hang inside the plot, not over its edges.
+                @let anchor = if i == 0 { "start" } else if i + 1 == ticks.len() { "end" } else { "middle" };
                 line class="tick" x1=(format!("{x:.1}")) x2=(format!("{x:.1}")) y1="26" y2=(format!("{:.0}", bottom)) {}
-                text class="small" x=(format!("{x:.1}")) y="12" text-anchor="middle" { (label(*at)) }
+                text class="small" x=(format!("{x:.1}")) y="12" text-anchor=(anchor) { (label(*at)) }
             }
         }
     }
@@ -34,8 +36,11 @@ fn compressed(piece: &Piece, bottom: f64) -> Markup {
         g class="compressed" {
             title { "compressed: " (span) " from " (crate::time::rfc3339(piece.from)) " drawn in " (format!("{w:.0}")) " px" }
             rect x=(format!("{:.1}", piece.x0)) y="16" width=(format!("{w:.1}")) height=(format!("{:.0}", bottom - 16.0)) {}
-            @if w > 50.0 {
+            // The real length where it fits, with the word where that fits too.
+            @if w > 110.0 {
                 text class="small" x=(format!("{:.1}", piece.x0 + w / 2.0)) y="25" text-anchor="middle" { "≈ " (short(piece.until - piece.from)) " compressed" }
+            } @else if w > 60.0 {
+                text class="small" x=(format!("{:.1}", piece.x0 + w / 2.0)) y="25" text-anchor="middle" { "≈ " (short(piece.until - piece.from)) }
             }
         }
     }
