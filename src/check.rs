@@ -742,6 +742,67 @@ mod tests {
     }
 
     #[test]
+    fn a_check_names_the_instant_it_is_about() {
+        let o = Observations {
+            first_lost_at: Some(at("2025-02-14T11:40:00Z")),
+            rotated_at: Some(at("2025-02-15T02:08:00Z")),
+            stalled_from: Some(at("2025-02-14T11:48:00Z")),
+            alerts: vec![
+                AlertSeen {
+                    kind: "delivery-latency".into(),
+                    key: "a".into(),
+                    action: "trigger".into(),
+                    at: at("2025-02-14T11:50:00Z"),
+                },
+                AlertSeen {
+                    kind: "credential-expiry".into(),
+                    key: "b".into(),
+                    action: "trigger".into(),
+                    at: at("2025-01-15T11:30:00Z"),
+                },
+                AlertSeen {
+                    kind: "credential-expiry".into(),
+                    key: "b".into(),
+                    action: "resolve".into(),
+                    at: at("2025-02-15T02:10:00Z"),
+                },
+            ],
+            token_requests: [10, 20, 50, 65, 70, 75]
+                .iter()
+                .map(|m| (at("2025-02-14T11:30:00Z") + TimeDelta::minutes(*m), false))
+                .collect(),
+            end: at("2025-02-15T06:00:00Z"),
+            ..Observations::default()
+        };
+        let p = Params {
+            within: Some(Duration::from_secs(60)),
+            ..Params::default()
+        };
+        let instant = |id| instant(id, p, &o);
+        assert_eq!(instant(CheckId::NoLoss), Some(at("2025-02-14T11:40:00Z")));
+        assert_eq!(
+            instant(CheckId::RecoveryWithin),
+            Some(at("2025-02-15T02:09:00Z"))
+        );
+        assert_eq!(
+            instant(CheckId::LatencyAlertWithin),
+            Some(at("2025-02-14T11:49:00Z"))
+        );
+        // Left open: the latency alert; the expiry alert was resolved.
+        assert_eq!(
+            instant(CheckId::AlertsResolved),
+            Some(at("2025-02-14T11:50:00Z"))
+        );
+        // Failed requests at 11:40, 11:50, 12:20, 12:35, 12:40, 12:45: the hour from 11:50
+        // holds five, every other hour fewer.
+        assert_eq!(
+            instant(CheckId::TokenRequestBudget),
+            Some(at("2025-02-14T11:50:00Z"))
+        );
+        assert_eq!(instant(CheckId::NoSecretLeak), None);
+    }
+
+    #[test]
     fn checks_say_what_was_required_and_observed() {
         let o = Observations {
             enqueued: 10,

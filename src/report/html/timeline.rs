@@ -406,3 +406,118 @@ pub fn legend() -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::CheckId;
+    use crate::trace::Window;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("a valid instant")
+    }
+
+    fn trace() -> Trace {
+        let mark = |t: &str, lane, kind| Mark {
+            at: at(t),
+            lane,
+            kind,
+            note: String::new(),
+        };
+        Trace {
+            start: at("2025-02-14T00:00:00Z"),
+            end: at("2025-02-14T00:10:00Z"),
+            marks: vec![
+                mark("2025-02-14T00:01:00Z", Lane::Token, MarkKind::TokenOk),
+                mark(
+                    "2025-02-14T00:02:00Z",
+                    Lane::Token,
+                    MarkKind::TokenCredential,
+                ),
+                mark(
+                    "2025-02-14T00:02:00.001Z",
+                    Lane::Token,
+                    MarkKind::TokenCredential,
+                ),
+                mark("2025-02-14T00:03:00Z", Lane::Alerts, MarkKind::AlertTrigger),
+            ],
+            windows: vec![Window {
+                from: at("2025-02-14T00:02:00Z"),
+                until: at("2025-02-14T00:04:00Z"),
+                lane: Lane::Faults,
+                label: "respond unavailable on entra token".into(),
+            }],
+            outbox: vec![
+                (at("2025-02-14T00:02:00Z"), 1),
+                (at("2025-02-14T00:05:00Z"), 0),
+            ],
+            ..Trace::default()
+        }
+    }
+
+    #[test]
+    fn every_mark_has_a_title_and_marks_on_one_pixel_are_drawn_once_with_their_count() {
+        let svg = svg(&trace(), &[], "tl").into_string();
+        assert!(svg.contains("<title id=\"tl-title\">"), "{svg}");
+        assert!(svg.contains("<desc id=\"tl-desc\">"));
+        let credential = svg.matches("data-kind=\"credential refused\"").count();
+        assert_eq!(credential, 1, "two refusals 1 ms apart share a pixel");
+        assert!(svg.contains("data-count=\"2\""));
+        assert!(
+            svg.contains("token requests: credential refused at 2025-02-14T00:02:00Z, 2 in all")
+        );
+        assert!(svg.contains("respond unavailable on entra token: 2025-02-14T00:02:00Z"));
+        assert!(svg.contains("no inbound messages in this run"));
+    }
+
+    #[test]
+    fn a_failed_check_gets_an_anchor_at_its_instant() {
+        let check = Verdict {
+            id: CheckId::LatencyAlertWithin,
+            verdict: Grade::Fail,
+            expected: Grade::Pass,
+            observed: String::new(),
+            detail: String::new(),
+            at: Some(at("2025-02-14T00:07:00Z")),
+        };
+        let svg = svg(&trace(), &[check], "tl").into_string();
+        assert!(svg.contains(
+            "id=\"t-latency-alert-within\" class=\"check-at failed\" data-check=\"latency-alert-within\" data-at=\"2025-02-14T00:07:00Z\""
+        ), "{svg}");
+    }
+
+    #[test]
+    fn kinds_that_share_a_colour_differ_in_shape() {
+        let kinds = [
+            MarkKind::TokenOk,
+            MarkKind::TokenCredential,
+            MarkKind::TokenTransient,
+            MarkKind::TokenThrottled,
+            MarkKind::SendOk,
+            MarkKind::SendFailed,
+            MarkKind::SendUnknown,
+            MarkKind::AlertTrigger,
+            MarkKind::AlertResolve,
+            MarkKind::Rotation,
+            MarkKind::CredentialChange,
+            MarkKind::Restart,
+        ];
+        for a in kinds {
+            for b in kinds {
+                if a != b && class(a) == class(b) && a.label() != b.label() {
+                    let same_lane_family = matches!(
+                        (a, b),
+                        (MarkKind::TokenOk, MarkKind::SendOk)
+                            | (MarkKind::SendOk, MarkKind::TokenOk)
+                            | (MarkKind::TokenCredential, MarkKind::SendFailed)
+                            | (MarkKind::SendFailed, MarkKind::TokenCredential)
+                    );
+                    assert!(
+                        same_lane_family || shape(a) != shape(b),
+                        "{a:?} and {b:?} look the same"
+                    );
+                }
+            }
+        }
+    }
+}
