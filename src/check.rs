@@ -101,6 +101,12 @@ pub struct Observations {
     pub synced: BTreeMap<String, (DateTime<Utc>, u64)>,
     /// The run's event stream in brief: each kind of event and how often it happened.
     pub events: BTreeMap<String, u64>,
+    /// When the first message the server never accepted was submitted.
+    pub first_lost_at: Option<DateTime<Utc>>,
+    /// The first second acceptance of a message.
+    pub first_duplicate_at: Option<DateTime<Utc>>,
+    /// What the run showed over time, for the HTML report and the coverage map.
+    pub trace: crate::trace::Trace,
 }
 
 impl Observations {
@@ -152,6 +158,10 @@ pub struct Verdict {
     pub observed: String,
     /// What was required.
     pub detail: String,
+    /// The instant it went wrong (or, for a check that held, the instant it is about); not in
+    /// the JSON report, which CONTRACTS section 4 fixes.
+    #[serde(skip)]
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// A check, as scenarios name it (`no-loss`, ...).
@@ -613,6 +623,93 @@ fn expiry_alert_open_until_rotated(o: &Observations) -> (bool, String, String) {
     }
 }
 
+/// The instant check `id` is about: where it went wrong when it fails (the first lost
+/// message's submission, the deadline an alert or a recovery missed, the busiest hour's first
+/// failed token request, the first wait that broke the shape, the first alert left open).
+pub fn instant(id: CheckId, params: Params, o: &Observations) -> Option<DateTime<Utc>> {
+    let within =
+        |default_s: u64| to_chrono(params.within.unwrap_or(Duration::from_secs(default_s)));
+    match id {
+        CheckId::NoLoss => o.first_lost_at,
+        CheckId::NoDuplicates => o.first_duplicate_at,
+        CheckId::ExpiryAlertLead => {
+            let lead = to_chrono(params.lead.unwrap_or(Duration::from_secs(30 * 86_400)));
+            o.secret_end.map(|end| (end - lead).max(o.trace.start))
+        }
+        CheckId::LatencyAlertWithin => o.stalled_from.map(|s| s + within(600)),
+        CheckId::TokenRequestBudget => busiest_hour(o),
+        CheckId::RecoveryWithin => o.rotated_at.map(|r| r + within(60)),
+        CheckId::DrainedWithin => o.rotated_at.map(|r| r + within(3600)),
+        CheckId::AlertsResolved => {
+            let mut open = BTreeMap::new();
+            for alert in &o.alerts {
+                let key = (alert.kind.as_str(), alert.key.as_str());
+                if alert.action == "trigger" {
+                    open.insert(key, alert.at);
+                } else {
+                    open.remove(&key);
+                }
+            }
+            open.values().min().copied()
+        }
+        CheckId::BackoffShape => {
+            let ra = |w: &WaitSeen| w.retry_after.unwrap_or_default();
+            o.waits
+                .iter()
+                .find(|w| {
+                    w.wait < ra(w)
+                        || (w.kind == AttemptKind::Send && w.wait > o.backoff_cap.max(ra(w)))
+                })
+                .or(o.waits.iter().find(|w| w.streak >= 4))
+                .or(o.waits.first())
+                .map(|w| w.at)
+        }
+        CheckId::SyncComplete => o
+            .inbound
+            .iter()
+            .filter(|(id, _)| !o.synced.contains_key(id))
+            .map(|(_, at)| *at)
+            .min(),
+        CheckId::ExpiryAlertOpenUntilRotated => {
+            // The first early resolve; else the first trigger; else the deadline it missed.
+            let until = o.rotated_at.unwrap_or(o.end);
+            let expiry = || {
+                o.alerts
+                    .iter()
+                    .filter(|a| a.kind == "credential-expiry" && a.at < until)
+            };
+            let first = |action: &str| expiry().find(|a| a.action == action).map(|a| a.at);
+            first("resolve")
+                .or_else(|| first("trigger"))
+                .or(Some(until))
+        }
+        CheckId::NoSecretLeak | CheckId::ReplayCompletes => None,
+    }
+}
+
+/// The first failed token request of the busiest hour while credentials failed.
+fn busiest_hour(o: &Observations) -> Option<DateTime<Utc>> {
+    let window_end = o.rotated_at.unwrap_or(o.end);
+    let failing: Vec<DateTime<Utc>> = o
+        .token_requests
+        .iter()
+        .filter(|(at, ok)| !ok && *at <= window_end)
+        .map(|(at, _)| *at)
+        .collect();
+    let count = |start: &DateTime<Utc>| {
+        failing
+            .iter()
+            .filter(|t| **t >= *start && **t < *start + TimeDelta::hours(1))
+            .count()
+    };
+    // The earliest start among the busiest hours: `max_by_key` keeps the last maximum.
+    failing
+        .iter()
+        .rev()
+        .max_by_key(|start| count(start))
+        .copied()
+}
+
 /// `backoff-shape`, from the gaps on the wire between a failed attempt and the next attempt of
 /// the same kind: waits honour `Retry-After`, a send's wait stays under the cap, waits grow over
 /// a run of failures, and they are spread by jitter. The token endpoint's pace has no cap here
@@ -754,6 +851,67 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_check_names_the_instant_it_is_about() {
+        let o = Observations {
+            first_lost_at: Some(at("2025-02-14T11:40:00Z")),
+            rotated_at: Some(at("2025-02-15T02:08:00Z")),
+            stalled_from: Some(at("2025-02-14T11:48:00Z")),
+            alerts: vec![
+                AlertSeen {
+                    kind: "delivery-latency".into(),
+                    key: "a".into(),
+                    action: "trigger".into(),
+                    at: at("2025-02-14T11:50:00Z"),
+                },
+                AlertSeen {
+                    kind: "credential-expiry".into(),
+                    key: "b".into(),
+                    action: "trigger".into(),
+                    at: at("2025-01-15T11:30:00Z"),
+                },
+                AlertSeen {
+                    kind: "credential-expiry".into(),
+                    key: "b".into(),
+                    action: "resolve".into(),
+                    at: at("2025-02-15T02:10:00Z"),
+                },
+            ],
+            token_requests: [10, 20, 50, 65, 70, 75]
+                .iter()
+                .map(|m| (at("2025-02-14T11:30:00Z") + TimeDelta::minutes(*m), false))
+                .collect(),
+            end: at("2025-02-15T06:00:00Z"),
+            ..Observations::default()
+        };
+        let p = Params {
+            within: Some(Duration::from_secs(60)),
+            ..Params::default()
+        };
+        let instant = |id| instant(id, p, &o);
+        assert_eq!(instant(CheckId::NoLoss), Some(at("2025-02-14T11:40:00Z")));
+        assert_eq!(
+            instant(CheckId::RecoveryWithin),
+            Some(at("2025-02-15T02:09:00Z"))
+        );
+        assert_eq!(
+            instant(CheckId::LatencyAlertWithin),
+            Some(at("2025-02-14T11:49:00Z"))
+        );
+        // Left open: the latency alert; the expiry alert was resolved.
+        assert_eq!(
+            instant(CheckId::AlertsResolved),
+            Some(at("2025-02-14T11:50:00Z"))
+        );
+        // Failed requests at 11:40, 11:50, 12:20, 12:35, 12:40, 12:45: the hour from 11:50
+        // holds five, every other hour fewer.
+        assert_eq!(
+            instant(CheckId::TokenRequestBudget),
+            Some(at("2025-02-14T11:50:00Z"))
+        );
+        assert_eq!(instant(CheckId::NoSecretLeak), None);
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //! - [`tls`]: the generated CA and certificates.
 //! - [`subject`]: the seam a client under test sits behind ([`Subject`], [`Process`]).
 //! - [`runner`]: a scenario replayed against a subject, judged into a report.
+//! - [`trace`]: what a run showed over time; [`report`]: JUnit and the HTML site drawn from it;
+//!   [`coverage`]: which fault kinds reached which protocol stages.
 //! - [`scenario`]: scenario files; [`chaos`]: generated ones.
 //! - [`serve`]: `maildrill serve`.
 //! - [`client`]: the bundled mail client, one subject among many.
@@ -61,6 +63,7 @@ pub mod chaos;
 pub mod check;
 pub mod client;
 pub mod control;
+pub mod coverage;
 pub mod drill;
 pub mod envfile;
 pub mod fault;
@@ -77,6 +80,7 @@ pub mod subject;
 pub mod tenant;
 pub mod time;
 pub mod tls;
+pub mod trace;
 pub mod wiring;
 
 pub use fault::{Activation, Fault, FaultKind, Target};

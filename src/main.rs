@@ -38,6 +38,20 @@ enum Command {
         /// Write a JUnit XML report here.
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Write the HTML report (a static site: index, a page per scenario, coverage) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Which fault kinds reach which protocol stages across scenario files (replays them).
+    Coverage {
+        /// Scenario files or folders (default: scenarios/).
+        paths: Vec<PathBuf>,
+        /// Write the map as JSON here (`-`: standard output).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Exit 1 when this cell (KIND@STAGE, e.g. respond@token-5xx) is empty; repeatable.
+        #[arg(long = "require", value_name = "KIND@STAGE")]
+        require: Vec<String>,
     },
     /// Play a scenario in real time against a client in another process (any language) and
     /// check it from the wire, as `run` does the bundled client.
@@ -112,6 +126,9 @@ enum Command {
         /// Write a JUnit XML report here.
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Write the HTML report (a page per failing case, before and after shrinking) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
         /// Worker threads (default: the machine's cores).
         #[arg(long)]
         jobs: Option<usize>,
@@ -278,13 +295,12 @@ fn print_report(bar: &indicatif::ProgressBar, report: &maildrill::runner::Scenar
     });
 }
 
-fn run_scenarios(
-    paths: &[PathBuf],
+/// Replays `files` on every core, printing each verdict; the reports in the files' order and
+/// how many could not run.
+fn replay_files(
+    files: &[PathBuf],
     seed: Option<u64>,
-    json: Option<&PathBuf>,
-    junit: Option<&PathBuf>,
-) -> anyhow::Result<ExitCode> {
-    let files = scenario_files(paths)?;
+) -> (Vec<maildrill::runner::ScenarioReport>, usize) {
     let mut reports = Vec::new();
     let mut errors = 0;
     let bar = if files.len() > 1 {
@@ -317,7 +333,37 @@ fn run_scenarios(
         }
     }
     bar.finish_and_clear();
+    (reports, errors)
+}
+
+fn run_scenarios(
+    paths: &[PathBuf],
+    seed: Option<u64>,
+    json: Option<&PathBuf>,
+    junit: Option<&PathBuf>,
+    report: Option<&PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let files = scenario_files(paths)?;
+    let (reports, errors) = replay_files(&files, seed);
     write_reports(&reports, json, junit)?;
+    if let Some(dir) = report {
+        let commands: Vec<String> = reports
+            .iter()
+            .map(|r| format!("maildrill run {} --seed {}", r.file, r.seed))
+            .collect();
+        let pages: Vec<maildrill::report::html::Page<'_>> = reports
+            .iter()
+            .zip(&commands)
+            .map(|(report, command)| maildrill::report::html::Page {
+                report,
+                before: None,
+                command,
+            })
+            .collect();
+        maildrill::report::html::write_site(dir, "maildrill run", &pages)
+            .with_context(|| format!("failed to write the HTML report into {}", dir.display()))?;
+        say(format!("report: {}", dir.join("index.html").display()));
+    }
     let failed = reports.iter().filter(|r| !r.passed).count();
     say(format!(
         "{} scenarios: {} as expected, {failed} not, {errors} errors",
@@ -427,6 +473,116 @@ impl maildrill::chaos::Progress for ChaosBar {
     }
 }
 
+/// A failing chaos case: its report as first drawn (when shrunk), its position among the
+/// reports, its case index.
+type Failing = (Option<Box<maildrill::runner::ScenarioReport>>, usize, usize);
+
+/// The HTML report of a chaos run: a page per failing case (the shrunk case, and the case as
+/// first drawn beside it), and the coverage of every case.
+fn chaos_site(
+    dir: &std::path::Path,
+    config: &maildrill::chaos::ChaosConfig,
+    reports: &[maildrill::runner::ScenarioReport],
+    failing: &[Failing],
+) -> anyhow::Result<()> {
+    let commands: Vec<String> = failing
+        .iter()
+        .map(|(_, at, index)| {
+            if reports[*at].file.ends_with(".toml") {
+                format!("maildrill run {}", reports[*at].file)
+            } else {
+                format!(
+                    "maildrill chaos --seed {} --cases {} --profile {} --max-failures 0",
+                    config.seed,
+                    index + 1,
+                    config.profile
+                )
+            }
+        })
+        .collect();
+    let pages: Vec<maildrill::report::html::Page<'_>> = failing
+        .iter()
+        .zip(&commands)
+        .map(|((before, at, _), command)| maildrill::report::html::Page {
+            report: &reports[*at],
+            before: before.as_deref(),
+            command,
+        })
+        .collect();
+    let slugs = maildrill::report::html::slugs(&pages);
+    let page_of = |i: usize| {
+        failing
+            .iter()
+            .position(|(_, at, _)| *at == i)
+            .map(|p| format!("{}.html", slugs[p]))
+    };
+    let map = maildrill::coverage::Coverage::of(reports);
+    let title = format!("maildrill chaos, seed {}", config.seed);
+    maildrill::report::html::write_site_with(dir, &title, &pages, &map, &page_of)
+        .with_context(|| format!("failed to write the HTML report into {}", dir.display()))?;
+    say(format!("report: {}", dir.join("index.html").display()));
+    Ok(())
+}
+
+/// `maildrill coverage`: replays the files, prints the map's filled cells, writes its JSON and
+/// fails when a required cell is empty.
+fn coverage(
+    paths: &[PathBuf],
+    json: Option<&PathBuf>,
+    require: &[String],
+) -> anyhow::Result<ExitCode> {
+    let required = require
+        .iter()
+        .map(|r| maildrill::coverage::parse_cell(r).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let files = scenario_files(paths)?;
+    let (reports, errors) = replay_files(&files, None);
+    if errors > 0 {
+        anyhow::bail!(
+            "failed to replay {errors} of {} scenario files",
+            files.len()
+        );
+    }
+    let map = maildrill::coverage::Coverage::of(&reports);
+    for ((row, stage), runs) in &map.cells {
+        let names: Vec<&str> = runs.iter().map(|(i, _)| map.runs[*i].0.as_str()).collect();
+        say(format!(
+            "{}@{}: {}",
+            row.name(),
+            stage.name(),
+            names.join(", ")
+        ));
+    }
+    let empty = map.empty();
+    say(format!(
+        "{} of {} possible cells covered",
+        map.cells.len(),
+        maildrill::coverage::Coverage::possible()
+    ));
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&map.json()).context("failed to encode the map")?;
+        if path.as_os_str() == "-" {
+            say(text);
+        } else {
+            std::fs::write(path, text)
+                .with_context(|| format!("failed to write {}", path.display()))?;
+        }
+    }
+    let missing: Vec<String> = required
+        .iter()
+        .filter(|cell| empty.contains(cell))
+        .map(|(row, stage)| format!("{}@{}", row.name(), stage.name()))
+        .collect();
+    for cell in &missing {
+        say(format!("required cell {cell} is empty"));
+    }
+    Ok(if missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn checks(ids: &[maildrill::check::CheckId]) -> String {
     ids.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
 }
@@ -436,6 +592,7 @@ fn chaos(
     save: Option<&PathBuf>,
     json: Option<&PathBuf>,
     junit: Option<&PathBuf>,
+    report: Option<&PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     say(format!(
         "maildrill chaos: seed {}, {} cases, profile {}, {} jobs",
@@ -453,6 +610,7 @@ fn chaos(
     progress.bar.finish_and_clear();
     let mut reports = Vec::new();
     let mut failures = 0;
+    let mut failing = Vec::new();
     for mut result in results {
         if !result.failed_checks.is_empty() {
             failures += 1;
@@ -468,10 +626,14 @@ fn chaos(
                 say(format!("     saved {}", path.display()));
                 result.report.file = path.display().to_string();
             }
+            failing.push((result.before.take(), reports.len(), result.index));
         }
         reports.push(result.report);
     }
     write_reports(&reports, json, junit)?;
+    if let Some(dir) = report {
+        chaos_site(dir, config, &reports, &failing)?;
+    }
     let stopped = if reports.len() < config.cases {
         format!(
             "; stopped after {failures} failures (--max-failures), {} cases not drawn",
@@ -504,7 +666,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seed,
             json,
             junit,
-        } => run_scenarios(&paths, seed, json.as_ref(), junit.as_ref()),
+            report,
+        } => run_scenarios(&paths, seed, json.as_ref(), junit.as_ref(), report.as_ref()),
+        Command::Coverage {
+            paths,
+            json,
+            require,
+        } => coverage(&paths, json.as_ref(), &require),
         Command::Chaos {
             cases,
             seed,
@@ -512,6 +680,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             save_failures,
             json,
             junit,
+            report,
             jobs,
             shrink_budget,
             max_failures,
@@ -535,6 +704,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 save_failures.as_ref(),
                 json.as_ref(),
                 junit.as_ref(),
+                report.as_ref(),
             )
         }
         Command::Drill {

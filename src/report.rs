@@ -1,7 +1,10 @@
 //! Reports of a run: JUnit XML (one testsuite per scenario file, one testcase per check, one
 //! `<skipped>` case for a scenario the subject could not be judged by; a drill's incidents in the
 //! testsuite's `<system-err>`). The JSON report is the
-//! serde form of [`crate::runner::ScenarioReport`] under `scenarios`.
+//! serde form of [`crate::runner::ScenarioReport`] under `scenarios`. The HTML site is in
+//! [`html`].
+
+pub mod html;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
@@ -69,6 +72,7 @@ mod tests {
             stats: crate::runner::Stats::default(),
             wall_ms: 0,
             events: std::collections::BTreeMap::new(),
+            trace: crate::trace::Trace::default(),
         };
         let xml = junit(&[report]).expect("the report encodes");
         assert!(

@@ -235,6 +235,7 @@ fn scripted(
             expected: Grade::Pass,
             observed: String::new(),
             detail: String::new(),
+            at: None,
         })
         .collect();
     Ok(maildrill::runner::ScenarioReport {
@@ -249,6 +250,7 @@ fn scripted(
         stats: maildrill::runner::Stats::default(),
         wall_ms: 0,
         events: Default::default(),
+        trace: Default::default(),
     })
 }
 

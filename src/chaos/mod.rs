@@ -73,6 +73,8 @@ pub struct CaseResult {
     pub shrink_steps: usize,
     /// The earlier case that failed the same checks, when this one was left unshrunk for it.
     pub repeats: Option<usize>,
+    /// The report of the case as first drawn, when it was shrunk (the HTML report shows both).
+    pub before: Option<Box<ScenarioReport>>,
 }
 
 /// The calendar start of every generated case.
@@ -126,10 +128,12 @@ fn replay(
                 expected: Grade::Pass,
                 observed: reason,
                 detail: "the replay reaches the scenario's end".into(),
+                at: None,
             }],
             stats: runner::Stats::default(),
             wall_ms: 0,
             events: std::collections::BTreeMap::new(),
+            trace: crate::trace::Trace::default(),
         },
         Err(error) => return Err(error),
     };
@@ -153,8 +157,13 @@ pub fn run_case_with(
     index: usize,
     judge: &Judge<'_>,
 ) -> Result<CaseResult, RunError> {
-    let found = draw(config, index, judge)?;
-    if found.failed_checks.is_empty() || !config.shrink {
+    let mut found = draw(config, index, judge)?;
+    if found.failed_checks.is_empty() {
+        // A passing case is drawn on no page; its coverage hits are all a report needs.
+        found.report.trace.keep_hits_only();
+        return Ok(found);
+    }
+    if !config.shrink {
         return Ok(found);
     }
     shrink(config, found, judge)
@@ -193,6 +202,7 @@ fn draw(config: &ChaosConfig, index: usize, judge: &Judge<'_>) -> Result<CaseRes
         report,
         shrink_steps: 0,
         repeats: None,
+        before: None,
     })
 }
 
@@ -213,6 +223,7 @@ fn shrink(
         ..
     } = found;
     let mut shrink_steps = 0;
+    let before = Some(Box::new(report.clone()));
     if tree.simplify() {
         while shrink_steps < config.shrink_budget {
             shrink_steps += 1;
@@ -237,6 +248,7 @@ fn shrink(
         failed_checks,
         shrink_steps,
         repeats: None,
+        before,
     })
 }
 

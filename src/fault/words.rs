@@ -8,7 +8,19 @@ use serde::{Deserialize, Serialize};
 use super::{CatalogueReply, FaultKind, Target};
 
 /// A fault kind as scenarios and the control API name it ([`FaultKind`] once lowered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultName {
     /// Answer after `delay` (default 30 s).
@@ -47,6 +59,28 @@ impl FaultName {
         FaultName::TlsFailure,
         FaultName::MalformedBody,
     ];
+
+    /// Its name in scenarios (and the first word of a journal entry's `fault`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultName::Latency => "latency",
+            FaultName::Timeout => "timeout",
+            FaultName::ResetPeer => "reset_peer",
+            FaultName::LimitData => "limit_data",
+            FaultName::Bandwidth => "bandwidth",
+            FaultName::Respond => "respond",
+            FaultName::FailButDeliver => "fail_but_deliver",
+            FaultName::DropAfterData => "drop_after_data",
+            FaultName::TlsFailure => "tls_failure",
+            FaultName::MalformedBody => "malformed_body",
+        }
+    }
+
+    /// The name a journal entry's `fault` text starts with.
+    pub fn of_journal(fault: &str) -> Option<FaultName> {
+        let word = fault.split(' ').next().unwrap_or("");
+        FaultName::ALL.into_iter().find(|f| f.as_str() == word)
+    }
 }
 
 /// The delay of a `latency` fault that names none.

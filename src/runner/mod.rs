@@ -14,6 +14,7 @@
 mod observe;
 mod operator;
 mod replay;
+mod trace;
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +57,9 @@ pub struct ScenarioReport {
     /// The run's event stream in brief (kind of event: count); not part of the JSON report.
     #[serde(skip)]
     pub events: std::collections::BTreeMap<String, u64>,
+    /// What the run showed over time (the HTML report, the coverage map); not in the JSON.
+    #[serde(skip)]
+    pub trace: crate::trace::Trace,
 }
 
 /// The report's `stats` (CONTRACTS section 4).
@@ -295,6 +299,7 @@ fn skipped<S: Subject>(
         stats: Stats::default(),
         wall_ms: 0,
         events: std::collections::BTreeMap::new(),
+        trace: crate::trace::Trace::default(),
     }
 }
 
@@ -389,6 +394,7 @@ fn report(path: &Path, file: &ScenarioFile, seed: Seed, o: &Observations) -> Sce
                 expected: e.verdict,
                 observed,
                 detail,
+                at: check::instant(e.check, params, o),
             }
         })
         .collect();
@@ -418,5 +424,6 @@ fn report(path: &Path, file: &ScenarioFile, seed: Seed, o: &Observations) -> Sce
         },
         wall_ms: 0,
         events: o.events.clone(),
+        trace: o.trace.clone(),
     }
 }

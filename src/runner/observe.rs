@@ -9,11 +9,15 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::check::{AlertSeen, AttemptKind, Leaks, Needles, Observations, WaitSeen};
+use crate::fault::Target;
 use crate::journal::{Journal, JournalEntry, MockName};
 use crate::tenant::{Directory, SharedDirectory};
 use crate::time::to_chrono;
 
 use crate::scenario::plan::Plan;
+use crate::trace::MarkKind;
+
+use super::trace::{Tracer, outbox_depth};
 
 /// What the harness did and heard from the subject, besides what the mocks hold.
 #[derive(Debug, Default)]
@@ -50,6 +54,17 @@ enum Outcome {
     Unknown,
 }
 
+impl Outcome {
+    /// How the timeline marks a send with this outcome.
+    fn mark(self) -> MarkKind {
+        match self {
+            Outcome::Ok => MarkKind::SendOk,
+            Outcome::Failed => MarkKind::SendFailed,
+            Outcome::Unknown => MarkKind::SendUnknown,
+        }
+    }
+}
+
 /// Reads everything the harness saw into observations.
 pub(super) fn observe(
     plan: &Plan,
@@ -71,7 +86,8 @@ pub(super) fn observe(
         ..Observations::default()
     };
     deliveries(&mut o, plan, &record.submitted, &accepted);
-    let (attempts, alerts) = read_journal(&mut o, journal, &secrets, &plan.restarts());
+    let mut tracer = Tracer::default();
+    let (attempts, alerts) = read_journal(&mut o, &mut tracer, journal, &secrets, &plan.restarts());
     o.first_failure_at = attempts
         .iter()
         .filter(|a| a.outcome == Outcome::Failed)
@@ -79,6 +95,8 @@ pub(super) fn observe(
         .min();
     o.waits = waits(&attempts, &plan.restarts());
     o.alerts = alerts;
+    let depth = outbox_depth(&record.submitted, &accepted);
+    o.trace = tracer.into_trace(plan, &o.alerts, depth, &o.inbound);
     for (id, at) in record.synced {
         o.synced.entry(id).or_insert((at, 0)).1 += 1;
     }
@@ -145,6 +163,12 @@ fn deliveries(
     o.delivered = accepted.values().filter(|t| !t.is_empty()).count() as u64;
     o.duplicated = accepted.values().filter(|t| t.len() > 1).count() as u64;
     o.lost = o.enqueued - o.delivered;
+    o.first_lost_at = submitted
+        .iter()
+        .filter(|(id, _)| first(id).is_none())
+        .map(|(_, at)| *at)
+        .min();
+    o.first_duplicate_at = accepted.values().filter_map(|t| t.get(1)).min().copied();
     let threshold = to_chrono(plan.settings.latency_threshold);
     o.stalled_from = submitted
         .iter()
@@ -176,6 +200,7 @@ fn deliveries(
 /// requests, attempts, alerts the sink accepted, unknowable sends, leaks and the tally.
 fn read_journal(
     o: &mut Observations,
+    tracer: &mut Tracer,
     journal: &Journal,
     secrets: &[String],
     restarts: &[DateTime<Utc>],
@@ -189,6 +214,7 @@ fn read_journal(
         let mut alerts = AlertReader::default();
         for e in entries {
             scan(&mut o.leaks, &needles, &mut line, e);
+            tracer.entry(e);
             *answered
                 .entry((e.mock, e.operation, e.status.ok_or(&*e.delivery)))
                 .or_default() += 1;
@@ -204,9 +230,17 @@ fn read_journal(
                     attempts.push(http_attempt(AttemptKind::Token, e));
                 }
                 (MockName::Graph, "send-mail") => {
-                    attempts.push(http_attempt(AttemptKind::Send, e));
+                    let attempt = http_attempt(AttemptKind::Send, e);
+                    tracer.send(Target::Graph, attempt.end, attempt.outcome.mark());
+                    attempts.push(attempt);
                 }
-                (MockName::Smtp, _) => smtp.read(e, &mut attempts),
+                (MockName::Smtp, _) => {
+                    let before = attempts.len();
+                    smtp.read(e, &mut attempts);
+                    for a in &attempts[before..] {
+                        tracer.send(Target::Smtp, a.end, a.outcome.mark());
+                    }
+                }
                 (MockName::Alerts, "enqueue") => alerts.read(e),
                 _ => {}
             }

@@ -50,7 +50,7 @@ pub(crate) enum Action {
 
 impl Action {
     /// What the step does, for `maildrill explain`.
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Action::Rotate(_) => {
                 "rotate the secret (new value in the tenant and the client's secret file)"
