@@ -111,6 +111,9 @@ impl World {
             .seed(plan.seed)
             .start(plan.start)
             .tenant(plan.tenant.clone());
+        for customer in &plan.customers {
+            builder = builder.tenant(customer.clone());
+        }
         for fault in &plan.faults {
             builder = builder.fault(fault.clone());
         }

@@ -155,6 +155,8 @@ pub struct Plan {
     pub(crate) start: DateTime<Utc>,
     pub(crate) end: DateTime<Utc>,
     pub(crate) tenant: TenantSpec,
+    /// Customer tenants of a multi-tenant app (`[[customers]]`).
+    pub(crate) customers: Vec<TenantSpec>,
     pub(crate) app: AppSpec,
     pub(crate) credential: Credential,
     pub(crate) mailbox: String,
@@ -287,6 +289,7 @@ pub fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan
         return Err(semantic(path, "end".into(), "must be after start"));
     }
     let tenant = file.tenant_spec(path)?;
+    let customers = file.customer_specs(path)?;
     let app = first(&tenant.apps, path, "tenant.apps", "app")?.clone();
     let credential = match (app.secrets.first(), app.certificates.first()) {
         (Some(secret), _) => Credential::Secret(secret.clone()),
@@ -315,6 +318,7 @@ pub fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan
         start,
         end,
         tenant,
+        customers,
         app,
         credential,
         mailbox,
