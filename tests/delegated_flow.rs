@@ -40,6 +40,7 @@ const CAROL: &str = "carol@northwind.onmicrosoft.com";
 const DAVE: &str = "dave@locked.onmicrosoft.com";
 const GRAPH_SEND: &str = "https://graph.microsoft.com/Mail.Send";
 const SMTP_SEND: &str = "https://outlook.office.com/SMTP.Send";
+const GRAPH_READ: &str = "https://graph.microsoft.com/Mail.Read";
 
 type Client = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
@@ -230,7 +231,14 @@ async fn connect(net: &Net<'_>, client: &Client, user: &str) -> Connect {
         net,
         client,
         user,
-        &["openid", "profile", "offline_access", GRAPH_SEND, SMTP_SEND],
+        &[
+            "openid",
+            "profile",
+            "offline_access",
+            GRAPH_SEND,
+            GRAPH_READ,
+            SMTP_SEND,
+        ],
     )
     .await;
     assert_eq!(answer.status, 302, "{}", answer.body);
@@ -685,5 +693,184 @@ fn authorize_refusals_are_a_page_or_a_redirect_as_entra_gives_them() {
         assert!(disabled.body.contains("AADSTS7000112: Application"));
         let unknown = authorize(&net, &common, "nobody@fabrikam.onmicrosoft.com", &scopes).await;
         assert!(unknown.body.contains("AADSTS50034"));
+    });
+}
+
+/// Alice's delegated tokens for Graph and for SMTP, from one refresh token.
+async fn alice_tokens(net: &Net<'_>) -> (String, String) {
+    let client = client(LOGIN, "common", SECRET);
+    let connection = connect(net, &client, ALICE).await;
+    let graph = redeem(net, &client, connection).await.unwrap();
+    let refresh_token = graph.refresh_token().unwrap().secret().clone();
+    let smtp = refresh(net, &client, &refresh_token, SMTP_SEND)
+        .await
+        .unwrap();
+    (
+        graph.access_token().secret().clone(),
+        smtp.access_token().secret().clone(),
+    )
+}
+
+fn graph_request(method: &str, path: &str, bearer: &str, body: &str) -> http::Request<Vec<u8>> {
+    http::Request::builder()
+        .method(method)
+        .uri(format!("https://graph.microsoft.com/v1.0{path}"))
+        .header("authorization", format!("Bearer {bearer}"))
+        .header("content-type", "application/json")
+        .body(body.as_bytes().to_vec())
+        .unwrap()
+}
+
+fn mail(from: Option<&str>) -> String {
+    let from = from.map_or(String::new(), |f| {
+        format!(r#","from":{{"emailAddress":{{"address":"{f}"}}}}"#)
+    });
+    format!(
+        r#"{{"message":{{"subject":"hi","internetMessageId":"<d1@crm.example>","toRecipients":[{{"emailAddress":{{"address":"x@example.com"}}}}]{from}}}}}"#
+    )
+}
+
+#[test]
+fn graph_me_serves_the_signed_in_user_and_no_other_mailbox() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = memory_sim(at("2026-01-01T00:00:00Z"));
+        let net = Net::Memory(sim.net().unwrap());
+        let (graph, _) = alice_tokens(&net).await;
+        let sent = net
+            .answer(graph_request("POST", "/me/sendMail", &graph, &mail(None)))
+            .await;
+        assert_eq!(sent.status, 202, "{}", sent.body);
+        let mailbox = Directory::lock(sim.directory())
+            .mailbox(FABRIKAM, ALICE)
+            .unwrap()
+            .sent()
+            .len();
+        assert_eq!(mailbox, 1);
+        let own = format!("/users/{ALICE}/sendMail");
+        assert_eq!(
+            net.answer(graph_request("POST", &own, &graph, &mail(None)))
+                .await
+                .status,
+            202
+        );
+        let other = format!("/users/{BOB}/sendMail");
+        let denied = net
+            .answer(graph_request("POST", &other, &graph, &mail(None)))
+            .await;
+        assert_eq!(
+            (denied.status, denied.json()["error"]["code"].clone()),
+            (403, "ErrorAccessDenied".into())
+        );
+        let send_as = net
+            .answer(graph_request(
+                "POST",
+                "/me/sendMail",
+                &graph,
+                &mail(Some(BOB)),
+            ))
+            .await;
+        assert_eq!(send_as.status, 403);
+        assert_eq!(send_as.json()["error"]["code"], "ErrorSendAsDenied");
+        let app = Directory::lock(sim.directory())
+            .issue_token(
+                demo::TENANT_ID,
+                demo::APP_ID,
+                maildrill::tenant::Resource::Graph,
+                sim.clock().now_utc(),
+            )
+            .unwrap();
+        let me = net
+            .answer(graph_request(
+                "POST",
+                "/me/sendMail",
+                &app.value,
+                &mail(None),
+            ))
+            .await;
+        assert_eq!(
+            (me.status, me.json()["error"]["code"].clone()),
+            (400, "BadRequest".into())
+        );
+    });
+}
+
+/// One SMTP reply (up to its `NNN ` line).
+async fn smtp_reply(stream: &mut tokio::io::DuplexStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut text = String::new();
+    let mut byte = [0u8; 1];
+    loop {
+        stream.read_exact(&mut byte).await.unwrap();
+        text.push(byte[0] as char);
+        if text.ends_with("\r\n") {
+            let line = text.trim_end().rsplit("\r\n").next().unwrap().to_string();
+            if line.len() >= 4 && line.as_bytes()[3] == b' ' {
+                return line;
+            }
+        }
+    }
+}
+
+async fn smtp_login(sim: &Sim, user: &str, token: &str) -> String {
+    use tokio::io::AsyncWriteExt as _;
+    let server = maildrill::mock::smtp::SmtpServer::new(
+        sim.directory().clone(),
+        sim.clock().clone(),
+        maildrill::journal::Journal::new(),
+        maildrill::mock::smtp::SmtpConfig::default(),
+    );
+    let mut stream = maildrill::wiring::memory::MemorySmtp::new(server).connect();
+    smtp_reply(&mut stream).await;
+    stream.write_all(b"EHLO crm.example\r\n").await.unwrap();
+    smtp_reply(&mut stream).await;
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"));
+    stream
+        .write_all(format!("AUTH XOAUTH2 {auth}\r\n").as_bytes())
+        .await
+        .unwrap();
+    smtp_reply(&mut stream).await
+}
+
+#[test]
+fn graph_me_delta_pages_the_signed_in_users_inbox() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = memory_sim(at("2026-01-01T00:00:00Z"));
+        let net = Net::Memory(sim.net().unwrap());
+        let (graph, _) = alice_tokens(&net).await;
+        let delta = net
+            .answer(graph_request(
+                "GET",
+                "/me/mailFolders/inbox/messages/delta",
+                &graph,
+                "",
+            ))
+            .await;
+        assert_eq!(delta.status, 200, "{}", delta.body);
+        let link = delta.json()["@odata.deltaLink"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            link.contains("/v1.0/me/mailFolders/inbox/messages/delta"),
+            "{link}"
+        );
+        let bob = format!("/users/{BOB}/mailFolders/inbox/messages/delta");
+        let denied = net.answer(graph_request("GET", &bob, &graph, "")).await;
+        assert_eq!(denied.status, 403);
+    });
+}
+
+#[test]
+fn smtp_takes_a_delegated_token_for_its_own_users_mailbox_only() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = memory_sim(at("2026-01-01T00:00:00Z"));
+        let net = Net::Memory(sim.net().unwrap());
+        let (graph, smtp) = alice_tokens(&net).await;
+        assert!(smtp_login(&sim, ALICE, &smtp).await.starts_with("235 "));
+        let other = smtp_login(&sim, BOB, &smtp).await;
+        assert!(other.starts_with("535 5.7.3 "), "{other}");
+        let audience = smtp_login(&sim, ALICE, &graph).await;
+        assert!(audience.starts_with("535 5.7.3 "), "{audience}");
     });
 }

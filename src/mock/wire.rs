@@ -275,11 +275,13 @@ pub enum GraphError {
     CredentialLifetimePolicy,
     CredentialTypePolicy,
     DirectoryThrottled,
+    MeNeedsDelegated,
+    SendAsDenied,
 }
 
 impl GraphError {
     /// Every variant, for coverage tests and the fault vocabulary.
-    pub const ALL: [GraphError; 26] = [
+    pub const ALL: [GraphError; 28] = [
         GraphError::TokenMissing,
         GraphError::TokenMalformed,
         GraphError::TokenInvalid,
@@ -306,6 +308,9 @@ impl GraphError {
         GraphError::CredentialLifetimePolicy,
         GraphError::CredentialTypePolicy,
         GraphError::DirectoryThrottled,
+        // Delegated tokens (issue 14), after the rest so the replies before keep their ids.
+        GraphError::MeNeedsDelegated,
+        GraphError::SendAsDenied,
     ];
 
     /// The catalogue key.
@@ -337,6 +342,8 @@ impl GraphError {
             GraphError::CredentialLifetimePolicy => "credential_lifetime_policy",
             GraphError::CredentialTypePolicy => "credential_type_policy",
             GraphError::DirectoryThrottled => "directory_throttled",
+            GraphError::MeNeedsDelegated => "me_needs_delegated",
+            GraphError::SendAsDenied => "send_as_denied",
         }
     }
 
