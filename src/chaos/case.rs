@@ -270,6 +270,8 @@ fn step(at: u32, action: StepAction) -> StepFile {
         first: None,
         app: None,
         mailbox: None,
+        user: None,
+        tenant: None,
     }
 }
 

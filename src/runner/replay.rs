@@ -402,6 +402,19 @@ fn perform(action: &Action, now: DateTime<Utc>, plan: &Plan, world: &World, hand
         Action::ClearFaults(target) => world.sim.mocks().clear_target(*target),
         // The driver stops and starts the subject, or starts the operator's script, at these
         // instants.
+        Action::User {
+            tenant: user_tenant,
+            upn,
+            event,
+        } => {
+            directory.user_event(user_tenant, upn, *event, now);
+        }
+        Action::Tenant {
+            tenant: customer,
+            event,
+        } => {
+            directory.tenant_event(customer, app, *event);
+        }
         Action::Restart | Action::RotateViaGraph(_) => {}
     }
 }

@@ -111,8 +111,10 @@ pub struct StepFile {
     /// `rotate-secret-via-graph` (`addPassword` as an operator's script calls it),
     /// `paste-secret` (a value into the client's secret file only: a wrong paste),
     /// `rotate-certificate` (a new certificate in the app and in the client's files),
-    /// `delete-app`, `restore-app`, `expire-delta-tokens`, `restart-client`, `fault` or
-    /// `clear-faults`.
+    /// `delete-app`, `restore-app`, `expire-delta-tokens`, `restart-client`, `fault`,
+    /// `clear-faults`, or a user's or a customer tenant's event (`revoke-sessions`,
+    /// `reset-password`, `idle-refresh-tokens`, `require-mfa`, `block-by-conditional-access`,
+    /// `withdraw-consent`, `disable-app-in-tenant`, `enable-app-in-tenant`).
     pub action: StepAction,
     /// For `rotate-secret` and `paste-secret`: the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,6 +157,14 @@ pub struct StepFile {
     /// For `fault`: only requests for this mailbox (UPN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,
+    /// For the user-level steps (`revoke-sessions`, `reset-password`, `idle-refresh-tokens`,
+    /// `require-mfa`, `block-by-conditional-access`): the user's UPN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// For the tenant-level steps (`withdraw-consent`, `disable-app-in-tenant`,
+    /// `enable-app-in-tenant`): the customer tenant's id or domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// An `[[expect]]` entry.

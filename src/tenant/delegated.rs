@@ -286,6 +286,17 @@ pub enum UserEvent {
     BlockByConditionalAccess,
 }
 
+/// A tenant-level event for one app of a timeline or the control API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantEvent {
+    /// Every user's consent and the admin's are withdrawn (the service principal stays).
+    WithdrawConsent,
+    /// The service principal is disabled (`accountEnabled = false`).
+    DisableApp,
+    /// The service principal is enabled again.
+    EnableApp,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Principal {
     enabled: bool,
@@ -985,6 +996,24 @@ impl Directory {
             }
         }
         true
+    }
+
+    /// A tenant-level event for `app_id`; false when the tenant (or, to disable or enable,
+    /// its service principal) is unknown.
+    pub fn tenant_event(&mut self, tenant: &str, app_id: &str, event: TenantEvent) -> bool {
+        match event {
+            TenantEvent::WithdrawConsent => self.withdraw_consent(tenant, app_id),
+            TenantEvent::DisableApp => self.set_app_enabled(tenant, app_id, false),
+            TenantEvent::EnableApp => self.set_app_enabled(tenant, app_id, true),
+        }
+    }
+
+    /// The tenant id of the user named `upn` (or object id), in any tenant.
+    pub fn user_tenant(&self, user: &str) -> Option<&str> {
+        self.tenants()
+            .iter()
+            .find(|t| t.mailboxes.iter().any(|m| m.matches(user)))
+            .map(|t| t.id.as_str())
     }
 
     /// Disables or enables `app_id`'s service principal in a tenant (`accountEnabled`); false

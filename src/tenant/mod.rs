@@ -20,7 +20,8 @@ pub use app::{
 pub use certificate::{CertificateSpec, KeyCredential, Thumbprints};
 pub use delegated::{
     AuthorizeRefusal, AuthorizeRequest, Authorized, Challenge, ChallengeMethod, ConsentSpec,
-    DelegatedTokens, GrantError, GrantKind, GrantRequest, Prompt, Requirement, UserEvent, is_broad,
+    DelegatedTokens, GrantError, GrantKind, GrantRequest, Prompt, Requirement, TenantEvent,
+    UserEvent, is_broad,
 };
 pub use directory::{
     AppPolicy, AssertionRefusal, CredentialError, Directory, DirectoryConfig, PolicyRefusal,
