@@ -388,7 +388,8 @@ async fn check_raw_redemption(net: &Net<'_>, base: &str, client: &Client) {
     assert_eq!(id["aud"], demo::APP_ID);
     assert_eq!(
         id["iss"],
-        format!("https://login.microsoftonline.com/{FABRIKAM}/v2.0")
+        format!("{base}/{FABRIKAM}/v2.0"),
+        "the issuer of the authority the client reached"
     );
     let info = URL_SAFE_NO_PAD
         .decode(body["client_info"].as_str().unwrap())

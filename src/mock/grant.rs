@@ -79,6 +79,7 @@ pub(super) fn token(
         client_id: &client_id,
         grant,
         scopes,
+        login_base: &ctx.config.endpoints.login_base,
     };
     match ctx.directory.redeem(&request_grant, ctx.now) {
         Ok(tokens) => success(ctx, &tokens, form),

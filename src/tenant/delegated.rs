@@ -179,6 +179,10 @@ pub struct GrantRequest<'a> {
     pub grant: GrantKind<'a>,
     /// `scope`, split (absent: the scopes of the sign-in).
     pub scopes: Option<Vec<&'a str>>,
+    /// The scheme and host of the authority the client reached (`https://login.microsoftonline.com`
+    /// in replays, the loopback URL under `serve`): an ID token's `iss` is
+    /// `{login_base}/{tid}/v2.0`, so it matches the issuer of the discovery document.
+    pub login_base: &'a str,
 }
 
 /// What a redeemed grant yields.
@@ -683,7 +687,7 @@ impl Directory {
                 }
             }
         }
-        Ok(self.issue_delegated(&chain, &asked, resource, now))
+        Ok(self.issue_delegated(&chain, &asked, resource, request.login_base, now))
     }
 
     fn code_chain(
@@ -800,6 +804,7 @@ impl Directory {
         chain: &Chain,
         asked: &[&str],
         resource: Resource,
+        login_base: &str,
         now: DateTime<Utc>,
     ) -> DelegatedTokens {
         let key = chain.key.clone();
@@ -839,7 +844,7 @@ impl Directory {
         let offline = has_scope(&chain.scopes, "offline_access");
         let refresh_token = offline.then(|| self.new_refresh(chain, n, now));
         let openid = asked.iter().any(|s| s.eq_ignore_ascii_case("openid"));
-        let id_token = openid.then(|| self.id_token(chain, &user, now));
+        let id_token = openid.then(|| self.id_token(chain, &user, login_base, now));
         let mut scope: Vec<String> = granted
             .iter()
             .map(|p| format!("{}/{p}", resource.audience()))
@@ -914,7 +919,7 @@ impl Directory {
         (tenant.id.clone(), user)
     }
 
-    fn id_token(&self, chain: &Chain, user: &User, now: DateTime<Utc>) -> String {
+    fn id_token(&self, chain: &Chain, user: &User, base: &str, now: DateTime<Utc>) -> String {
         let (tenant_id, _, app_id) = &chain.key;
         let tenant_id = self
             .tenant(tenant_id)
@@ -925,7 +930,7 @@ impl Directory {
             .map_or(app_id.clone(), |a| a.app_id.clone());
         let mut claims = serde_json::json!({
             "aud": app_id,
-            "iss": format!("https://login.microsoftonline.com/{tenant_id}/v2.0"),
+            "iss": format!("{base}/{tenant_id}/v2.0"),
             "iat": now.timestamp(),
             "nbf": now.timestamp(),
             "exp": now.timestamp() + ID_TOKEN_LIFETIME,
