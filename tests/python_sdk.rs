@@ -604,4 +604,9 @@ fn msal_connects_a_customer_user_by_authorization_code_and_refreshes_until_the_s
         "{seen}"
     );
     assert_eq!(seen["after_rotation"], true, "{seen}");
+    // The control API's tenant and user events, as msal meets them.
+    let disabled = json!({"error": "unauthorized_client", "code": "AADSTS7000112"});
+    assert_eq!(seen["disabled"], disabled, "{seen}");
+    let revoked = json!({"error": "invalid_grant", "code": "AADSTS50173", "suberror": "bad_token"});
+    assert_eq!(seen["revoked"], revoked, "{seen}");
 }

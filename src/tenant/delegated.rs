@@ -274,8 +274,11 @@ pub enum Requirement {
     ConditionalAccess,
 }
 
-/// A user- or tenant-level event of a timeline or the control API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A user-level event of a timeline or the control API.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum UserEvent {
     /// "Revoke sessions": the user's refresh tokens end (`TokensValidFrom` = now).
     RevokeSessions,
@@ -291,7 +294,10 @@ pub enum UserEvent {
 }
 
 /// A tenant-level event for one app of a timeline or the control API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum TenantEvent {
     /// Every user's consent and the admin's are withdrawn (the service principal stays).
     WithdrawConsent,

@@ -54,7 +54,7 @@ class Control:
             headers={"Authorization": f"Bearer {self.token}"},
         )
         expect(response.status_code == status, f"{method} {path}: {response.status_code}")
-        return response.json()
+        return response.json() if response.content else None
 
 
 def main():
@@ -106,7 +106,17 @@ def main():
         "POST", f"apps/{env['MAILDRILL_CLIENT_ID']}/secrets", {"display_name": "rotated"}, status=201
     )
     control.call("POST", "clock/advance", {"by": "11s"})
-    rotated = app(added.pop("secret_text")).acquire_token_by_refresh_token(refresh_token, graph)
+    second = app(added.pop("secret_text"))
+    rotated = second.acquire_token_by_refresh_token(refresh_token, graph)
+    # Tenant- and user-level events through the control API, as the timeline's steps.
+    tenant = user.split("@")[1]
+    control.call("POST", f"tenants/{tenant}/events", {"event": "disable-app"}, status=204)
+    disabled = second.acquire_token_by_refresh_token(refresh_token, graph)
+    control.call("POST", f"tenants/{tenant}/events", {"event": "enable-app"}, status=204)
+    control.call("POST", "clock/advance", {"by": "1s"})
+    control.call("POST", f"users/{user}/events", {"event": "revoke-sessions"}, status=204)
+    # Other scopes than the refused call's: msal replays a 400 for 60 s to identical requests.
+    revoked = second.acquire_token_by_refresh_token(refresh_token, smtp)
     print(json.dumps({
         "versions": {"msal": msal.__version__},
         "state": query.get("state"),
@@ -117,6 +127,9 @@ def main():
         "refresh_rotated": refreshed.get("refresh_token") not in (None, refresh_token),
         "expired": {"error": expired.get("error"), "code": aadsts(expired.get("error_description"))},
         "after_rotation": "access_token" in rotated,
+        "disabled": {"error": disabled.get("error"), "code": aadsts(disabled.get("error_description"))},
+        "revoked": {"error": revoked.get("error"), "code": aadsts(revoked.get("error_description")),
+                    "suberror": revoked.get("suberror")},
     }))
 
 
