@@ -476,6 +476,10 @@ const SECRET_KEYS: [&str; 7] = [
     "password",
 ];
 
+/// Form keys whose values are secrets too (an authorization code, a PKCE verifier); only in
+/// forms, since `code` in JSON is Graph's error code.
+const FORM_SECRET_KEYS: [&str; 2] = ["code", "code_verifier"];
+
 /// A body as the journal keeps it: secrets redacted, text shortened, binary summarised.
 pub fn redact_body(content_type: Option<&str>, body: &[u8]) -> String {
     let Ok(text) = std::str::from_utf8(body) else {
@@ -483,10 +487,13 @@ pub fn redact_body(content_type: Option<&str>, body: &[u8]) -> String {
     };
     let content_type = content_type.unwrap_or("").to_ascii_lowercase();
     // Most bodies carry no secret at all; skip the parse for them (this runs per request).
-    let may_hold_secret = SECRET_KEYS.iter().any(|k| text.contains(k)) || text.contains("eyJ");
+    let is_form = content_type.starts_with("application/x-www-form-urlencoded");
+    let may_hold_secret = SECRET_KEYS.iter().any(|k| text.contains(k))
+        || text.contains("eyJ")
+        || (is_form && text.contains("code"));
     let redacted = if !may_hold_secret {
         text.to_string()
-    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+    } else if is_form {
         redact_form(text)
     } else if let Some(redacted) = redact_compact_json(text) {
         redacted
@@ -561,7 +568,7 @@ fn redact_form(text: &str) -> String {
     let pairs: Vec<(String, String)> = pairs
         .into_iter()
         .map(|(k, v)| {
-            let v = if SECRET_KEYS.contains(&k.as_str()) {
+            let v = if SECRET_KEYS.contains(&k.as_str()) || FORM_SECRET_KEYS.contains(&k.as_str()) {
                 "[redacted]".to_string()
             } else {
                 v
@@ -646,6 +653,16 @@ mod tests {
             b"client_id=a&client_secret=s3cr3t&scope=x",
         );
         assert_eq!(form, "client_id=a&client_secret=%5Bredacted%5D&scope=x");
+        let code = redact_body(
+            Some("application/x-www-form-urlencoded"),
+            b"grant_type=authorization_code&code=1.AQabc&code_verifier=v3r&redirect_uri=x",
+        );
+        assert_eq!(
+            code,
+            "grant_type=authorization_code&code=%5Bredacted%5D&code_verifier=%5Bredacted%5D&redirect_uri=x"
+        );
+        let graph_error = redact_body(Some("application/json"), br#"{"error":{"code":"X"}}"#);
+        assert_eq!(graph_error, r#"{"error":{"code":"X"}}"#);
         let json = redact_body(
             Some("application/json"),
             br#"{"token_type":"Bearer","access_token":"eyJ.a.b"}"#,

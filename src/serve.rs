@@ -150,13 +150,23 @@ pub async fn start(
             bind: options.bind,
         });
     let mut certificate = None;
+    let mut delegated = None;
     if let (Some(file), Some(path)) = (&file, options.scenario.as_deref()) {
         let spec = file.tenant_spec(path)?;
         certificate = client_certificate(&spec, at.unwrap_or_else(|| file.start()));
+        let customers = file.customer_specs(path)?;
+        delegated = multi_tenant(&spec, &customers);
         builder = builder.tenant(spec);
+        for customer in customers {
+            builder = builder.tenant(customer);
+        }
     }
     let sim = builder.build().await?;
     let env = write_files(options, &sim, &token)?;
+    let env = match delegated {
+        Some((redirect_uri, users)) => write_delegated(options, &sim, env, &redirect_uri, &users)?,
+        None => env,
+    };
     let env = match certificate {
         Some(certificate) => write_certificate(options, env, &certificate)?,
         None => env,
@@ -213,6 +223,47 @@ fn write_certificate(
             "MAILDRILL_CLIENT_CERT_THUMBPRINT",
             &certificate.thumbprints().sha1_hex(),
         );
+    env.write(&options.env_file)
+        .map_err(io(format!("write {}", options.env_file.display())))?;
+    Ok(env)
+}
+
+/// The first app's first redirect URI and the customers' users, when the app is multi-tenant.
+fn multi_tenant(
+    spec: &crate::tenant::TenantSpec,
+    customers: &[crate::tenant::TenantSpec],
+) -> Option<(String, Vec<String>)> {
+    let app = spec.apps.first()?;
+    if app.audience != crate::tenant::SignInAudience::MultiTenant {
+        return None;
+    }
+    let users = customers
+        .iter()
+        .flat_map(|t| t.mailboxes.iter().map(|m| m.upn.clone()))
+        .collect();
+    Some((app.redirect_uris.first()?.clone(), users))
+}
+
+/// The keys of a multi-tenant app (CONTRACTS section 2): the `common` authority, the redirect
+/// URI, and a file of the users who can connect, one UPN a line.
+fn write_delegated(
+    options: &ServeOptions,
+    sim: &Sim,
+    env: Environment,
+    redirect_uri: &str,
+    users: &[String],
+) -> Result<Environment, ServeError> {
+    let users_path = sibling(&options.env_file, "maildrill-users.txt");
+    let mut text = users.join("\n");
+    text.push('\n');
+    write_private(&users_path, text.as_bytes())
+        .map_err(io(format!("write {}", users_path.display())))?;
+    let absolute = std::path::absolute(&users_path).unwrap_or(users_path);
+    let common = format!("{}/common", sim.socket_base().unwrap_or_default());
+    let env = env
+        .with("MAILDRILL_COMMON_AUTHORITY", &common)
+        .with("MAILDRILL_REDIRECT_URI", redirect_uri)
+        .with("MAILDRILL_USERS", &absolute.display().to_string());
     env.write(&options.env_file)
         .map_err(io(format!("write {}", options.env_file.display())))?;
     Ok(env)

@@ -674,6 +674,17 @@ fn refused_calls(key: &str, fault: u64) -> Vec<(Method, String, &'static str, u1
         calls.extend(with(Method::DELETE, &path, &missing));
     }
     calls.extend(with(Method::DELETE, "faults/abc", &[("", 400)]));
+    let reset = [
+        (r#"{"event": "reset-password"}"#, 404),
+        (r#"{"event": "reboot"}"#, 400),
+    ];
+    calls.extend(with(Method::POST, "users/nobody@x.example/events", &reset));
+    // The demo tenant has no multi-tenant app to name by default.
+    let disable = [
+        (r#"{"event": "disable-app"}"#, 400),
+        (r#"{"event": "withdraw-consent", "app": "x"}"#, 404),
+    ];
+    calls.extend(with(Method::POST, "tenants/nobody/events", &disable));
     calls.extend(with(Method::PUT, "faults", &[("", 405)]));
     calls.extend(with(Method::GET, "reset", &[("", 405)]));
     // Without the token, even calls that would succeed.

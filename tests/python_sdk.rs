@@ -563,3 +563,50 @@ fn assert_drill_secrets(serve: &InProcess, phases: &Value) {
     assert_eq!(state(&phases["expired_key"]), CredentialState::Expired);
     assert_eq!(state(&phases["rotated_key"]), CredentialState::Valid);
 }
+
+#[test]
+fn msal_connects_a_customer_user_by_authorization_code_and_refreshes_until_the_secret_expires() {
+    let Some(python) = common::python::python_with(&["msal", "requests"]) else {
+        return;
+    };
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/delegated.toml");
+    let serve = InProcess::start("delegated", Some(scenario));
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/delegated_msal.py"
+    );
+    let seen = serve.run_script(&python, &[script]);
+    assert_eq!(seen["state"], "state-1", "{seen}");
+    assert_eq!(seen["session_state"], true, "{seen}");
+    assert_eq!(seen["code_redeemed"], true, "{seen}");
+    let customer = serve.mocks().directory().clone();
+    let tid = Directory::lock(&customer)
+        .user_tenant("alice@fabrikam.onmicrosoft.com")
+        .unwrap()
+        .to_string();
+    assert_eq!(seen["id_token"]["tid"], tid.as_str(), "{seen}");
+    assert_eq!(
+        seen["id_token"]["preferred_username"], "alice@fabrikam.onmicrosoft.com",
+        "{seen}"
+    );
+    assert_eq!(
+        seen["id_token"]["aud"],
+        serve.env("MAILDRILL_CLIENT_ID"),
+        "{seen}"
+    );
+    assert_eq!(seen["id_token_iss_is_tenants"], true, "{seen}");
+    assert_eq!(seen["refresh_rotated"], true, "{seen}");
+    // msal carries Entra's app-level refusal up unchanged, and the refresh token outlives the
+    // secret: it works again with the new one (it belongs to the client id).
+    assert_eq!(
+        seen["expired"],
+        json!({"error": "invalid_client", "code": "AADSTS7000222"}),
+        "{seen}"
+    );
+    assert_eq!(seen["after_rotation"], true, "{seen}");
+    // The control API's tenant and user events, as msal meets them.
+    let disabled = json!({"error": "unauthorized_client", "code": "AADSTS7000112"});
+    assert_eq!(seen["disabled"], disabled, "{seen}");
+    let revoked = json!({"error": "invalid_grant", "code": "AADSTS50173", "suberror": "bad_token"});
+    assert_eq!(seen["revoked"], revoked, "{seen}");
+}

@@ -270,6 +270,8 @@ fn step(at: u32, action: StepAction) -> StepFile {
         first: None,
         app: None,
         mailbox: None,
+        user: None,
+        tenant: None,
     }
 }
 
@@ -319,6 +321,7 @@ impl Case {
             start: Instant(start),
             end: Some(minutes(DAY)),
             tenant: self.tenant(start, secret_end),
+            customers: Vec::new(),
             client: Some(ClientFile {
                 transport: if self.graph {
                     Transport::Graph
@@ -389,6 +392,7 @@ impl Case {
             token_lifetime: None,
             delta_token_max_age: None,
             smtp_auth: None,
+            user_consent: None,
             app_policy: None,
             apps: vec![AppFile {
                 app_id: demo::APP_ID.into(),
@@ -402,6 +406,8 @@ impl Case {
                     end: When::At(secret_end),
                 }],
                 certificates: vec![],
+                audience: None,
+                redirect_uris: vec![],
             }],
             mailboxes: vec![MailboxFile {
                 upn: demo::MAILBOX.into(),

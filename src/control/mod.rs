@@ -10,6 +10,7 @@
 //! what the client did.
 
 mod apps;
+mod events;
 mod evidence;
 mod faults;
 mod openapi;
@@ -156,6 +157,8 @@ impl Control {
             Op::Journal => evidence::journal(&inner.parts.journal, request.uri().query()),
             Op::Messages => evidence::messages(&inner.parts.directory, &params[0]),
             Op::Alerts => Ok(json(200, &evidence::alerts(&inner.parts.journal))),
+            Op::UserEvent => events::user_event(inner, &params[0], body(request)?),
+            Op::TenantEvent => events::tenant_event(inner, &params[0], body(request)?),
             Op::Reset => {
                 self.reset();
                 Ok(no_content())

@@ -6,6 +6,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use super::apps::{AddedSecret, Advance, AppsView, ClockView, NewSecret, SecretView};
+use super::events::{TenantEventCall, UserEventCall};
 use super::evidence::{AlertsView, JournalPage, JournalQuery, MessagesView};
 use super::faults::{FaultView, FaultsView, NewFault};
 use super::problem::Problem;
@@ -18,6 +19,8 @@ fn request(op: Op, generator: &mut SchemaGenerator) -> Option<(Schema, bool)> {
         Op::AdvanceClock => (generator.subschema_for::<Advance>(), true),
         Op::AddSecret => (generator.subschema_for::<NewSecret>(), false),
         Op::InjectFault => (generator.subschema_for::<NewFault>(), true),
+        Op::UserEvent => (generator.subschema_for::<UserEventCall>(), true),
+        Op::TenantEvent => (generator.subschema_for::<TenantEventCall>(), true),
         _ => return None,
     })
 }
@@ -38,7 +41,12 @@ fn response(op: Op, generator: &mut SchemaGenerator) -> Option<Schema> {
         Op::Journal => of::<JournalPage>(generator),
         Op::Messages => of::<MessagesView>(generator),
         Op::Alerts => of::<AlertsView>(generator),
-        Op::RemoveSecret | Op::ClearFaults | Op::ClearFault | Op::Reset => None,
+        Op::RemoveSecret
+        | Op::ClearFaults
+        | Op::ClearFault
+        | Op::Reset
+        | Op::UserEvent
+        | Op::TenantEvent => None,
     }
 }
 

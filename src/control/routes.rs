@@ -36,6 +36,10 @@ pub enum Op {
     Alerts,
     /// `POST reset`.
     Reset,
+    /// `POST users/{upn}/events`.
+    UserEvent,
+    /// `POST tenants/{tenant}/events`.
+    TenantEvent,
 }
 
 /// One route: method, path under the base (`{name}` for a segment), what it does.
@@ -74,7 +78,7 @@ const fn route(
 }
 
 /// Every route of the API.
-pub const ROUTES: [Route; 15] = [
+pub const ROUTES: [Route; 17] = [
     route(
         Method::GET,
         "openapi.json",
@@ -194,6 +198,22 @@ pub const ROUTES: [Route; 15] = [
         "reset",
         204,
         "Back to the initial state: tenant, secrets, mailboxes, faults, journal, clock.",
+    ),
+    route(
+        Method::POST,
+        "users/{upn}/events",
+        Op::UserEvent,
+        "userEvent",
+        204,
+        "A user-level event: revoked sessions, a password reset, idle refresh tokens, MFA or Conditional Access required.",
+    ),
+    route(
+        Method::POST,
+        "tenants/{tenant}/events",
+        Op::TenantEvent,
+        "tenantEvent",
+        204,
+        "A customer tenant's event for a multi-tenant app: consent withdrawn, the app disabled or enabled.",
     ),
 ];
 

@@ -1,4 +1,5 @@
-//! The mock Entra ID v2.0 token endpoint (client credentials) and its discovery document.
+//! The mock Entra ID v2.0 token endpoint (client credentials here; the delegated grants in
+//! `grant.rs`), its discovery document, and the route to the authorization endpoint.
 //!
 //! Validation runs in a fixed order (method, tenant, parameters, app, credential, scope) and
 //! each refusal is the catalogue reply Entra gives for it, so a client's classification of
@@ -19,6 +20,8 @@ use crate::tenant::{AssertionRefusal, CredentialError, Directory, Resource};
 pub fn operation(path: &str) -> &'static str {
     if path.ends_with("/oauth2/v2.0/token") {
         "token"
+    } else if path.ends_with("/oauth2/v2.0/authorize") {
+        "authorize"
     } else if path.ends_with("/v2.0/.well-known/openid-configuration") {
         "discovery"
     } else {
@@ -49,7 +52,13 @@ pub(crate) fn request_vars(
     let basic = basic_credentials(request);
     let app_id = basic
         .map(|(id, _)| id)
-        .or(form.get("client_id").map(str::to_string));
+        .or(form.get("client_id").map(str::to_string))
+        .or_else(|| query_client_id(request));
+    let app_name = app_id
+        .as_deref()
+        .and_then(|id| directory.home_tenant(id).and_then(|t| t.app(id)))
+        .map_or_else(String::new, |a| a.display_name.clone());
+    let redirect_uri = form.get("redirect_uri").unwrap_or("").to_string();
     let scope = form.get("scope").unwrap_or("").to_string();
     let thumbprint = form.get("client_assertion").and_then(assertion_thumbprint);
     let vars = assertion_vars(&AssertionError::UnknownKey { thumbprint }, now)
@@ -63,6 +72,19 @@ pub(crate) fn request_vars(
         .set("grant_type", form.get("grant_type").unwrap_or(""))
         .set("parameter", "grant_type")
         .set("method", request.method().as_str())
+        .set("app_name", app_name)
+        .set("issued_at", assertion_time(now))
+        .set("tokens_valid_from", assertion_time(now))
+        .set("resource_app_id", Resource::Graph.app_id())
+        .set("code_redirect_uri", redirect_uri.clone())
+        .set("redirect_uri", redirect_uri)
+}
+
+/// `client_id` in an authorization request's query.
+fn query_client_id(request: &HttpRequest) -> Option<String> {
+    form_urlencoded::parse(request.uri().query()?.as_bytes())
+        .find(|(k, _)| k == "client_id")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// The app a token request names (HTTP Basic or `client_id`), for faults scoped to an app.
@@ -70,6 +92,7 @@ pub(crate) fn requesting_app(request: &HttpRequest) -> Option<String> {
     basic_credentials(request)
         .map(|(id, _)| id)
         .or_else(|| Form::parse(request).get("client_id").map(str::to_string))
+        .or_else(|| query_client_id(request))
 }
 
 pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
@@ -82,6 +105,7 @@ pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
         .to_string();
     match operation(path) {
         "token" => token(ctx, &tenant, request),
+        "authorize" => super::authorize::handle(ctx, &tenant, request),
         "discovery" => discovery(ctx, &tenant),
         _ => not_found(),
     }
@@ -98,19 +122,24 @@ fn not_found() -> HttpResponse {
         .expect("static response is valid")
 }
 
-fn error(ctx: &Ctx<'_>, error: EntraError, extra: &[(&'static str, String)]) -> HttpResponse {
+pub(super) fn error(
+    ctx: &Ctx<'_>,
+    error: EntraError,
+    extra: &[(&'static str, String)],
+) -> HttpResponse {
     let vars = extra
         .iter()
         .fold(ctx.vars.clone(), |v, (k, val)| v.set(k, val.clone()));
     wire::entra_error(error, &vars)
 }
 
-struct Form {
+/// A token request's form.
+pub(super) struct Form {
     pairs: Vec<(String, String)>,
 }
 
 impl Form {
-    fn parse(request: &HttpRequest) -> Form {
+    pub(super) fn parse(request: &HttpRequest) -> Form {
         let is_form = header(request, "content-type").is_some_and(|ct| {
             ct.to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
@@ -126,7 +155,7 @@ impl Form {
         Form { pairs }
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.pairs
             .iter()
             .find(|(k, _)| k == name)
@@ -136,7 +165,7 @@ impl Form {
 }
 
 /// `client_secret_basic`: `Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 2.3.1).
-fn basic_credentials(request: &HttpRequest) -> Option<(String, String)> {
+pub(super) fn basic_credentials(request: &HttpRequest) -> Option<(String, String)> {
     let value = header(request, "authorization")?;
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -161,6 +190,13 @@ fn token(ctx: &mut Ctx<'_>, tenant_ref: &str, request: &HttpRequest) -> HttpResp
             &[("method", request.method().to_string())],
         );
     }
+    let form = Form::parse(request);
+    if matches!(
+        form.get("grant_type"),
+        Some(super::grant::AUTHORIZATION_CODE | super::grant::REFRESH_TOKEN)
+    ) {
+        return super::grant::token(ctx, tenant_ref, request, &form);
+    }
     let Some(tenant) = ctx.directory.tenant(tenant_ref) else {
         return error(
             ctx,
@@ -170,7 +206,6 @@ fn token(ctx: &mut Ctx<'_>, tenant_ref: &str, request: &HttpRequest) -> HttpResp
     };
     let (tenant_id, tenant_name) = (tenant.id.clone(), tenant.domain.clone());
     let lifetime = tenant.settings.token_lifetime.as_secs();
-    let form = Form::parse(request);
     let basic = basic_credentials(request);
     let missing = |ctx: &Ctx<'_>, name: &str| {
         error(
@@ -222,7 +257,7 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 
 /// The client's secret (body or Basic) or, without one, its assertion, checked against the
 /// directory: the app id, or Entra's refusal.
-fn authenticate(
+pub(super) fn authenticate(
     ctx: &Ctx<'_>,
     form: &Form,
     basic: Option<&(String, String)>,
@@ -289,7 +324,7 @@ static KEY_DATE: crate::time::Pattern = crate::time::Pattern::new("%m/%d/%Y %H:%
 static ASSERTION_SECONDS: crate::time::Pattern = crate::time::Pattern::new("%Y-%m-%dT%H:%M:%S");
 
 /// An instant as Entra's assertion messages show it: seven fractional digits.
-fn assertion_time(at: DateTime<Utc>) -> String {
+pub(super) fn assertion_time(at: DateTime<Utc>) -> String {
     let ticks = at.timestamp_subsec_nanos() / 100;
     format!("{}.{ticks:07}Z", ASSERTION_SECONDS.format(at))
 }
@@ -413,16 +448,24 @@ fn parse_scope(scope: &str) -> Result<Resource, ScopeError> {
 }
 
 fn discovery(ctx: &mut Ctx<'_>, tenant_ref: &str) -> HttpResponse {
-    let Some(tenant) = ctx.directory.tenant(tenant_ref) else {
-        return error(
-            ctx,
-            EntraError::UnknownTenantDiscovery,
-            &[("tenant", tenant_ref.into())],
-        );
-    };
     let base = &ctx.config.endpoints.login_base;
-    let authority = format!("{base}/{}", tenant.id);
-    let vars: Vars = ctx.vars.clone().set("authority", authority.clone());
+    // `common` and `organizations` name no tenant: their issuer has the `{tenantid}`
+    // placeholder that multi-tenant validators substitute (wire reference §8.1).
+    let (authority, issuer_authority) = if crate::tenant::is_broad(tenant_ref) {
+        let broad = tenant_ref.to_ascii_lowercase();
+        (format!("{base}/{broad}"), format!("{base}/{{tenantid}}"))
+    } else {
+        let Some(tenant) = ctx.directory.tenant(tenant_ref) else {
+            return error(
+                ctx,
+                EntraError::UnknownTenantDiscovery,
+                &[("tenant", tenant_ref.into())],
+            );
+        };
+        let authority = format!("{base}/{}", tenant.id);
+        (authority.clone(), authority)
+    };
+    let vars: Vars = ctx.vars.clone().set("authority", issuer_authority);
     let (issuer, region) = wire::entra_discovery(&vars);
     let document = json!({
         "token_endpoint": format!("{authority}/oauth2/v2.0/token"),

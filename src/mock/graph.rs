@@ -53,7 +53,14 @@ fn operation_of<S: AsRef<str>>(segments: &[S]) -> &'static str {
         *name = segment.as_ref();
     }
     match &names[..segments.len()] {
-        ["users", _, "sendMail"] => "send-mail",
+        ["users", _, "sendMail"] | ["me", "sendMail"] => "send-mail",
+        [
+            "me",
+            "mailFolders",
+            _,
+            "messages",
+            "delta" | "delta()" | "microsoft.graph.delta" | "microsoft.graph.delta()",
+        ] => "delta",
         // The function as a bare name, with its empty parameter list (what Microsoft's SDKs
         // send), or namespace-qualified: OData allows all of them.
         [
@@ -145,6 +152,8 @@ pub(crate) fn requesting_party(
     let segments = segments(request.uri().path());
     let user = match segments.first().map(|s| &**s) {
         Some("users") => segments.get(1).map(|s| s.to_string()),
+        // `/me` is the signed-in user of a delegated token.
+        Some("me") => claims.as_ref().and_then(|c| c.upn.clone()),
         _ => None,
     };
     let mailbox = user.map(|user| {
@@ -181,9 +190,18 @@ pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
         Err(TokenError::MissingRole(_)) => return err(ctx, role_error),
         Err(e) => return err(ctx, token_error(&e)),
     };
+    // `/me/...` names the user one segment earlier than `/users/{id}/...`.
+    let (user, folder) = if segments.first().is_some_and(|s| s == "me") {
+        ("me", segments.get(2))
+    } else {
+        (segments.get(1).map_or("", |s| &**s), segments.get(3))
+    };
     match op {
-        "send-mail" => send_mail(ctx, request, &claims, &segments[1]),
-        "delta" => delta(ctx, request, &claims, &segments[1], &segments[3]),
+        "send-mail" => send_mail(ctx, request, &claims, user),
+        "delta" => {
+            let folder = folder.expect("a delta path has a folder segment");
+            delta(ctx, request, &claims, user, folder)
+        }
         "applications" => get_applications(ctx, request, &claims, &segments),
         "add-password" => add_password(ctx, request, &claims, &segments),
         _ => remove_password(ctx, request, &claims, &segments),
@@ -213,8 +231,34 @@ fn authorize(
         .validate_token(bearer, Resource::Graph, None, ctx.now)
 }
 
-fn has_role(claims: &TokenClaims, roles: &[&str]) -> bool {
-    claims.roles.iter().any(|r| roles.contains(&r.as_str()))
+/// Whether the token grants one of `permissions` (an app's role or a user's delegated scope).
+fn has_role(claims: &TokenClaims, permissions: &[&str]) -> bool {
+    permissions.iter().any(|p| claims.grants(p))
+}
+
+/// The mailbox a call may reach: `/me` is a delegated token's user (400 for an app token);
+/// a delegated token reaches its own mailbox only (403 `ErrorAccessDenied` for another:
+/// the mock's users hold no rights on other mailboxes, wire reference §8.7).
+fn reachable_user(claims: &TokenClaims, user: &str) -> Result<String, GraphError> {
+    let me = user.eq_ignore_ascii_case("me");
+    if !claims.is_delegated() {
+        return if me {
+            Err(GraphError::MeNeedsDelegated)
+        } else {
+            Ok(user.to_string())
+        };
+    }
+    let own = me
+        || claims.oid.eq_ignore_ascii_case(user)
+        || claims
+            .upn
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case(user));
+    if own {
+        Ok(claims.oid.clone())
+    } else {
+        Err(GraphError::AccessDenied)
+    }
 }
 
 /// A parsed outgoing message, from JSON or MIME.
@@ -232,11 +276,15 @@ fn send_mail(
     claims: &TokenClaims,
     user: &str,
 ) -> HttpResponse {
+    let user = match reachable_user(claims, user) {
+        Ok(user) => user,
+        Err(error) => return err(ctx, error),
+    };
     if !has_role(claims, &["Mail.Send"]) {
         return err(ctx, GraphError::AccessDenied);
     }
-    let Some(mailbox) = ctx.directory.mailbox(&claims.tid, user) else {
-        return err_with(ctx, GraphError::UnknownUser, "user", user);
+    let Some(mailbox) = ctx.directory.mailbox(&claims.tid, &user) else {
+        return err_with(ctx, GraphError::UnknownUser, "user", &user);
     };
     let mailbox_upn = mailbox.upn.clone();
     let is_mime = header(request, "content-type")
@@ -250,6 +298,12 @@ fn send_mail(
         Ok(outgoing) => outgoing,
         Err(error) => return err(ctx, error),
     };
+    if claims.is_delegated()
+        && !outgoing.from.is_empty()
+        && !outgoing.from.eq_ignore_ascii_case(&mailbox_upn)
+    {
+        return err(ctx, GraphError::SendAsDenied);
+    }
     let key = format!("{}|{}", claims.appid, mailbox_upn.to_ascii_lowercase());
     if !ctx.config.limits_off {
         match ctx
@@ -406,14 +460,19 @@ fn delta(
     user: &str,
     folder: &str,
 ) -> HttpResponse {
+    let path_user = user;
+    let user = match reachable_user(claims, user) {
+        Ok(user) => user,
+        Err(error) => return err(ctx, error),
+    };
     if !has_role(
         claims,
         &["Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic.All"],
     ) {
         return err(ctx, GraphError::AccessDenied);
     }
-    let Some(mailbox) = ctx.directory.mailbox(&claims.tid, user) else {
-        return err_with(ctx, GraphError::UnknownUser, "user", user);
+    let Some(mailbox) = ctx.directory.mailbox(&claims.tid, &user) else {
+        return err_with(ctx, GraphError::UnknownUser, "user", &user);
     };
     let folder = folder
         .trim_start_matches("mailFolders('")
@@ -434,7 +493,7 @@ fn delta(
         .unwrap_or_default();
     let base = DeltaBase {
         graph: &ctx.config.endpoints.graph_base,
-        user,
+        user: path_user,
         folder,
     };
     let page = match mailbox.delta(token.as_deref(), page_size, ctx.now, max_age) {
@@ -536,6 +595,13 @@ struct DeltaBase<'a> {
 
 impl fmt::Display for DeltaBase<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.user == "me" {
+            return write!(
+                f,
+                "{}/v1.0/me/mailFolders/{}/messages/delta",
+                self.graph, self.folder
+            );
+        }
         write!(
             f,
             "{}/v1.0/users/{}/mailFolders/{}/messages/delta",

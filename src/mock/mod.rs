@@ -6,7 +6,9 @@
 //! perform the delays on the clock. Every request is journaled with its virtual time.
 
 pub mod alerts;
+pub mod authorize;
 pub mod entra;
+pub mod grant;
 pub mod graph;
 pub mod mime;
 pub mod smtp;

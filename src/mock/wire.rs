@@ -142,11 +142,24 @@ pub enum EntraError {
     InvalidScope,
     InvalidResource,
     Unavailable,
+    RefreshTokenInactive,
+    GrantRevoked,
+    ConsentRequired,
+    MfaRequired,
+    ConditionalAccess,
+    AppDisabled,
+    CodeRedeemed,
+    CodeExpired,
+    InvalidCode,
+    InvalidRefreshToken,
+    PkceMismatch,
+    RedirectMismatch,
+    NotMultiTenant,
 }
 
 impl EntraError {
     /// Every variant, for coverage tests and the fault vocabulary.
-    pub const ALL: [EntraError; 19] = [
+    pub const ALL: [EntraError; 32] = [
         EntraError::ExpiredSecret,
         EntraError::InvalidSecret,
         EntraError::MissingCredential,
@@ -169,6 +182,20 @@ impl EntraError {
         EntraError::MalformedAssertion,
         EntraError::AssertionAudience,
         EntraError::AssertionClientMismatch,
+        // The delegated grants' errors (authorization code, refresh token), after the rest.
+        EntraError::RefreshTokenInactive,
+        EntraError::GrantRevoked,
+        EntraError::ConsentRequired,
+        EntraError::MfaRequired,
+        EntraError::ConditionalAccess,
+        EntraError::AppDisabled,
+        EntraError::CodeRedeemed,
+        EntraError::CodeExpired,
+        EntraError::InvalidCode,
+        EntraError::InvalidRefreshToken,
+        EntraError::PkceMismatch,
+        EntraError::RedirectMismatch,
+        EntraError::NotMultiTenant,
     ];
 
     /// The catalogue key.
@@ -193,6 +220,19 @@ impl EntraError {
             EntraError::InvalidScope => "invalid_scope",
             EntraError::InvalidResource => "invalid_resource",
             EntraError::Unavailable => "unavailable",
+            EntraError::RefreshTokenInactive => "refresh_token_inactive",
+            EntraError::GrantRevoked => "grant_revoked",
+            EntraError::ConsentRequired => "consent_required",
+            EntraError::MfaRequired => "mfa_required",
+            EntraError::ConditionalAccess => "conditional_access",
+            EntraError::AppDisabled => "app_disabled",
+            EntraError::CodeRedeemed => "code_redeemed",
+            EntraError::CodeExpired => "code_expired",
+            EntraError::InvalidCode => "invalid_code",
+            EntraError::InvalidRefreshToken => "invalid_refresh_token",
+            EntraError::PkceMismatch => "pkce_mismatch",
+            EntraError::RedirectMismatch => "redirect_mismatch",
+            EntraError::NotMultiTenant => "not_multi_tenant",
         }
     }
 
@@ -235,11 +275,13 @@ pub enum GraphError {
     CredentialLifetimePolicy,
     CredentialTypePolicy,
     DirectoryThrottled,
+    MeNeedsDelegated,
+    SendAsDenied,
 }
 
 impl GraphError {
     /// Every variant, for coverage tests and the fault vocabulary.
-    pub const ALL: [GraphError; 26] = [
+    pub const ALL: [GraphError; 28] = [
         GraphError::TokenMissing,
         GraphError::TokenMalformed,
         GraphError::TokenInvalid,
@@ -266,6 +308,9 @@ impl GraphError {
         GraphError::CredentialLifetimePolicy,
         GraphError::CredentialTypePolicy,
         GraphError::DirectoryThrottled,
+        // Delegated tokens (issue 14), after the rest so the replies before keep their ids.
+        GraphError::MeNeedsDelegated,
+        GraphError::SendAsDenied,
     ];
 
     /// The catalogue key.
@@ -297,6 +342,8 @@ impl GraphError {
             GraphError::CredentialLifetimePolicy => "credential_lifetime_policy",
             GraphError::CredentialTypePolicy => "credential_type_policy",
             GraphError::DirectoryThrottled => "directory_throttled",
+            GraphError::MeNeedsDelegated => "me_needs_delegated",
+            GraphError::SendAsDenied => "send_as_denied",
         }
     }
 
@@ -343,6 +390,9 @@ struct EntraEntry {
     error: String,
     code: u32,
     description: String,
+    /// `suberror`, after `error_uri` (delegated grants, wire reference §8.4).
+    #[serde(default)]
+    suberror: Option<String>,
     #[serde(default)]
     source: Option<String>,
     #[serde(default)]
@@ -439,7 +489,7 @@ fn graph_file() -> &'static GraphFile {
 /// A catalogue header, parsed once: a fixed value, one variable, or a template filled per
 /// reply.
 #[derive(Debug)]
-struct HeaderTemplate {
+pub(super) struct HeaderTemplate {
     name: HeaderName,
     value: TemplateValue,
 }
@@ -452,7 +502,7 @@ enum TemplateValue {
     Template(String),
 }
 
-fn templates(headers: &[(String, String)]) -> Vec<HeaderTemplate> {
+pub(super) fn templates(headers: &[(String, String)]) -> Vec<HeaderTemplate> {
     headers
         .iter()
         .map(|(name, value)| {
@@ -475,7 +525,7 @@ fn templates(headers: &[(String, String)]) -> Vec<HeaderTemplate> {
         .collect()
 }
 
-fn response(
+pub(super) fn response(
     status: u16,
     headers: &[HeaderTemplate],
     extra: &[(&str, String)],
@@ -560,7 +610,7 @@ pub fn entra_error(error: EntraError, vars: &Vars) -> HttpResponse {
         vars.fill("${correlation_id}"),
         vars.fill("${timestamp}"),
     );
-    let body = json!({
+    let mut body = json!({
         "error": entry.error,
         "error_description": description,
         "error_codes": [entry.code],
@@ -569,6 +619,9 @@ pub fn entra_error(error: EntraError, vars: &Vars) -> HttpResponse {
         "correlation_id": vars.fill("${correlation_id}"),
         "error_uri": vars.fill(&file.envelope.error_uri),
     });
+    if let Some(suberror) = &entry.suberror {
+        body["suberror"] = json!(suberror);
+    }
     let body = Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise"));
     response(entry.status, &parsed().entra_headers, &[], &vars, body)
 }
@@ -583,6 +636,51 @@ pub fn entra_token(access_token: &str, expires_in: u64, vars: &Vars) -> HttpResp
         "access_token": access_token,
     });
     let body = Bytes::from(serde_json::to_vec(&body).expect("JSON values serialise"));
+    response(200, &parsed().entra_headers, &[], vars, body)
+}
+
+/// What a delegated grant's success body carries besides the access token.
+#[derive(Debug, Clone, Copy)]
+pub struct DelegatedBody<'a> {
+    /// `scope`.
+    pub scope: &'a str,
+    /// `expires_in` and `ext_expires_in`.
+    pub expires_in: u64,
+    /// `refresh_token`, when `offline_access` was granted.
+    pub refresh_token: Option<&'a str>,
+    /// `id_token`, when `openid` was asked for.
+    pub id_token: Option<&'a str>,
+    /// `client_info`, when the request carried `client_info=1`.
+    pub client_info: Option<&'a str>,
+}
+
+/// A delegated grant's success reply, in the wire order of §8.3: `token_type`, `scope`,
+/// `expires_in`, `ext_expires_in`, `access_token`, `refresh_token`, `id_token`,
+/// `client_info` (no `foci`: a third-party app is no Microsoft "family" app).
+pub fn entra_delegated_token(
+    access_token: &str,
+    body: DelegatedBody<'_>,
+    vars: &Vars,
+) -> HttpResponse {
+    let file = entra_file();
+    let mut value = json!({
+        "token_type": file.success.token_type,
+        "scope": body.scope,
+        "expires_in": body.expires_in,
+        "ext_expires_in": body.expires_in,
+        "access_token": access_token,
+    });
+    let optional = [
+        ("refresh_token", body.refresh_token),
+        ("id_token", body.id_token),
+        ("client_info", body.client_info),
+    ];
+    for (name, field) in optional {
+        if let Some(field) = field {
+            value[name] = json!(field);
+        }
+    }
+    let body = Bytes::from(serde_json::to_vec(&value).expect("JSON values serialise"));
     response(200, &parsed().entra_headers, &[], vars, body)
 }
 

@@ -111,6 +111,9 @@ impl World {
             .seed(plan.seed)
             .start(plan.start)
             .tenant(plan.tenant.clone());
+        for customer in &plan.customers {
+            builder = builder.tenant(customer.clone());
+        }
         for fault in &plan.faults {
             builder = builder.fault(fault.clone());
         }
@@ -399,6 +402,19 @@ fn perform(action: &Action, now: DateTime<Utc>, plan: &Plan, world: &World, hand
         Action::ClearFaults(target) => world.sim.mocks().clear_target(*target),
         // The driver stops and starts the subject, or starts the operator's script, at these
         // instants.
+        Action::User {
+            tenant: user_tenant,
+            upn,
+            event,
+        } => {
+            directory.user_event(user_tenant, upn, *event, now);
+        }
+        Action::Tenant {
+            tenant: customer,
+            event,
+        } => {
+            directory.tenant_event(customer, app, *event);
+        }
         Action::Restart | Action::RotateViaGraph(_) => {}
     }
 }

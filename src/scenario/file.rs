@@ -18,8 +18,8 @@ use crate::seed::Seed;
 use crate::subject::Profile;
 use crate::tenant::certificate::TEST_KEYS;
 use crate::tenant::{
-    AppPolicy, AppSpec, CertificateSpec, MailboxSpec, Resource, SecretSpec, TenantSettings,
-    TenantSpec,
+    AppPolicy, AppSpec, CertificateSpec, MailboxSpec, Resource, SecretSpec, SignInAudience,
+    TenantSettings, TenantSpec,
 };
 
 /// A scenario file as written.
@@ -39,8 +39,11 @@ pub struct ScenarioFile {
     /// Where the replay ends: an instant or an offset from `start` such as `+45d`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<When>,
-    /// The simulated tenant.
+    /// The simulated tenant (the publisher's, for a multi-tenant app).
     pub tenant: TenantFile,
+    /// Customer tenants of a multi-tenant app, each with users (and mailboxes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub customers: Vec<CustomerFile>,
     /// The client under test.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientFile>,
@@ -108,8 +111,10 @@ pub struct StepFile {
     /// `rotate-secret-via-graph` (`addPassword` as an operator's script calls it),
     /// `paste-secret` (a value into the client's secret file only: a wrong paste),
     /// `rotate-certificate` (a new certificate in the app and in the client's files),
-    /// `delete-app`, `restore-app`, `expire-delta-tokens`, `restart-client`, `fault` or
-    /// `clear-faults`.
+    /// `delete-app`, `restore-app`, `expire-delta-tokens`, `restart-client`, `fault`,
+    /// `clear-faults`, or a user's or a customer tenant's event (`revoke-sessions`,
+    /// `reset-password`, `idle-refresh-tokens`, `require-mfa`, `block-by-conditional-access`,
+    /// `withdraw-consent`, `disable-app-in-tenant`, `enable-app-in-tenant`).
     pub action: StepAction,
     /// For `rotate-secret` and `paste-secret`: the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,6 +157,14 @@ pub struct StepFile {
     /// For `fault`: only requests for this mailbox (UPN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,
+    /// For the user-level steps (`revoke-sessions`, `reset-password`, `idle-refresh-tokens`,
+    /// `require-mfa`, `block-by-conditional-access`): the user's UPN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// For the tenant-level steps (`withdraw-consent`, `disable-app-in-tenant`,
+    /// `enable-app-in-tenant`): the customer tenant's id or domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// An `[[expect]]` entry.
@@ -359,6 +372,9 @@ pub struct TenantFile {
     /// Whether SMTP AUTH is enabled for the tenant (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp_auth: Option<bool>,
+    /// Whether users may consent to apps themselves (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_consent: Option<bool>,
     /// The tenant's app management policy on new secrets (default none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_policy: Option<AppPolicyFile>,
@@ -422,6 +438,51 @@ pub struct AppFile {
     /// Certificates (`keyCredentials`), issued from the bundled test keys in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertificateFile>,
+    /// `single-tenant` (default) or `multi-tenant` (users of customer tenants sign in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<SignInAudience>,
+    /// Redirect URIs registered for the authorization-code flow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<String>,
+}
+
+/// A `[[customers]]` entry: one customer tenant with the users listed, or `count` tenants
+/// with `users_per_tenant` users each, their ids and names derived from the seed.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerFile {
+    /// Tenant id (derived from the seed when absent; only for a single tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Initial domain (default `customer{n}.onmicrosoft.com`; only for a single tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// How many tenants this entry declares (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Users generated in each tenant (`user{k}@{domain}`), after those listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_per_tenant: Option<u32>,
+    /// Users listed by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<MailboxFile>,
+    /// Consent to the publisher's app at the start: `none` (default: the first sign-in
+    /// consents), or `admin` (an admin consented for every user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<ConsentFile>,
+    /// Whether users may consent themselves (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_consent: Option<bool>,
+}
+
+/// Consent present in a customer tenant at the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsentFile {
+    /// No service principal yet.
+    None,
+    /// A service principal with an admin's consent for every user.
+    Admin,
 }
 
 /// A `[[tenant.apps.certificates]]` entry: a self-signed RSA certificate the app trusts for
@@ -666,6 +727,7 @@ impl ScenarioFile {
             settings,
             apps,
             mailboxes,
+            consents: Vec::new(),
         })
     }
 
@@ -684,6 +746,7 @@ impl ScenarioFile {
                 .delta_token_max_age
                 .map_or(defaults.delta_token_max_age, |d| d.0),
             smtp_auth_enabled: tenant.smtp_auth.unwrap_or(defaults.smtp_auth_enabled),
+            user_consent: tenant.user_consent.unwrap_or(defaults.user_consent),
             sent_capacity: defaults.sent_capacity,
             app_policy: tenant.app_policy.as_ref().map(AppPolicyFile::policy),
         };
@@ -766,12 +829,90 @@ impl ScenarioFile {
             secrets,
             certificates,
             roles: app.roles.clone().into_iter().collect(),
+            audience: app.audience.unwrap_or_default(),
+            redirect_uris: app.redirect_uris.clone(),
         })
+    }
+
+    /// The customer tenants, expanded: ids, domains and users derived from the seed where the
+    /// file leaves them out (a stream of its own, so adding customers changes no other id).
+    pub fn customer_specs(&self, path: &Path) -> Result<Vec<TenantSpec>, LoadError> {
+        let mut ids = self.seed().stream("scenario.customers");
+        let app_ids: Vec<String> = self.tenant.apps.iter().map(|a| a.app_id.clone()).collect();
+        let mut out = Vec::new();
+        for (i, customer) in self.customers.iter().enumerate() {
+            let count = customer.count.unwrap_or(1);
+            if count == 0 || (count > 1 && (customer.id.is_some() || customer.domain.is_some())) {
+                return Err(LoadError::Semantic {
+                    path: path.to_path_buf(),
+                    key: format!("customers[{i}].count"),
+                    message: "must be at least 1, and 1 where `id` or `domain` is given".into(),
+                });
+            }
+            for _ in 0..count {
+                let n = out.len() + 1;
+                out.push(customer_spec(customer, n, &app_ids, &mut ids));
+            }
+        }
+        Ok(out)
     }
 
     /// How many certificates the tenant declares (each takes one bundled test key).
     pub fn certificate_count(&self) -> usize {
         self.tenant.apps.iter().map(|a| a.certificates.len()).sum()
+    }
+}
+
+/// The `n`th customer tenant (1-based) from its entry.
+fn customer_spec(
+    customer: &CustomerFile,
+    n: usize,
+    app_ids: &[String],
+    ids: &mut crate::seed::SeedRng,
+) -> TenantSpec {
+    let id = customer.id.clone().unwrap_or_else(|| ids.guid());
+    let domain = customer
+        .domain
+        .clone()
+        .unwrap_or_else(|| format!("customer{n}.onmicrosoft.com"));
+    let mut mailboxes: Vec<MailboxSpec> = customer
+        .users
+        .iter()
+        .map(|m| MailboxSpec {
+            id: m.id.clone().unwrap_or_else(|| ids.guid()),
+            upn: m.upn.clone(),
+            display_name: m.display_name.clone().unwrap_or_else(|| m.upn.clone()),
+        })
+        .collect();
+    for k in 1..=customer.users_per_tenant.unwrap_or(0) {
+        let upn = format!("user{k}@{domain}");
+        mailboxes.push(MailboxSpec {
+            id: ids.guid(),
+            display_name: upn.clone(),
+            upn,
+        });
+    }
+    let admin = customer.consent == Some(ConsentFile::Admin);
+    TenantSpec {
+        id,
+        domain,
+        settings: TenantSettings {
+            user_consent: customer.user_consent.unwrap_or(true),
+            ..TenantSettings::default()
+        },
+        apps: Vec::new(),
+        mailboxes,
+        consents: if admin {
+            app_ids
+                .iter()
+                .map(|app_id| crate::tenant::ConsentSpec {
+                    app_id: app_id.clone(),
+                    admin: true,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 

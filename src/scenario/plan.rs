@@ -12,7 +12,7 @@ use crate::check::{CheckId, Grade};
 use crate::fault::{Activation, Fault, FaultKind, FaultWords, Target};
 use crate::seed::Seed;
 use crate::subject::{Capability, Profile, Settings};
-use crate::tenant::{AppSpec, CertificateSpec, SecretSpec, TenantSpec};
+use crate::tenant::{AppSpec, CertificateSpec, SecretSpec, TenantEvent, TenantSpec, UserEvent};
 use crate::time::to_chrono;
 
 /// A timeline step the replay performs at its instant.
@@ -46,6 +46,22 @@ pub(crate) enum Action {
     /// Kill the client and start it again: a new process reads its secret afresh, starts with
     /// an empty token cache, and resumes from the same outbox database.
     Restart,
+    /// A user-level event in the directory (revoked sessions, a password reset, ...).
+    User {
+        /// The user's tenant id.
+        tenant: String,
+        /// The user's principal name.
+        upn: String,
+        /// What happens to them.
+        event: UserEvent,
+    },
+    /// A tenant-level event for the scenario's app (withdrawn consent, a disabled app).
+    Tenant {
+        /// The customer tenant's id.
+        tenant: String,
+        /// What happens there.
+        event: TenantEvent,
+    },
 }
 
 impl Action {
@@ -79,6 +95,8 @@ impl Action {
             Action::Restart => {
                 "restart the client (new process, same outbox, secret read afresh)".to_string()
             }
+            Action::User { upn, event, .. } => format!("{} for {upn}", describe_user(*event)),
+            Action::Tenant { tenant, event } => format!("{} in {tenant}", describe_tenant(*event)),
         }
     }
 
@@ -90,6 +108,30 @@ impl Action {
             self,
             Action::Rotate(_) | Action::RotateCertificate(_) | Action::RestoreApp
         )
+    }
+}
+
+fn describe_user(event: UserEvent) -> &'static str {
+    match event {
+        UserEvent::RevokeSessions => "revoke the sessions (refresh tokens refused: AADSTS50173)",
+        UserEvent::ResetPassword => {
+            "reset the password in the Entra admin center (refresh tokens refused: AADSTS50173)"
+        }
+        UserEvent::IdleRefreshTokens => {
+            "let the refresh tokens go 90 days unused (refused: AADSTS700082)"
+        }
+        UserEvent::RequireMfa => "require MFA (refresh refused until a new sign-in: AADSTS50076)",
+        UserEvent::BlockByConditionalAccess => {
+            "block token issuance by Conditional Access (AADSTS53003)"
+        }
+    }
+}
+
+fn describe_tenant(event: TenantEvent) -> &'static str {
+    match event {
+        TenantEvent::WithdrawConsent => "withdraw consent to the app (AADSTS65001)",
+        TenantEvent::DisableApp => "disable the app's service principal (AADSTS7000112)",
+        TenantEvent::EnableApp => "enable the app's service principal again",
     }
 }
 
@@ -155,6 +197,8 @@ pub struct Plan {
     pub(crate) start: DateTime<Utc>,
     pub(crate) end: DateTime<Utc>,
     pub(crate) tenant: TenantSpec,
+    /// Customer tenants of a multi-tenant app (`[[customers]]`).
+    pub(crate) customers: Vec<TenantSpec>,
     pub(crate) app: AppSpec,
     pub(crate) credential: Credential,
     pub(crate) mailbox: String,
@@ -257,6 +301,65 @@ fn target(path: &Path, i: usize, step: &StepFile) -> Result<Target, LoadError> {
     })
 }
 
+/// A user's or a tenant's event, its `user` or `tenant` checked against the tenants.
+fn event_step(
+    path: &Path,
+    i: usize,
+    step: &StepFile,
+    tenants: &[&TenantSpec],
+) -> Result<Action, LoadError> {
+    let user_event = match step.action {
+        StepAction::RevokeSessions => Some(UserEvent::RevokeSessions),
+        StepAction::ResetPassword => Some(UserEvent::ResetPassword),
+        StepAction::IdleRefreshTokens => Some(UserEvent::IdleRefreshTokens),
+        StepAction::RequireMfa => Some(UserEvent::RequireMfa),
+        StepAction::BlockByConditionalAccess => Some(UserEvent::BlockByConditionalAccess),
+        _ => None,
+    };
+    if let Some(event) = user_event {
+        let upn = needed(
+            path,
+            i,
+            step.user.as_ref(),
+            "user",
+            "this step needs the user's UPN",
+        )?;
+        let tenant = tenants
+            .iter()
+            .find(|t| t.mailboxes.iter().any(|m| m.upn.eq_ignore_ascii_case(&upn)))
+            .ok_or_else(|| {
+                let message = format!("{upn} is no user of the tenant or the customers");
+                semantic(path, format!("timeline[{i}].user"), message)
+            })?;
+        let tenant = tenant.id.clone();
+        return Ok(Action::User { tenant, upn, event });
+    }
+    let event = match step.action {
+        StepAction::WithdrawConsent => TenantEvent::WithdrawConsent,
+        StepAction::DisableAppInTenant => TenantEvent::DisableApp,
+        _ => TenantEvent::EnableApp,
+    };
+    let named = needed(
+        path,
+        i,
+        step.tenant.as_ref(),
+        "tenant",
+        "this step needs a tenant",
+    )?;
+    let tenant = tenants
+        .iter()
+        .skip(1)
+        .find(|t| t.id.eq_ignore_ascii_case(&named) || t.domain.eq_ignore_ascii_case(&named))
+        .ok_or_else(|| {
+            let message = format!("{named} is no customer tenant");
+            semantic(path, format!("timeline[{i}].tenant"), message)
+        })?;
+    Ok(Action::Tenant {
+        tenant: tenant.id.clone(),
+        event,
+    })
+}
+
 /// A step's parameter its action or fault kind needs.
 fn needed<T: Clone>(
     path: &Path,
@@ -287,6 +390,7 @@ pub fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan
         return Err(semantic(path, "end".into(), "must be after start"));
     }
     let tenant = file.tenant_spec(path)?;
+    let customers = file.customer_specs(path)?;
     let app = first(&tenant.apps, path, "tenant.apps", "app")?.clone();
     let credential = match (app.secrets.first(), app.certificates.first()) {
         (Some(secret), _) => Credential::Secret(secret.clone()),
@@ -302,7 +406,8 @@ pub fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan
     let mailbox = first(&tenant.mailboxes, path, "tenant.mailboxes", "mailbox")?
         .upn
         .clone();
-    let (faults, steps) = timeline(path, file, start)?;
+    let tenants: Vec<&TenantSpec> = std::iter::once(&tenant).chain(&customers).collect();
+    let (faults, steps) = timeline(path, file, start, &tenants)?;
     let rotated_at = steps
         .iter()
         .find(|s| s.action.restores_credentials())
@@ -315,6 +420,7 @@ pub fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan
         start,
         end,
         tenant,
+        customers,
         app,
         credential,
         mailbox,
@@ -334,6 +440,7 @@ fn timeline(
     path: &Path,
     file: &ScenarioFile,
     start: DateTime<Utc>,
+    tenants: &[&TenantSpec],
 ) -> Result<(Vec<Fault>, Vec<Step>), LoadError> {
     let mut faults = Vec::new();
     let mut steps = Vec::new();
@@ -365,6 +472,14 @@ fn timeline(
             StepAction::ExpireDeltaTokens => Action::ExpireDeltaTokens,
             StepAction::RestartClient => Action::Restart,
             StepAction::ClearFaults => Action::ClearFaults(target(path, i, step)?),
+            StepAction::RevokeSessions
+            | StepAction::ResetPassword
+            | StepAction::IdleRefreshTokens
+            | StepAction::RequireMfa
+            | StepAction::BlockByConditionalAccess
+            | StepAction::WithdrawConsent
+            | StepAction::DisableAppInTenant
+            | StepAction::EnableAppInTenant => event_step(path, i, step, tenants)?,
             StepAction::Fault => {
                 scope_known(path, i, step, file)?;
                 faults.push(fault(path, i, step, at)?);
@@ -713,5 +828,81 @@ mod tests {
             window.until.zip(window.from).map(|(u, f)| u - f),
             Some(TimeDelta::minutes(10))
         );
+    }
+
+    /// A multi-tenant scenario: the incident's file with customers and user or tenant steps.
+    fn delegated(steps: &str) -> Result<Plan, LoadError> {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scenarios/sell-2025-02-14.toml"
+        ));
+        let text = std::fs::read_to_string(path).expect("the incident file");
+        let text = format!(
+            "{text}\n[[customers]]\ncount = 100\nusers_per_tenant = 5\nconsent = \"admin\"\n\n\
+             [[customers]]\ndomain = \"fabrikam.onmicrosoft.com\"\n\
+             users = [{{ upn = \"alice@fabrikam.onmicrosoft.com\" }}]\n{steps}"
+        );
+        let file = super::super::file::parse(path, &text)?;
+        lower(path, &file, None)
+    }
+
+    #[test]
+    fn customers_expand_from_the_seed_into_tenants_and_users() {
+        let plan = delegated("").expect("customers lower");
+        assert_eq!(plan.customers.len(), 101);
+        let users: usize = plan.customers.iter().map(|t| t.mailboxes.len()).sum();
+        assert_eq!(users, 501);
+        assert_eq!(plan.customers[0].domain, "customer1.onmicrosoft.com");
+        assert_eq!(
+            plan.customers[0].mailboxes[4].upn,
+            "user5@customer1.onmicrosoft.com"
+        );
+        assert!(plan.customers[0].consents[0].admin);
+        let ids: std::collections::BTreeSet<&str> =
+            plan.customers.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids.len(), 101, "tenant ids are distinct");
+        let again = delegated("").expect("customers lower");
+        assert_eq!(plan.customers[7].id, again.customers[7].id);
+        assert_eq!(
+            plan.customers[7].mailboxes[2].id,
+            again.customers[7].mailboxes[2].id
+        );
+    }
+
+    #[test]
+    fn user_and_tenant_steps_lower_into_directory_events_naming_their_field() {
+        let steps = "[[timeline]]\nat = \"+1h\"\naction = \"reset-password\"\n\
+                     user = \"alice@fabrikam.onmicrosoft.com\"\n\n\
+                     [[timeline]]\nat = \"+2h\"\naction = \"disable-app-in-tenant\"\n\
+                     tenant = \"customer3.onmicrosoft.com\"\n";
+        let plan = delegated(steps).expect("the steps lower");
+        let events: Vec<&Action> = plan
+            .steps
+            .iter()
+            .map(|s| &s.action)
+            .filter(|a| matches!(a, Action::User { .. } | Action::Tenant { .. }))
+            .collect();
+        assert!(matches!(
+            events[0],
+            Action::User { upn, event: UserEvent::ResetPassword, .. } if upn == "alice@fabrikam.onmicrosoft.com"
+        ));
+        assert!(matches!(
+            events[1],
+            Action::Tenant { tenant, event: TenantEvent::DisableApp } if *tenant == plan.customers[2].id
+        ));
+        let unknown =
+            "[[timeline]]\nat = \"+1h\"\naction = \"revoke-sessions\"\nuser = \"x@y.z\"\n";
+        let error = delegated(unknown)
+            .map(|_| ())
+            .expect_err("an unknown user is refused");
+        assert!(
+            error.to_string().contains("timeline[") && error.to_string().contains("].user"),
+            "{error}"
+        );
+        let missing = "[[timeline]]\nat = \"+1h\"\naction = \"withdraw-consent\"\n";
+        let error = delegated(missing)
+            .map(|_| ())
+            .expect_err("a tenant step needs its tenant");
+        assert!(error.to_string().contains("].tenant"), "{error}");
     }
 }

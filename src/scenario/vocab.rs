@@ -59,4 +59,21 @@ pub enum StepAction {
     Fault,
     /// The faults on `target` end.
     ClearFaults,
+    /// A user's sessions are revoked (`user`): their refresh tokens end (AADSTS50173).
+    RevokeSessions,
+    /// An admin resets a user's password in the Entra admin center (`user`), which revokes
+    /// their refresh tokens (AADSTS50173).
+    ResetPassword,
+    /// A user's refresh tokens go unused past 90 days (`user`; AADSTS700082).
+    IdleRefreshTokens,
+    /// MFA is required of a user from now on (`user`; AADSTS50076 until they sign in again).
+    RequireMfa,
+    /// A Conditional Access policy blocks a user's token issuance (`user`; AADSTS53003).
+    BlockByConditionalAccess,
+    /// Consent to the app is withdrawn in a customer tenant (`tenant`; AADSTS65001).
+    WithdrawConsent,
+    /// The app's service principal is disabled in a customer tenant (`tenant`; AADSTS7000112).
+    DisableAppInTenant,
+    /// The app's service principal is enabled again in a customer tenant (`tenant`).
+    EnableAppInTenant,
 }

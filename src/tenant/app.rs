@@ -43,9 +43,33 @@ impl Resource {
     /// The resource for a client-credentials scope (`{resource}/.default`), if it is one of ours.
     pub fn from_audience(audience: &str) -> Option<Resource> {
         let audience = audience.trim_end_matches('/');
-        [Resource::Graph, Resource::Exchange]
-            .into_iter()
-            .find(|r| r.audience().eq_ignore_ascii_case(audience))
+        // `https://outlook.office.com` is Exchange Online too: the delegated SMTP scope is
+        // `https://outlook.office.com/SMTP.Send` (wire reference §8.6).
+        [
+            (Resource::Graph, "https://graph.microsoft.com"),
+            (Resource::Exchange, "https://outlook.office365.com"),
+            (Resource::Exchange, "https://outlook.office.com"),
+        ]
+        .into_iter()
+        .find(|(_, uri)| uri.eq_ignore_ascii_case(audience))
+        .map(|(r, _)| r)
+    }
+
+    /// The delegated permissions `{resource}/.default` stands for when a user consents: what
+    /// a mail app registers (send and read mail, the signed-in user's profile; SMTP.Send).
+    pub fn default_delegated(self) -> &'static [&'static str] {
+        match self {
+            Resource::Graph => &["Mail.Read", "Mail.Send", "User.Read"],
+            Resource::Exchange => &["SMTP.Send"],
+        }
+    }
+
+    /// The resource's own application id, as AADSTS50076 names it.
+    pub fn app_id(self) -> &'static str {
+        match self {
+            Resource::Graph => "00000003-0000-0000-c000-000000000000",
+            Resource::Exchange => "00000002-0000-0ff1-ce00-000000000000",
+        }
     }
 
     /// The application roles a working mail app holds on this resource by default.
@@ -96,6 +120,31 @@ pub struct AppSpec {
     pub certificates: Vec<CertificateSpec>,
     /// Roles granted per resource; empty means [`Resource::default_roles`].
     pub roles: Vec<(Resource, Vec<String>)>,
+    /// Who may sign in (`signInAudience`).
+    pub audience: SignInAudience,
+    /// Registered redirect URIs (web platform), for the authorization-code flow.
+    pub redirect_uris: Vec<String>,
+}
+
+/// Who may sign in to an app registration (`signInAudience`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignInAudience {
+    /// `AzureADMyOrg`: users of the home tenant only.
+    #[default]
+    SingleTenant,
+    /// `AzureADMultipleOrgs`: users of any tenant, through `common` or `organizations`.
+    MultiTenant,
 }
 
 /// An app registration inside a tenant.
@@ -113,6 +162,10 @@ pub struct App {
     pub key_credentials: Vec<KeyCredential>,
     /// Roles granted on each resource.
     pub roles: Vec<(Resource, BTreeSet<String>)>,
+    /// Who may sign in.
+    pub audience: SignInAudience,
+    /// Registered redirect URIs.
+    pub redirect_uris: Vec<String>,
 }
 
 impl App {
@@ -141,6 +194,8 @@ impl App {
                 .map(|c| KeyCredential::new(c, key_ids(), c.start))
                 .collect(),
             roles,
+            audience: spec.audience,
+            redirect_uris: spec.redirect_uris.clone(),
         }
     }
 

@@ -36,11 +36,14 @@ pub fn tenant(start: DateTime<Utc>, secret: &str, lifetime: TimeDelta) -> Tenant
             }],
             certificates: vec![],
             roles: vec![],
+            audience: Default::default(),
+            redirect_uris: vec![],
         }],
         mailboxes: vec![MailboxSpec {
             id: MAILBOX_ID.into(),
             upn: MAILBOX.into(),
             display_name: "Mailman".into(),
         }],
+        consents: vec![],
     }
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use super::app::CredentialState;
 use super::assertion::{self, AssertionError, Expected};
 use super::certificate::{CertificateSpec, KeyCredential};
+use super::delegated::{ConsentSpec, Delegated};
 use super::token::{self, AccessToken, TokenClaims, TokenError};
 use super::{App, AppSpec, Mailbox, MailboxSpec, PasswordCredential, Resource, SecretSpec};
 use crate::seed::{Seed, SeedRng};
@@ -27,6 +28,9 @@ pub struct TenantSettings {
     pub sent_capacity: usize,
     /// The tenant's app management policy on new secrets, if it has one.
     pub app_policy: Option<AppPolicy>,
+    /// Whether users may consent to apps themselves (`false`: only an admin; a user meets
+    /// *Need admin approval*).
+    pub user_consent: bool,
 }
 
 /// The `passwordCredentials` restrictions of a tenant's app management policy
@@ -76,6 +80,7 @@ impl Default for TenantSettings {
             smtp_auth_enabled: true,
             sent_capacity: 100_000,
             app_policy: None,
+            user_consent: true,
         }
     }
 }
@@ -91,8 +96,10 @@ pub struct TenantSpec {
     pub settings: TenantSettings,
     /// App registrations.
     pub apps: Vec<AppSpec>,
-    /// Mailboxes.
+    /// Mailboxes, one per user: the users who can sign in.
     pub mailboxes: Vec<MailboxSpec>,
+    /// Service principals of other tenants' apps, as consent created them.
+    pub consents: Vec<ConsentSpec>,
 }
 
 /// Configuration of a [`Directory`].
@@ -160,8 +167,10 @@ pub type SharedDirectory = Arc<Mutex<Directory>>;
 #[derive(Debug)]
 pub struct Directory {
     tenants: Vec<Tenant>,
-    signing_key: [u8; 32],
+    pub(super) signing_key: [u8; 32],
     ids: SeedRng,
+    /// Users' consents, codes and refresh tokens (`tenant/delegated.rs`).
+    pub(super) delegated: Delegated,
     /// The newest tokens issued, so a resource checks a token it knows without verifying
     /// and decoding it again on every call (a delta sync every minute is most of a replay).
     recent: std::collections::VecDeque<AccessToken>,
@@ -195,7 +204,9 @@ impl Directory {
                     .collect(),
             })
             .collect();
+        let delegated = Delegated::new(config.seed, &config.tenants);
         Directory {
+            delegated,
             tenants,
             signing_key: keys.bytes(),
             ids,
@@ -228,7 +239,7 @@ impl Directory {
         })
     }
 
-    fn tenant_mut(&mut self, id: &str) -> Option<&mut Tenant> {
+    pub(super) fn tenant_mut(&mut self, id: &str) -> Option<&mut Tenant> {
         self.tenants
             .iter_mut()
             .find(|t| t.id.eq_ignore_ascii_case(id) || t.domain.eq_ignore_ascii_case(id))
@@ -312,13 +323,20 @@ impl Directory {
             tid: tenant.id.clone(),
             uti,
             ver: "1.0".to_string(),
+            scp: None,
+            upn: None,
         };
+        Some(self.sign(claims))
+    }
+
+    /// Signs claims into a token the resources know without verifying it again.
+    pub(super) fn sign(&mut self, claims: TokenClaims) -> AccessToken {
         let token = token::sign(claims, &self.signing_key);
         if self.recent.len() == RECENT_TOKENS {
             self.recent.pop_front();
         }
         self.recent.push_back(token.clone());
-        Some(token)
+        token
     }
 
     /// Checks a bearer token for `resource` at `now`; `role` is the role the operation needs.
@@ -343,7 +361,7 @@ impl Directory {
             return Err(TokenError::WrongAudience(claims.aud.clone()));
         }
         if let Some(role) = role
-            && !claims.roles.iter().any(|r| r == role)
+            && !claims.grants(role)
         {
             return Err(TokenError::MissingRole(role.to_string()));
         }
@@ -533,7 +551,7 @@ impl Tenant {
 }
 
 impl Mailbox {
-    fn matches(&self, user: &str) -> bool {
+    pub(super) fn matches(&self, user: &str) -> bool {
         self.id.eq_ignore_ascii_case(user) || self.upn.eq_ignore_ascii_case(user)
     }
 }
@@ -570,8 +588,11 @@ mod tests {
                     secrets: vec![secret],
                     certificates: vec![],
                     roles: vec![],
+                    audience: Default::default(),
+                    redirect_uris: vec![],
                 }],
                 mailboxes: vec![],
+                consents: vec![],
             }],
         })
     }

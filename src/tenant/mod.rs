@@ -8,13 +8,21 @@
 mod app;
 pub mod assertion;
 pub mod certificate;
+mod delegated;
 pub mod demo;
 mod directory;
 mod mailbox;
 mod token;
 
-pub use app::{App, AppSpec, CredentialState, PasswordCredential, Resource, SecretSpec};
+pub use app::{
+    App, AppSpec, CredentialState, PasswordCredential, Resource, SecretSpec, SignInAudience,
+};
 pub use certificate::{CertificateSpec, KeyCredential, Thumbprints};
+pub use delegated::{
+    AuthorizeRefusal, AuthorizeRequest, Authorized, Challenge, ChallengeMethod, ConsentSpec,
+    DelegatedTokens, GrantError, GrantKind, GrantRequest, Prompt, Requirement, TenantEvent,
+    UserEvent, is_broad,
+};
 pub use directory::{
     AppPolicy, AssertionRefusal, CredentialError, Directory, DirectoryConfig, PolicyRefusal,
     SharedDirectory, TenantSettings, TenantSpec,

@@ -34,7 +34,8 @@ pub struct TokenClaims {
     pub idtyp: String,
     /// The service principal's object id.
     pub oid: String,
-    /// Application roles granted on the audience.
+    /// Application roles granted on the audience (none in a delegated token).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     /// Subject: the service principal.
     pub sub: String,
@@ -44,12 +45,32 @@ pub struct TokenClaims {
     pub uti: String,
     /// Token version.
     pub ver: String,
+    /// Delegated permissions, space-separated (a delegated token only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scp: Option<String>,
+    /// The signed-in user's principal name (a delegated token only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upn: Option<String>,
 }
 
 impl TokenClaims {
     /// The resource this token is for, if it is one of ours.
     pub fn resource(&self) -> Option<Resource> {
         Resource::from_audience(&self.aud)
+    }
+
+    /// Whether a user signed in for this token (a delegated token), rather than an app.
+    pub fn is_delegated(&self) -> bool {
+        self.idtyp == "user"
+    }
+
+    /// Whether the token grants `permission`: a delegated permission in `scp` or an
+    /// application role.
+    pub fn grants(&self, permission: &str) -> bool {
+        match &self.scp {
+            Some(scp) => scp.split(' ').any(|s| s == permission),
+            None => self.roles.iter().any(|r| r == permission),
+        }
     }
 
     /// The expiry as a calendar instant.
@@ -115,6 +136,18 @@ pub(crate) fn sign(claims: TokenClaims, key: &[u8; 32]) -> AccessToken {
     }
 }
 
+/// Signs any JSON claims (an ID token) the way access tokens are signed.
+pub(crate) fn sign_value(claims: &serde_json::Value, key: &[u8; 32]) -> String {
+    let payload = serde_json::to_vec(claims).expect("JSON values serialise");
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(HEADER),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    let signature = mac(key, signing_input.as_bytes());
+    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
 /// Checks the signature and decodes the claims; expiry and audience are the caller's business.
 pub(crate) fn verify(value: &str, key: &[u8; 32]) -> Result<TokenClaims, TokenError> {
     let mut parts = value.split('.');
@@ -163,6 +196,8 @@ mod tests {
             tid: "t".into(),
             uti: "u".into(),
             ver: "1.0".into(),
+            scp: None,
+            upn: None,
         }
     }
 

@@ -672,13 +672,17 @@ impl Backend for TenantBackend<'_> {
         }
         let directory = Directory::lock(&self.server.directory);
         let claims = directory
-            .validate_token(
-                Some(token),
-                Resource::Exchange,
-                Some("SMTP.SendAsApp"),
-                self.now,
-            )
+            .validate_token(Some(token), Resource::Exchange, None, self.now)
             .map_err(|_| Refusal::AuthFailed)?;
+        // An app token needs the SMTP.SendAsApp role; a user's delegated token SMTP.Send.
+        let permission = if claims.is_delegated() {
+            "SMTP.Send"
+        } else {
+            "SMTP.SendAsApp"
+        };
+        if !claims.grants(permission) {
+            return Err(Refusal::AuthFailed);
+        }
         let tenant = directory.tenant(&claims.tid).ok_or(Refusal::AuthFailed)?;
         if !tenant.settings.smtp_auth_enabled {
             return Err(Refusal::SmtpAuthDisabled);
@@ -686,6 +690,11 @@ impl Backend for TenantBackend<'_> {
         let mailbox = directory
             .mailbox(&claims.tid, user)
             .ok_or(Refusal::AuthFailed)?;
+        // A delegated token opens its own user's mailbox only: another user's (or a shared
+        // mailbox) as `user=` is 535 5.7.3, as Exchange answers it (wire reference §8.6).
+        if claims.is_delegated() && !mailbox.id.eq_ignore_ascii_case(&claims.oid) {
+            return Err(Refusal::AuthFailed);
+        }
         let key = format!("smtp|{}|{}", claims.tid, mailbox.upn.to_ascii_lowercase());
         let config = &self.server.config;
         let (slot, over) = if config.open {
