@@ -33,7 +33,11 @@ pub(super) fn from_plan(plan: &Plan) -> Trace {
             Action::Paste(_)
             | Action::DeleteApp
             | Action::ExpireDeltaTokens
-            | Action::RotateViaGraph(_) => (Lane::Credentials, MarkKind::CredentialChange),
+            | Action::RotateViaGraph(_)
+            // A user's or a customer tenant's event (revoked sessions, withdrawn consent, ...)
+            // changes what that user's credentials can do.
+            | Action::User { .. }
+            | Action::Tenant { .. } => (Lane::Credentials, MarkKind::CredentialChange),
             Action::ClearFaults(_) => continue,
         };
         trace.marks.push(Mark {
