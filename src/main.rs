@@ -206,10 +206,18 @@ enum Command {
     },
 }
 
+/// Set when standard output carries a machine-readable document (`coverage --json -`): the
+/// lines for people go to standard error instead, so the document stays whole.
+static HUMAN_ON_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Prints a line; a closed stdout (a reader that went away) must not stop the mocks.
 fn say(line: impl std::fmt::Display) {
     use std::io::Write as _;
-    let _ = writeln!(std::io::stdout(), "{line}");
+    if HUMAN_ON_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    } else {
+        let _ = writeln!(std::io::stdout(), "{line}");
+    }
 }
 
 fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
@@ -535,6 +543,8 @@ fn coverage(
         .iter()
         .map(|r| maildrill::coverage::parse_cell(r).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let json_on_stdout = json.is_some_and(|path| path.as_os_str() == "-");
+    HUMAN_ON_STDERR.store(json_on_stdout, std::sync::atomic::Ordering::Relaxed);
     let files = scenario_files(paths)?;
     let (reports, errors) = replay_files(&files, None);
     if errors > 0 {
@@ -561,8 +571,9 @@ fn coverage(
     ));
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&map.json()).context("failed to encode the map")?;
-        if path.as_os_str() == "-" {
-            say(text);
+        if json_on_stdout {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), "{text}");
         } else {
             std::fs::write(path, text)
                 .with_context(|| format!("failed to write {}", path.display()))?;

@@ -672,6 +672,16 @@ fn authorize_refusals_are_a_page_or_a_redirect_as_entra_gives_them() {
             page.body
                 .contains("AADSTS50011: The redirect URI 'https://evil.example/cb'")
         );
+        // What the page echoes from the query is text, never markup.
+        let injected = net
+            .get(&format!(
+                "{LOGIN}/common/oauth2/v2.0/authorize?client_id={}&response_type=code&scope=openid&redirect_uri=https%3A%2F%2Fevil.example%2F%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+                demo::APP_ID
+            ))
+            .await;
+        assert_eq!(injected.status, 400);
+        assert!(!injected.body.contains("<script>"), "{}", injected.body);
+        assert!(injected.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         let at_fabrikam = client(LOGIN, FABRIKAM, SECRET);
         let foreign = authorize(&net, &at_fabrikam, CAROL, &scopes).await;
         assert_eq!(foreign.status, 302);

@@ -365,7 +365,7 @@ pub fn page(kind: AuthorizePage, vars: &Vars) -> HttpResponse {
         .clone()
         .set("code", entry.code.to_string())
         .set("message", vars.fill(&entry.description));
-    let body = Bytes::from(vars.fill(&catalogue.file.page.template));
+    let body = Bytes::from(vars.html_escaped().fill(&catalogue.file.page.template));
     let content_type = [("Content-Type", catalogue.file.page.content_type.clone())];
     wire::response(
         catalogue.file.page.status,

@@ -38,6 +38,16 @@ impl Vars {
         self
     }
 
+    /// The same variables with HTML's special characters escaped, for a template that is an
+    /// HTML page: values echo the request (a redirect URI, a client id, a request id header).
+    pub fn html_escaped(&self) -> Vars {
+        let escape = |value: &String| maud::html! { (value) }.into_string();
+        Vars {
+            values: self.values.iter().map(|(k, v)| (*k, escape(v))).collect(),
+            dates: self.dates.clone(),
+        }
+    }
+
     /// Fills every known `${name}` in `template`; unknown placeholders stay as written.
     pub fn fill(&self, template: &str) -> String {
         // One pass over the template: replies are rendered per request, under load.

@@ -69,15 +69,18 @@ pub fn write_site_with(
     Ok(())
 }
 
-/// A file name for each page: its run's name, made safe, numbered when names repeat.
+/// A file name for each page: its run's name, made safe, numbered until unused. `index` and
+/// `coverage` are the site's own pages, and `-before` ends only a shrunk case's first form.
 pub fn slugs(pages: &[Page<'_>]) -> Vec<String> {
-    let mut seen = std::collections::BTreeMap::<String, usize>::new();
-    pages
-        .iter()
-        .map(|p| {
-            let base: String = p
-                .report
-                .name
+    file_names(pages.iter().map(|p| p.report.name.as_str()))
+}
+
+fn file_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut taken: std::collections::BTreeSet<String> =
+        ["index", "coverage"].map(String::from).into();
+    names
+        .map(|name| {
+            let mut base: String = name
                 .chars()
                 .map(|c| {
                     if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -87,9 +90,17 @@ pub fn slugs(pages: &[Page<'_>]) -> Vec<String> {
                     }
                 })
                 .collect();
-            let n = seen.entry(base.clone()).or_default();
-            *n += 1;
-            if *n == 1 { base } else { format!("{base}-{n}") }
+            if base.is_empty() || base.ends_with("-before") {
+                base.push_str("-run");
+            }
+            let mut slug = base.clone();
+            let mut n = 1;
+            while taken.contains(&slug) {
+                n += 1;
+                slug = format!("{base}-{n}");
+            }
+            taken.insert(slug.clone());
+            slug
         })
         .collect()
 }
@@ -181,4 +192,30 @@ fn run_page(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_run_name_takes_another_pages_file() {
+        let names = [
+            "index", "a b", "a-b", "a-b-2", "coverage", "", "x-before", "x",
+        ];
+        let files = file_names(names.into_iter());
+        assert_eq!(
+            files,
+            [
+                "index-2",
+                "a-b",
+                "a-b-2",
+                "a-b-2-2",
+                "coverage-2",
+                "-run",
+                "x-before-run",
+                "x"
+            ]
+        );
+    }
 }
