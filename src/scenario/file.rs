@@ -851,10 +851,41 @@ impl ScenarioFile {
             }
             for _ in 0..count {
                 let n = out.len() + 1;
-                out.push(customer_spec(customer, n, &app_ids, &mut ids));
+                let spec = customer_spec(customer, n, &app_ids, &mut ids);
+                self.tenant_is_new(path, i, &spec, &out)?;
+                out.push(spec);
             }
         }
         Ok(out)
+    }
+
+    /// A customer tenant's id and domain name no other tenant of the file: a repeated one
+    /// would send sign-ins and events to the wrong tenant.
+    fn tenant_is_new(
+        &self,
+        path: &Path,
+        i: usize,
+        spec: &TenantSpec,
+        earlier: &[TenantSpec],
+    ) -> Result<(), LoadError> {
+        let home = (self.tenant.id.as_str(), self.tenant.domain.as_str());
+        let others =
+            std::iter::once(home).chain(earlier.iter().map(|t| (t.id.as_str(), t.domain.as_str())));
+        for (id, domain) in others {
+            let (field, value) = if id.eq_ignore_ascii_case(&spec.id) {
+                ("id", &spec.id)
+            } else if domain.eq_ignore_ascii_case(&spec.domain) {
+                ("domain", &spec.domain)
+            } else {
+                continue;
+            };
+            return Err(LoadError::Semantic {
+                path: path.to_path_buf(),
+                key: format!("customers[{i}].{field}"),
+                message: format!("`{value}` is already another tenant's {field}"),
+            });
+        }
+        Ok(())
     }
 
     /// How many certificates the tenant declares (each takes one bundled test key).
