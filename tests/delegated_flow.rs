@@ -534,6 +534,10 @@ fn user_and_tenant_events_refuse_refresh_with_the_catalogue_bodies() {
             &raw_refresh(&net, &carol, SECRET).await,
             "conditional_access",
         );
+        // Signing in again does not lift a Conditional Access block (it does satisfy MFA).
+        let common = client(LOGIN, "common", SECRET);
+        let again = connect(&net, &common, CAROL).await;
+        assert!(redeem(&net, &common, again).await.is_err());
         let bob = connected(&net, BOB).await;
         event(FABRIKAM, BOB, UserEvent::IdleRefreshTokens);
         assert_catalogue(

@@ -798,6 +798,12 @@ impl Directory {
             return Err(GrantError::ConsentRequired);
         }
         match user.requirement {
+            // Signing in again satisfies MFA; a Conditional Access block stands for every
+            // sign-in until the policy changes, so a user who reconnects is still refused.
+            Some((Requirement::ConditionalAccess, _)) => Err(GrantError::Interaction(
+                Requirement::ConditionalAccess,
+                resource,
+            )),
             Some((requirement, since)) if chain.auth_time < since => {
                 Err(GrantError::Interaction(requirement, resource))
             }
