@@ -233,10 +233,9 @@ fn multi_tenant(
     spec: &crate::tenant::TenantSpec,
     customers: &[crate::tenant::TenantSpec],
 ) -> Option<(String, Vec<String>)> {
-    let app = spec.apps.first()?;
-    if app.audience != crate::tenant::SignInAudience::MultiTenant {
-        return None;
-    }
+    let app = spec.apps.iter().find(|a| {
+        a.audience == crate::tenant::SignInAudience::MultiTenant && !a.redirect_uris.is_empty()
+    })?;
     let users = customers
         .iter()
         .flat_map(|t| t.mailboxes.iter().map(|m| m.upn.clone()))

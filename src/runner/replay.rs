@@ -413,7 +413,14 @@ fn perform(action: &Action, now: DateTime<Utc>, plan: &Plan, world: &World, hand
             tenant: customer,
             event,
         } => {
-            directory.tenant_event(customer, app, *event);
+            // The event is about the app customers consented to: the multi-tenant one.
+            let multi_tenant = plan
+                .tenant
+                .apps
+                .iter()
+                .find(|a| a.audience == crate::tenant::SignInAudience::MultiTenant)
+                .map_or(app.as_str(), |a| a.app_id.as_str());
+            directory.tenant_event(customer, multi_tenant, *event);
         }
         Action::Restart | Action::RotateViaGraph(_) => {}
     }
