@@ -889,3 +889,32 @@ fn smtp_takes_a_delegated_token_for_its_own_users_mailbox_only() {
         assert!(audience.starts_with("535 5.7.3 "), "{audience}");
     });
 }
+
+#[test]
+fn a_user_gets_no_token_for_a_resource_they_did_not_consent_to() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = memory_sim(at("2026-01-01T00:00:00Z"));
+        let net = Net::Memory(sim.net().unwrap());
+        let client = client(LOGIN, "common", SECRET);
+        // Alice consents to Graph only (Fabrikam's users consent for themselves).
+        let answer = authorize(&net, &client, ALICE, &["offline_access", GRAPH_SEND]).await;
+        let connection = Connect {
+            code: answer.param("code").expect("a code"),
+            verifier: PkceCodeVerifier::new(format!(
+                "verifier-for-{ALICE}-0123456789abcdefghijklmnopqrstuvwxyz"
+            )),
+            state: answer.param("state"),
+        };
+        let token = redeem(&net, &client, connection).await.unwrap();
+        let refresh_token = token.refresh_token().unwrap().secret().clone();
+        assert!(
+            refresh(&net, &client, &refresh_token, GRAPH_SEND)
+                .await
+                .is_ok()
+        );
+        let smtp = refresh(&net, &client, &refresh_token, SMTP_SEND).await;
+        let (error, description) = smtp.expect_err("SMTP.Send was never consented to");
+        assert_eq!(error, BasicErrorResponseType::InvalidGrant);
+        assert!(description.starts_with("AADSTS65001: "), "{description}");
+    });
+}
