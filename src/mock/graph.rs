@@ -144,11 +144,7 @@ pub(crate) fn requesting_party(
     directory: &Directory,
     request: &HttpRequest,
 ) -> (Option<String>, Option<String>) {
-    let bearer = header(request, "authorization").and_then(|value| {
-        let (scheme, token) = value.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    });
-    let claims = bearer.and_then(|b| directory.token_claims(b));
+    let claims = bearer(request).and_then(|b| directory.token_claims(b));
     let segments = segments(request.uri().path());
     let user = match segments.first().map(|s| &**s) {
         Some("users") => segments.get(1).map(|s| s.to_string()),
@@ -223,15 +219,19 @@ fn authorize(
     ctx: &Ctx<'_>,
     request: &HttpRequest,
 ) -> Result<std::sync::Arc<TokenClaims>, TokenError> {
-    let bearer = header(request, "authorization").and_then(|value| {
-        let (scheme, token) = value.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    });
     ctx.directory
-        .validate_token(bearer, Resource::Graph, None, ctx.now)
+        .validate_token(bearer(request), Resource::Graph, None, ctx.now)
 }
 
 /// Whether the token grants one of `permissions` (an app's role or a user's delegated scope).
+/// The token of an `Authorization: Bearer` header.
+fn bearer(request: &HttpRequest) -> Option<&str> {
+    header(request, "authorization").and_then(|value| {
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    })
+}
+
 fn has_role(claims: &TokenClaims, permissions: &[&str]) -> bool {
     permissions.iter().any(|p| claims.grants(p))
 }

@@ -681,7 +681,6 @@ impl Directory {
             .unwrap_or(Resource::Graph);
         permissions(&asked)?;
         self.standing(&chain, resource)?;
-        self.consented_to(&chain, resource)?;
         match request.grant {
             GrantKind::Code { code, .. } => {
                 if let Some(record) = self.delegated.codes.get_mut(&hash(code)) {
@@ -756,28 +755,6 @@ impl Directory {
         })
     }
 
-    /// A user outside the app's home tenant, without an admin's consent, gets tokens only for
-    /// a resource they consented to (AADSTS65001 otherwise, §8.3: the scopes must be those
-    /// consented or a subset). A grant that named no resource takes the default ones.
-    fn consented_to(&self, chain: &Chain, resource: Resource) -> Result<(), GrantError> {
-        let (tenant_id, _, app_id) = &chain.key;
-        let home = self
-            .home_tenant(app_id)
-            .is_some_and(|t| t.id.eq_ignore_ascii_case(tenant_id));
-        let admin = self
-            .delegated
-            .principals
-            .get(&(tenant_id.clone(), app_id.clone()))
-            .is_some_and(|p| p.admin_consent);
-        let Some(grant) = self.delegated.grants.get(&chain.key) else {
-            return Ok(());
-        };
-        if home || admin || grant.scopes.is_empty() || grant.scopes.contains_key(&resource) {
-            return Ok(());
-        }
-        Err(GrantError::ConsentRequired)
-    }
-
     /// The tenant-, user- and consent-level checks a grant meets at each redemption.
     fn standing(&self, chain: &Chain, resource: Resource) -> Result<(), GrantError> {
         let (tenant_id, user_id, app_id) = &chain.key;
@@ -812,11 +789,13 @@ impl Directory {
             });
         }
         let admin = home || principal.is_some_and(|p| p.admin_consent);
-        let consented = self
-            .delegated
-            .grants
-            .get(&chain.key)
-            .is_some_and(|g| g.consented);
+        let grant = self.delegated.grants.get(&chain.key);
+        // Without an admin's consent a user gets tokens only for a resource they consented to
+        // (§8.3: the scopes must be those consented or a subset); a grant that named no
+        // resource takes the default ones.
+        let consented = grant.is_some_and(|g| {
+            g.consented && (g.scopes.is_empty() || g.scopes.contains_key(&resource))
+        });
         if !admin && !consented {
             return Err(GrantError::ConsentRequired);
         }

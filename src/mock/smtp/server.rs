@@ -943,15 +943,18 @@ impl Conn {
 /// `AUTH XOAUTH2 <base64>`'s user and token, when the line carries them.
 fn xoauth2_initial_response(line: &[u8]) -> Option<(String, String)> {
     use base64::Engine as _;
-    let line = std::str::from_utf8(line).ok()?;
-    let mut words = line.split_ascii_whitespace();
-    let verb = words.next()?;
-    let mechanism = words.next()?;
-    if !verb.eq_ignore_ascii_case("AUTH") || !mechanism.eq_ignore_ascii_case("XOAUTH2") {
+    let super::proto::Command::Auth {
+        mechanism,
+        initial: Some(initial),
+    } = super::proto::parse_command(line).ok()?
+    else {
+        return None;
+    };
+    if mechanism != "XOAUTH2" {
         return None;
     }
     let decoded = base64::engine::general_purpose::STANDARD
-        .decode(words.next()?)
+        .decode(initial)
         .ok()?;
     super::session::parse_xoauth2(&decoded)
 }
