@@ -227,20 +227,20 @@ async fn authorize(net: &Net<'_>, client: &Client, user: &str, scopes: &[&str]) 
 }
 
 async fn connect(net: &Net<'_>, client: &Client, user: &str) -> Connect {
-    let answer = authorize(
-        net,
-        client,
-        user,
-        &[
-            "openid",
-            "profile",
-            "offline_access",
-            GRAPH_SEND,
-            GRAPH_READ,
-            SMTP_SEND,
-        ],
-    )
-    .await;
+    let scopes = [
+        "openid",
+        "profile",
+        "offline_access",
+        GRAPH_SEND,
+        GRAPH_READ,
+        SMTP_SEND,
+    ];
+    connect_with(net, client, user, &scopes).await
+}
+
+/// The user signs in and consents to `scopes`: the code, its verifier and the state.
+async fn connect_with(net: &Net<'_>, client: &Client, user: &str, scopes: &[&str]) -> Connect {
+    let answer = authorize(net, client, user, scopes).await;
     assert_eq!(answer.status, 302, "{}", answer.body);
     assert!(answer.location.as_ref().unwrap().starts_with(REDIRECT));
     assert!(answer.param("session_state").is_some());
@@ -897,14 +897,7 @@ fn a_user_gets_no_token_for_a_resource_they_did_not_consent_to() {
         let net = Net::Memory(sim.net().unwrap());
         let client = client(LOGIN, "common", SECRET);
         // Alice consents to Graph only (Fabrikam's users consent for themselves).
-        let answer = authorize(&net, &client, ALICE, &["offline_access", GRAPH_SEND]).await;
-        let connection = Connect {
-            code: answer.param("code").expect("a code"),
-            verifier: PkceCodeVerifier::new(format!(
-                "verifier-for-{ALICE}-0123456789abcdefghijklmnopqrstuvwxyz"
-            )),
-            state: answer.param("state"),
-        };
+        let connection = connect_with(&net, &client, ALICE, &["offline_access", GRAPH_SEND]).await;
         let token = redeem(&net, &client, connection).await.unwrap();
         let refresh_token = token.refresh_token().unwrap().secret().clone();
         assert!(

@@ -968,8 +968,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn bdat_chunks_make_a_message() {
+    /// A session past `RCPT TO`, ready for the message.
+    fn with_a_recipient() -> (Session, Fake) {
         let mut s = session(false);
         let mut b = Fake::default();
         talk(
@@ -982,6 +982,12 @@ mod tests {
                 "RCPT TO:<b@y>",
             ],
         );
+        (s, b)
+    }
+
+    #[test]
+    fn bdat_chunks_make_a_message() {
+        let (mut s, mut b) = with_a_recipient();
         let step = s.on_line(b"BDAT 5\r\n", &mut b);
         assert_eq!(step.next, Next::Chunk(5));
         assert_eq!(
@@ -995,18 +1001,7 @@ mod tests {
 
     #[test]
     fn a_chunk_over_the_size_limit_is_refused_without_its_bytes() {
-        let mut s = session(false);
-        let mut b = Fake::default();
-        talk(
-            &mut s,
-            &mut b,
-            &[
-                "EHLO c",
-                &format!("AUTH XOAUTH2 {}", xoauth2("a@x", "good")),
-                "MAIL FROM:<a@x>",
-                "RCPT TO:<b@y>",
-            ],
-        );
+        let (mut s, mut b) = with_a_recipient();
         let huge = s.max_message_size() + 1;
         let step = s.on_line(format!("BDAT {huge} LAST\r\n").as_bytes(), &mut b);
         assert_eq!(step.next, Next::Chunk(huge));
