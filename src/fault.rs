@@ -409,6 +409,14 @@ impl FaultSet {
         self.slots.clear();
     }
 
+    /// Whether a fault in force is scoped to an app or a mailbox: only then does a mock need
+    /// to find out who a request is from before it decides.
+    pub fn any_scoped(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.fault.activation.app.is_some() || s.fault.activation.mailbox.is_some())
+    }
+
     /// The faults in force, in injection order.
     pub fn list(&self) -> Vec<InjectedFault> {
         self.slots

@@ -345,7 +345,10 @@ impl HttpMocks {
             _ => Target::Entra,
         };
         let mut directory = Directory::lock(&self.directory);
+        let mut faults = self.faults();
+        // Who a request is from costs a form parse or a token lookup: only for scoped faults.
         let (app, mailbox) = match mock {
+            _ if !faults.any_scoped() => (None, None),
             MockName::Graph => graph::requesting_party(&directory, &request),
             MockName::Alerts => (None, None),
             _ => (entra::requesting_app(&request), None),
@@ -354,7 +357,8 @@ impl HttpMocks {
             app: app.as_deref(),
             mailbox: mailbox.as_deref(),
         };
-        let fault = self.faults().decide(target, operation, party, now);
+        let fault = faults.decide(target, operation, party, now);
+        drop(faults);
         let mut vars = self.vars(mock, &request, now);
         // Natural replies name what they need themselves; a forced catalogue reply reads
         // the request for the app id, tenant, user and so on.

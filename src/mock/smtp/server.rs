@@ -517,6 +517,14 @@ impl SmtpServer {
     /// authenticated, and on an `AUTH XOAUTH2` line with its initial response, the `user=` and
     /// the token's app there.
     fn party(&self, session: &Session, line: Option<&[u8]>) -> (Option<String>, Option<String>) {
+        let scoped = self
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .any_scoped();
+        if !scoped {
+            return (None, None);
+        }
         if let Some(login) = session.login() {
             let app = Some(login.app.clone()).filter(|a| !a.is_empty());
             return (app, Some(login.user.clone()));
