@@ -122,6 +122,7 @@ fn start(options: &ClientOptions, clock: SharedClock) -> Result<Start, ClientErr
         settings: super::settings::import(&get).map_err(ClientError::Environment)?,
         generation,
         control: None,
+        delegated: None,
     })
 }
 

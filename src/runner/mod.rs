@@ -11,6 +11,7 @@
 //!    [`Observations`], the same for any subject; then evaluate the expected checks. Nothing
 //!    here reads the wall clock except `wall_ms`.
 
+mod browser;
 mod observe;
 mod operator;
 mod replay;

@@ -28,6 +28,8 @@ pub(super) struct Record {
     pub inbound: Vec<(String, DateTime<Utc>)>,
     /// What the subject's processes said they synced, with the instant each was asked.
     pub synced: Vec<(String, DateTime<Utc>)>,
+    /// Each submitted message's user, by `Message-ID`, when users connected (delegated).
+    pub senders: BTreeMap<String, String>,
 }
 
 /// One attempt of the subject as the wire shows it: a token request, a Graph `sendMail`, or

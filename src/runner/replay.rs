@@ -17,11 +17,11 @@ use super::{Wiring, Workspace};
 use crate::check::Observations;
 use crate::control::ControlOptions;
 use crate::journal::Journal;
-use crate::scenario::plan::{Action, Plan};
+use crate::scenario::plan::{Action, Delegated, Plan};
 use crate::sim::{Sim, SocketOptions};
 use crate::subject::{
-    CertificateHandle, ControlAccess, MemoryTransports, Message, Process, SecretHandle, Start,
-    Subject,
+    CertificateHandle, Connect, ControlAccess, DelegatedApp, MemoryTransports, Message, Process,
+    SecretHandle, Start, Subject,
 };
 use crate::tenant::{Directory, SecretSpec};
 use crate::time::{
@@ -32,6 +32,7 @@ use crate::time::{
 const START_WITHIN: Duration = Duration::from_secs(60);
 const SUBMIT_WITHIN: Duration = Duration::from_secs(30);
 const STOP_WITHIN: Duration = Duration::from_secs(60);
+const CONNECT_WITHIN: Duration = Duration::from_secs(120);
 
 /// Replays `plan` against `subject` through `wiring`.
 pub(super) fn replay<S: Subject>(
@@ -170,36 +171,46 @@ async fn run<S: Subject>(
     }
 }
 
-/// What happens at an instant of the replay, in the order it happens.
+/// What happens at an instant of the replay, in the order it happens. A message's user is
+/// the index of a delegated connection (always 0 for the app's own mailbox).
 enum Event<'a> {
-    Outbound(usize),
-    Inbound,
+    Outbound(usize, usize),
+    Inbound(usize),
     Step(&'a Action),
 }
 
 /// Every message of every traffic window and every timeline step, in time order; at one
-/// instant, traffic before steps (windows may overlap).
+/// instant, traffic before steps (windows may overlap). With delegated connections every user
+/// sends and receives on each window, user `k` of `n` offset by `k/n` of the interval.
 fn schedule(plan: &Plan) -> Vec<(DateTime<Utc>, Event<'_>)> {
+    let users = plan
+        .delegated
+        .as_ref()
+        .map_or(1, |d| d.connections.len().max(1));
     let mut events = Vec::new();
     for window in &plan.traffic {
-        let mut at = window.from;
-        while at < window.until.min(plan.end) {
-            events.push((at, 0, window.inbound));
-            at += to_chrono(window.every);
+        let every = to_chrono(window.every);
+        for user in 0..users {
+            let offset = every * i32::try_from(user).unwrap_or(i32::MAX) / users as i32;
+            let mut at = window.from + offset;
+            while at < window.until.min(plan.end) {
+                events.push((at, window.inbound, user));
+                at += every;
+            }
         }
     }
-    events.sort_by_key(|(at, _, inbound)| (*at, *inbound));
+    events.sort_by_key(|(at, inbound, user)| (*at, *inbound, *user));
     let mut outbound = 0;
     let mut timeline: Vec<(DateTime<Utc>, u8, Event<'_>)> = events
         .into_iter()
-        .map(|(at, order, inbound)| {
+        .map(|(at, inbound, user)| {
             let event = if inbound {
-                Event::Inbound
+                Event::Inbound(user)
             } else {
                 outbound += 1;
-                Event::Outbound(outbound - 1)
+                Event::Outbound(outbound - 1, user)
             };
-            (at, order, event)
+            (at, 0, event)
         })
         .collect();
     timeline.extend(plan.steps.iter().map(|s| (s.at, 1, Event::Step(&s.action))));
@@ -219,14 +230,20 @@ async fn drive<S: Subject>(
     let mut generation = 0;
     let mut operators = Vec::new();
     let mut process = start(plan, subject, world, handles, state_dir, generation).await?;
+    connect(plan, subject, world, &mut process).await?;
     for (at, event) in schedule(plan) {
         world
             .clock()
             .sleep_until(world.clock().instant_at(at))
             .await;
         match event {
-            Event::Outbound(n) => {
-                let message = message(plan, n);
+            Event::Outbound(n, user) => {
+                let message = message(plan, n, user);
+                if plan.delegated.is_some() {
+                    record
+                        .senders
+                        .insert(message.message_id.clone(), message.from.clone());
+                }
                 record.submitted.push((message.message_id.clone(), at));
                 let submitted = world
                     .clock()
@@ -234,7 +251,7 @@ async fn drive<S: Subject>(
                     .await;
                 check(subject, "submit", submitted)?;
             }
-            Event::Inbound => record.inbound.push(deliver_inbound(plan, world, at)),
+            Event::Inbound(user) => record.inbound.push(deliver_inbound(plan, world, at, user)),
             Event::Step(Action::Restart) => {
                 stop(subject, process, world, &mut record).await?;
                 generation += 1;
@@ -286,12 +303,56 @@ async fn start<S: Subject>(
         settings: plan.settings,
         generation,
         control: world.control.clone(),
+        delegated: plan.delegated.as_ref().map(|d| delegated_app(world, d)),
     };
     let started = world
         .clock()
         .timeout(START_WITHIN, subject.start(start))
         .await;
     check(subject, "start", started)
+}
+
+/// Where the multi-tenant app's users sign in: the `organizations` authority of the sim.
+fn delegated_app(world: &World, delegated: &Delegated) -> DelegatedApp {
+    let authority = &world.sim.endpoints().authority;
+    let login = authority
+        .rsplit_once('/')
+        .map_or(authority.as_str(), |(l, _)| l);
+    DelegatedApp {
+        authorize_url: format!("{login}/organizations/oauth2/v2.0/authorize"),
+        token_url: format!("{login}/organizations/oauth2/v2.0/token"),
+        redirect_uri: delegated.redirect_uri.clone(),
+    }
+}
+
+/// Every user of the scenario connects a mailbox at the start, one after the other, in a
+/// browser the harness drives.
+async fn connect<S: Subject>(
+    plan: &Plan,
+    subject: &S,
+    world: &World,
+    process: &mut S::Process,
+) -> Result<(), String> {
+    let Some(delegated) = &plan.delegated else {
+        return Ok(());
+    };
+    for connection in &delegated.connections {
+        let user = Connect {
+            upn: connection.upn.clone(),
+            tenant_id: connection.tenant_id.clone(),
+            browser: super::browser::browser(
+                world.sim.mocks().clone(),
+                world.clock().clone(),
+                connection.upn.clone(),
+            ),
+        };
+        let connected = world
+            .clock()
+            .timeout(CONNECT_WITHIN, process.connect(user))
+            .await;
+        check(subject, &format!("connect {}", connection.upn), connected)?;
+    }
+    Ok(())
 }
 
 /// Stops the subject, first asking what it synced: only the subject can say.
@@ -326,26 +387,44 @@ fn check<S: Subject, T>(
     }
 }
 
-/// The `n`th outbound message, under a `Message-ID` the harness chose.
-fn message(plan: &Plan, n: usize) -> Message {
-    let domain = plan
-        .mailbox
+/// The mailbox of traffic's user `user`: a delegated connection's, else the app's own.
+fn sender(plan: &Plan, user: usize) -> (&str, &str) {
+    match plan
+        .delegated
+        .as_ref()
+        .and_then(|d| d.connections.get(user))
+    {
+        Some(connection) => (&connection.tenant_id, &connection.upn),
+        None => (&plan.tenant.id, &plan.mailbox),
+    }
+}
+
+/// The `n`th outbound message, from `user`, under a `Message-ID` the harness chose.
+fn message(plan: &Plan, n: usize, user: usize) -> Message {
+    let (_, from) = sender(plan, user);
+    let domain = from
         .rsplit_once('@')
         .map_or("maildrill.invalid", |(_, d)| d);
     Message {
         message_id: format!("<maildrill.{}.{n}@{domain}>", plan.seed.0),
-        from: plan.mailbox.clone(),
+        from: from.to_string(),
         to: vec!["customer@example.com".into()],
         subject: format!("message {n}"),
         body: "Hello.".into(),
     }
 }
 
-/// An inbound message lands in the mailbox: its Graph id and arrival.
-fn deliver_inbound(plan: &Plan, world: &World, at: DateTime<Utc>) -> (String, DateTime<Utc>) {
+/// An inbound message lands in `user`'s mailbox: its Graph id and arrival.
+fn deliver_inbound(
+    plan: &Plan,
+    world: &World,
+    at: DateTime<Utc>,
+    user: usize,
+) -> (String, DateTime<Utc>) {
+    let (tenant, upn) = sender(plan, user);
     let mut directory = Directory::lock(world.sim.directory());
     let id = directory.next_message_id();
-    if let Some(mailbox) = directory.mailbox_mut(&plan.tenant.id, &plan.mailbox) {
+    if let Some(mailbox) = directory.mailbox_mut(tenant, upn) {
         mailbox.deliver(id.clone(), at, "customer@example.com", "a reply");
     }
     (id, at)

@@ -211,6 +211,25 @@ pub struct Plan {
     pub(crate) settings: Settings,
     /// What a subject must be able to do to be judged by this scenario.
     pub(crate) needs: Vec<Capability>,
+    /// The users who connect their mailboxes to a multi-tenant app, when the scenario has
+    /// customers.
+    pub(crate) delegated: Option<Delegated>,
+}
+
+/// A multi-tenant app's connections: every user of every customer tenant connects at the
+/// start, through the app's first redirect URI; each then sends and receives on every traffic
+/// window.
+#[derive(Debug, Clone)]
+pub(crate) struct Delegated {
+    pub redirect_uri: String,
+    pub connections: Vec<Connection>,
+}
+
+/// A user who connects a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Connection {
+    pub tenant_id: String,
+    pub upn: String,
 }
 
 impl Plan {
@@ -414,7 +433,11 @@ pub fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan
         .map(|s| s.at);
     let traffic = traffic(path, file, start)?;
     let settings = settings(file.client.as_ref(), &traffic);
-    let needs = needs(file, settings, &credential, &steps);
+    let delegated = delegated(path, &app, &customers)?;
+    let mut needs = needs(file, settings, &credential, &steps);
+    if delegated.is_some() {
+        needs.push(Capability::Delegated);
+    }
     Ok(Plan {
         seed,
         start,
@@ -431,7 +454,39 @@ pub fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan
         traffic,
         settings,
         needs,
+        delegated,
     })
+}
+
+/// The connections of a multi-tenant app with customers: every customer user, in file order.
+fn delegated(
+    path: &Path,
+    app: &AppSpec,
+    customers: &[TenantSpec],
+) -> Result<Option<Delegated>, LoadError> {
+    if customers.is_empty() || app.audience != crate::tenant::SignInAudience::MultiTenant {
+        return Ok(None);
+    }
+    let Some(redirect_uri) = app.redirect_uris.first() else {
+        return Err(semantic(
+            path,
+            "tenant.apps[0].redirect_uris".into(),
+            "a multi-tenant app with customers needs a redirect URI for its users to connect",
+        ));
+    };
+    let connections = customers
+        .iter()
+        .flat_map(|t| {
+            t.mailboxes.iter().map(|m| Connection {
+                tenant_id: t.id.clone(),
+                upn: m.upn.clone(),
+            })
+        })
+        .collect();
+    Ok(Some(Delegated {
+        redirect_uri: redirect_uri.clone(),
+        connections,
+    }))
 }
 
 /// The timeline: faults are windows from their instant; everything else is a step the replay

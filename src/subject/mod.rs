@@ -82,6 +82,10 @@ pub enum Capability {
     /// Takes maildrill's in-memory transports ([`Start::memory`]) instead of opening sockets,
     /// so it can run on the fastest wiring.
     InMemory,
+    /// Connects users of customer tenants through the authorization-code flow
+    /// ([`Process::connect`]) and sends and syncs as each of them with their refresh tokens
+    /// (a multi-tenant app, [`Start::delegated`]).
+    Delegated,
 }
 
 impl Capability {
@@ -94,6 +98,7 @@ impl Capability {
             Capability::Alerts => "alerts",
             Capability::Certificate => "certificate",
             Capability::InMemory => "in-memory",
+            Capability::Delegated => "delegated",
         }
     }
 }
@@ -102,12 +107,14 @@ impl std::str::FromStr for Capability {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Capability, String> {
-        const ALL: [Capability; 5] = [
+        const ALL: [Capability; 7] = [
             Capability::Smtp,
             Capability::GraphSend,
             Capability::InboundSync,
             Capability::Alerts,
+            Capability::Certificate,
             Capability::InMemory,
+            Capability::Delegated,
         ];
         ALL.into_iter().find(|c| c.name() == text).ok_or_else(|| {
             let names: Vec<&str> = ALL.iter().map(|c| c.name()).collect();
@@ -341,6 +348,67 @@ pub struct Start {
     pub generation: u32,
     /// The control API, on a drill (`maildrill drill`); `None` on a replay.
     pub control: Option<ControlAccess>,
+    /// The multi-tenant app's delegated flow, when the scenario has customers who connect
+    /// their mailboxes ([`Capability::Delegated`]); [`Start::client_id`] is that app and
+    /// [`Start::secret`] its secret.
+    pub delegated: Option<DelegatedApp>,
+}
+
+/// Where a multi-tenant app's users sign in and its refresh tokens are redeemed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegatedApp {
+    /// `https://HOST/organizations/oauth2/v2.0/authorize`: any work account signs in there.
+    pub authorize_url: String,
+    /// `https://HOST/organizations/oauth2/v2.0/token`: codes and refresh tokens of users of
+    /// every tenant are redeemed there.
+    pub token_url: String,
+    /// The redirect URI registered for the app; the browser comes back to it.
+    pub redirect_uri: String,
+}
+
+/// A user connecting a mailbox: who, and a browser in which the user signs in and consents.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    /// The user's principal name (the mailbox to send and sync as).
+    pub upn: String,
+    /// The user's tenant id.
+    pub tenant_id: String,
+    /// The browser the user signs in with.
+    pub browser: Browser,
+}
+
+/// A future the browser returns: where the authorization endpoint sent it back.
+pub type Navigation = futures_util::future::BoxFuture<'static, Result<String, SubjectError>>;
+
+/// The user's browser in the authorization-code flow. A subject builds its authorization
+/// request (its `state`, PKCE, scopes) and opens it here, as a product redirects a user who
+/// clicks "connect your mailbox"; the user signs in as [`Connect::upn`] (the account they
+/// pick, when the request has no `login_hint`) and consents, and the browser returns the URL
+/// the authorization endpoint redirected to: the subject's `redirect_uri` with `code` and
+/// `state`, or with `error` and `error_description`. The subject then redeems the code.
+#[derive(Clone)]
+pub struct Browser {
+    open: std::sync::Arc<dyn Fn(String) -> Navigation + Send + Sync>,
+}
+
+impl std::fmt::Debug for Browser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Browser")
+    }
+}
+
+impl Browser {
+    /// A browser that opens a URL with `open`.
+    pub fn new(open: impl Fn(String) -> Navigation + Send + Sync + 'static) -> Browser {
+        Browser {
+            open: std::sync::Arc::new(open),
+        }
+    }
+
+    /// Opens `url` (an authorization request) and returns where the user was sent back.
+    pub async fn open(&self, url: &str) -> Result<String, SubjectError> {
+        (self.open)(url.to_string()).await
+    }
 }
 
 /// A message the harness submits. Its `Message-ID` is the harness's: a subject must send the
@@ -413,5 +481,15 @@ pub trait Process {
     /// `internetMessageId`), once per time it did so: an id twice means processed twice.
     fn synced(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// A user connects a mailbox ([`Capability::Delegated`]): the subject runs the
+    /// authorization-code flow in [`Connect::browser`], redeems the code and keeps the
+    /// connection in its state directory; it returns once the connection is kept. Messages
+    /// whose `from` is that user are then sent as that user. A subject without the capability
+    /// is never asked.
+    fn connect(&mut self, user: Connect) -> impl Future<Output = Result<(), SubjectError>> {
+        let upn = user.upn;
+        async move { Err(format!("this subject cannot connect {upn}: no delegated mode").into()) }
     }
 }
