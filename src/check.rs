@@ -1,7 +1,10 @@
 //! Checks: pure functions from a run's observations to verdicts. Each verdict says, in words
 //! and numbers, what was required and what was observed.
 
+pub mod connections;
+
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -22,6 +25,9 @@ pub struct AlertSeen {
     /// When (RFC 3339).
     #[serde(serialize_with = "as_rfc3339")]
     pub at: DateTime<Utc>,
+    /// The user a notice is about (`payload.custom_details.user`), if it names one.
+    #[serde(skip)]
+    pub user: Option<String>,
 }
 
 fn as_rfc3339<S: serde::Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -107,6 +113,8 @@ pub struct Observations {
     pub first_duplicate_at: Option<DateTime<Utc>>,
     /// What the run showed over time, for the HTML report and the coverage map.
     pub trace: crate::trace::Trace,
+    /// Each delegated connection (a multi-tenant app's user) by user principal name.
+    pub connections: BTreeMap<String, connections::ConnectionSeen>,
 }
 
 impl Observations {
@@ -141,6 +149,8 @@ pub struct Params {
     pub lead: Option<Duration>,
     /// `token-request-budget`: requests per hour.
     pub per_hour: Option<u64>,
+    /// `token-request-budget`: requests per hour for one user's connection.
+    pub per_user: Option<u64>,
     /// `no-duplicates`: allow one duplicate per send whose outcome was unknowable.
     pub allow_unknowable: bool,
 }
@@ -204,6 +214,13 @@ pub enum CheckId {
     SyncComplete,
     /// No secret or token in the journal, the alerts, the report or the subject's output.
     NoSecretLeak,
+    /// No delegated connection given up unless its user or tenant had an event only they
+    /// can mend.
+    NoFalseDisconnect,
+    /// A user-level failure stops mail for that user only.
+    UserFailuresIsolated,
+    /// Every connection sends again within a bound of the rotation, with no user action.
+    AllConnectionsRecoveredWithin,
     /// Chaos only, never written in a scenario: the replay reached the scenario's end.
     #[serde(skip_deserializing)]
     #[schemars(skip)]
@@ -226,6 +243,9 @@ impl CheckId {
             CheckId::AlertsResolved => "alerts-resolved",
             CheckId::SyncComplete => "sync-complete",
             CheckId::NoSecretLeak => "no-secret-leak",
+            CheckId::NoFalseDisconnect => "no-false-disconnect",
+            CheckId::UserFailuresIsolated => "user-failures-isolated",
+            CheckId::AllConnectionsRecoveredWithin => "all-connections-recovered-within",
             CheckId::ReplayCompletes => "replay-completes",
         }
     }
@@ -455,33 +475,11 @@ pub fn evaluate(id: CheckId, params: Params, o: &Observations) -> (bool, String,
                 },
             }
         }
-        CheckId::TokenRequestBudget => {
-            let budget = params.per_hour.unwrap_or(30);
-            let window_end = o.rotated_at.unwrap_or(o.end);
-            let failing: Vec<DateTime<Utc>> = o
-                .token_requests
-                .iter()
-                .filter(|(at, ok)| !ok && *at <= window_end)
-                .map(|(at, _)| *at)
-                .collect();
-            let peak = failing
-                .iter()
-                .map(|start| {
-                    failing
-                        .iter()
-                        .filter(|t| **t >= *start && **t < *start + TimeDelta::hours(1))
-                        .count()
-                })
-                .max()
-                .unwrap_or(0);
-            (
-                peak as u64 <= budget,
-                format!(
-                    "at most {peak} token requests in an hour while credentials failed ({} failed requests in all)",
-                    failing.len()
-                ),
-                format!("at most {budget} token requests in any hour while credentials fail"),
-            )
+        CheckId::TokenRequestBudget => token_request_budget(params, o),
+        CheckId::NoFalseDisconnect => connections::no_false_disconnect(o),
+        CheckId::UserFailuresIsolated => connections::user_failures_isolated(o, within(900)),
+        CheckId::AllConnectionsRecoveredWithin => {
+            connections::all_recovered_within(o, within(3600))
         }
         CheckId::RecoveryWithin => {
             let bound = within(60);
@@ -638,6 +636,11 @@ pub fn instant(id: CheckId, params: Params, o: &Observations) -> Option<DateTime
         }
         CheckId::LatencyAlertWithin => o.stalled_from.map(|s| s + within(600)),
         CheckId::TokenRequestBudget => busiest_hour(o),
+        CheckId::NoFalseDisconnect => connections::no_false_disconnect_at(o),
+        CheckId::UserFailuresIsolated => connections::user_failures_isolated_at(o),
+        CheckId::AllConnectionsRecoveredWithin => {
+            connections::all_recovered_at(o, params.within.unwrap_or(Duration::from_secs(3600)))
+        }
         CheckId::RecoveryWithin => o.rotated_at.map(|r| r + within(60)),
         CheckId::DrainedWithin => o.rotated_at.map(|r| r + within(3600)),
         CheckId::AlertsResolved => {
@@ -689,25 +692,50 @@ pub fn instant(id: CheckId, params: Params, o: &Observations) -> Option<DateTime
 
 /// The first failed token request of the busiest hour while credentials failed.
 fn busiest_hour(o: &Observations) -> Option<DateTime<Utc>> {
+    connections::peak_hour(&failed_token_requests(o)).map(|(_, at)| at)
+}
+
+/// Failed token requests until the rotation (or the end), in time order.
+fn failed_token_requests(o: &Observations) -> Vec<DateTime<Utc>> {
     let window_end = o.rotated_at.unwrap_or(o.end);
-    let failing: Vec<DateTime<Utc>> = o
+    let mut failing: Vec<DateTime<Utc>> = o
         .token_requests
         .iter()
         .filter(|(at, ok)| !ok && *at <= window_end)
         .map(|(at, _)| *at)
         .collect();
-    let count = |start: &DateTime<Utc>| {
-        failing
-            .iter()
-            .filter(|t| **t >= *start && **t < *start + TimeDelta::hours(1))
-            .count()
-    };
-    // The earliest start among the busiest hours: `max_by_key` keeps the last maximum.
+    failing.sort();
     failing
-        .iter()
-        .rev()
-        .max_by_key(|start| count(start))
-        .copied()
+}
+
+/// `token-request-budget`: failed token requests in any hour while credentials fail, for
+/// the whole app, and for one user's connection when `per_user` is given.
+fn token_request_budget(params: Params, o: &Observations) -> (bool, String, String) {
+    let budget = params.per_hour.unwrap_or(30);
+    let failing = failed_token_requests(o);
+    let peak = connections::peak_hour(&failing).map_or(0, |(n, _)| n);
+    let mut holds = peak as u64 <= budget;
+    let mut observed = format!(
+        "at most {peak} token requests in an hour while credentials failed ({} failed requests in all)",
+        failing.len()
+    );
+    let mut required =
+        format!("at most {budget} token requests in any hour while credentials fail");
+    if let Some(per_user) = params.per_user {
+        let until = o.rotated_at.unwrap_or(o.end);
+        let busiest = connections::busiest_user_hour(o, until);
+        let user_peak = busiest.map_or(0, |(n, _, _)| n);
+        holds &= user_peak as u64 <= per_user;
+        let _ = write!(
+            observed,
+            "; for one user at most {user_peak}{}",
+            busiest
+                .map(|(_, upn, _)| format!(" ({upn})"))
+                .unwrap_or_default()
+        );
+        let _ = write!(required, ", at most {per_user} for one user's connection");
+    }
+    (holds, observed, required)
 }
 
 /// `backoff-shape`, from the gaps on the wire between a failed attempt and the next attempt of
@@ -797,6 +825,7 @@ mod tests {
 
     fn expiry(action: &str, at_: &str) -> AlertSeen {
         AlertSeen {
+            user: None,
             kind: "credential-expiry".into(),
             key: "7d".into(),
             action: action.into(),
@@ -861,18 +890,21 @@ mod tests {
             stalled_from: Some(at("2025-02-14T11:48:00Z")),
             alerts: vec![
                 AlertSeen {
+                    user: None,
                     kind: "delivery-latency".into(),
                     key: "a".into(),
                     action: "trigger".into(),
                     at: at("2025-02-14T11:50:00Z"),
                 },
                 AlertSeen {
+                    user: None,
                     kind: "credential-expiry".into(),
                     key: "b".into(),
                     action: "trigger".into(),
                     at: at("2025-01-15T11:30:00Z"),
                 },
                 AlertSeen {
+                    user: None,
                     kind: "credential-expiry".into(),
                     key: "b".into(),
                     action: "resolve".into(),
@@ -922,6 +954,7 @@ mod tests {
             lost: 1,
             first_failure_at: Some(at("2025-02-14T12:30:00Z")),
             alerts: vec![AlertSeen {
+                user: None,
                 kind: "delivery-latency".into(),
                 key: "k".into(),
                 action: "trigger".into(),

@@ -63,6 +63,9 @@ pub struct JournalEntry {
     pub mock: MockName,
     /// The operation, e.g. `token`, `send-mail`, `delta`.
     pub operation: &'static str,
+    /// The user a delegated token request (a code or a refresh token) was issued to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// `METHOD path?query`.
     pub request: String,
     /// The request body; it shows only redacted and shortened.
@@ -692,6 +695,7 @@ mod tests {
             at,
             mock: MockName::Graph,
             operation: "delta",
+            user: None,
             request: "GET /delta".into(),
             request_body: Body::default(),
             delivery: "respond".into(),
@@ -726,6 +730,7 @@ mod tests {
                 at: DateTime::<Utc>::from_timestamp(i, 0).unwrap(),
                 mock: MockName::Entra,
                 operation: "token",
+                user: None,
                 request: "POST /t".into(),
                 request_body: Body::default(),
                 delivery: "respond".into(),

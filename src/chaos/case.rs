@@ -282,6 +282,7 @@ fn expect(check: CheckId) -> ExpectFile {
         within: None,
         lead: None,
         per_hour: None,
+        per_user: None,
         allow_unknowable: None,
     }
 }

@@ -56,6 +56,7 @@ pub(super) fn token(
         Ok(grant) => grant,
         Err(parameter) => return missing(ctx, parameter),
     };
+    ctx.user = ctx.directory.grant_holder(grant);
     let Some((home_id, app_name, audience)) = ctx.directory.home_tenant(&client_id).map(|t| {
         let app = t.app(&client_id).expect("home_tenant found it");
         (t.id.clone(), app.display_name.clone(), app.audience)

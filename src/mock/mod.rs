@@ -251,6 +251,8 @@ pub(crate) struct Ctx<'a> {
     pub held: Option<InFlight>,
     /// A delay the handler asks for (sendMail's processing time).
     pub delay: Duration,
+    /// The user a delegated token request is for, for the journal.
+    pub user: Option<String>,
 }
 
 impl HttpMocks {
@@ -380,6 +382,7 @@ impl HttpMocks {
             fail_after_delivery: None,
             held: None,
             delay: Duration::ZERO,
+            user: None,
         };
         let mut delay = Duration::ZERO;
         let action = match &fault {
@@ -422,11 +425,15 @@ impl HttpMocks {
         };
         delay += ctx.delay;
         let in_flight = ctx.held.take();
+        let user = ctx.user.take();
         drop(directory);
         self.record(
-            now,
-            mock,
-            operation,
+            Exchange {
+                at: now,
+                mock,
+                operation,
+                user,
+            },
             &request,
             &action,
             delay,
@@ -465,15 +472,9 @@ impl HttpMocks {
         }
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one journal entry's fields, named at each call site"
-    )]
     fn record(
         &self,
-        at: DateTime<Utc>,
-        mock: MockName,
-        operation: &'static str,
+        exchange: Exchange,
         request: &HttpRequest,
         action: &Action,
         delay: Duration,
@@ -503,11 +504,18 @@ impl HttpMocks {
                 .and_then(|v| v.trim().parse().ok()),
             Action::Reset | Action::Hang => None,
         };
+        let Exchange {
+            at,
+            mock,
+            operation,
+            user,
+        } = exchange;
         self.journal.record(JournalEntry {
             seq: 0,
             at,
             mock,
             operation,
+            user,
             request: format!("{} {}", request.method(), target),
             request_body: Body::new(
                 request.body(),
@@ -524,6 +532,14 @@ impl HttpMocks {
             },
         });
     }
+}
+
+/// What the journal says a request was: when, which mock and operation, for which user.
+struct Exchange {
+    at: DateTime<Utc>,
+    mock: MockName,
+    operation: &'static str,
+    user: Option<String>,
 }
 
 fn body_of(response: &HttpResponse) -> Body {

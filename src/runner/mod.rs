@@ -386,6 +386,7 @@ fn report(path: &Path, file: &ScenarioFile, seed: Seed, o: &Observations) -> Sce
                 within: e.within.map(|d| d.0),
                 lead: e.lead.map(|d| d.0),
                 per_hour: e.per_hour,
+                per_user: e.per_user,
                 allow_unknowable: e.allow_unknowable.unwrap_or(false),
             };
             let (ok, observed, detail) = check::evaluate(e.check, params, o);

@@ -8,16 +8,22 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::check::connections::{ConnectionSeen, TokenAnswer};
 use crate::check::{AlertSeen, AttemptKind, Leaks, Needles, Observations, WaitSeen};
 use crate::fault::Target;
 use crate::journal::{Journal, JournalEntry, MockName};
 use crate::tenant::{Directory, SharedDirectory};
 use crate::time::to_chrono;
 
-use crate::scenario::plan::Plan;
+use crate::scenario::plan::{Action, Plan};
+use crate::tenant::TenantEvent;
 use crate::trace::MarkKind;
 
 use super::trace::{Tracer, outbox_depth};
+
+/// The alert kind (`payload.custom_details.kind`) of a notice that a user must reconnect,
+/// naming the user in `payload.custom_details.user`.
+pub const NEEDS_USER: &str = "connection-needs-user";
 
 /// What the harness did and heard from the subject, besides what the mocks hold.
 #[derive(Debug, Default)]
@@ -78,6 +84,7 @@ pub(super) fn observe(
     let (added_at, added) = added_through_graph(journal);
     secrets.extend(added);
     let accepted = accepted_by_id(directory, &record.submitted);
+    let connections = connections(plan, &record, &accepted);
     let mut o = Observations {
         enqueued: record.submitted.len() as u64,
         rotated_at: plan.rotated_at.into_iter().chain(added_at).min(),
@@ -88,8 +95,10 @@ pub(super) fn observe(
         ..Observations::default()
     };
     deliveries(&mut o, plan, &record.submitted, &accepted);
+    o.connections = connections;
     let mut tracer = Tracer::default();
     let (attempts, alerts) = read_journal(&mut o, &mut tracer, journal, &secrets, &plan.restarts());
+    let alerts = notices(&mut o.connections, alerts);
     o.first_failure_at = attempts
         .iter()
         .filter(|a| a.outcome == Outcome::Failed)
@@ -104,6 +113,74 @@ pub(super) fn observe(
     }
     o.secrets = secrets;
     o
+}
+
+/// Each delegated connection's messages (submitted, first accepted) and the first instant the
+/// timeline hit the user or the user's tenant with an event only they can mend.
+fn connections(
+    plan: &Plan,
+    record: &Record,
+    accepted: &BTreeMap<String, Vec<DateTime<Utc>>>,
+) -> BTreeMap<String, ConnectionSeen> {
+    let Some(delegated) = &plan.delegated else {
+        return BTreeMap::new();
+    };
+    let mut seen: BTreeMap<String, ConnectionSeen> = delegated
+        .connections
+        .iter()
+        .map(|c| (c.upn.clone(), ConnectionSeen::default()))
+        .collect();
+    for (id, at) in &record.submitted {
+        let first = accepted.get(id).and_then(|t| t.first().copied());
+        if let Some(c) = record.senders.get(id).and_then(|u| seen.get_mut(u)) {
+            c.messages.push((*at, first));
+        }
+    }
+    for step in &plan.steps {
+        let hit: Vec<&str> = match &step.action {
+            Action::User { upn, .. } => vec![upn.as_str()],
+            Action::Tenant { event, .. } if *event == TenantEvent::EnableApp => vec![],
+            Action::Tenant { tenant, .. } => delegated
+                .connections
+                .iter()
+                .filter(|c| c.tenant_id.eq_ignore_ascii_case(tenant))
+                .map(|c| c.upn.as_str())
+                .collect(),
+            _ => vec![],
+        };
+        for upn in hit {
+            if let Some(c) = seen.get_mut(upn) {
+                c.user_event_at = Some(c.user_event_at.map_or(step.at, |e| e.min(step.at)));
+            }
+        }
+    }
+    seen
+}
+
+/// What the token endpoint told a delegated token request, from its status and `error`.
+fn token_answer(e: &JournalEntry) -> TokenAnswer {
+    let body = serde_json::from_slice::<Value>(e.response_body.raw()).ok();
+    let error = body.as_ref().and_then(|b| b.get("error")?.as_str());
+    let status = if cut(e) { None } else { e.status };
+    TokenAnswer::of(status, error)
+}
+
+/// The alerts without the notices that a user must reconnect (`connection-needs-user`: the
+/// product tells the customer, it pages nobody), each notice noted on its connection.
+fn notices(
+    connections: &mut BTreeMap<String, ConnectionSeen>,
+    alerts: Vec<AlertSeen>,
+) -> Vec<AlertSeen> {
+    let (notices, alerts): (Vec<AlertSeen>, Vec<AlertSeen>) = alerts
+        .into_iter()
+        .partition(|a| a.kind == NEEDS_USER && a.user.is_some());
+    for notice in notices.iter().filter(|n| n.action == "trigger") {
+        let c = notice.user.as_ref().and_then(|u| connections.get_mut(u));
+        if let Some(c) = c.filter(|c| c.notified_at.is_none()) {
+            c.notified_at = Some(notice.at);
+        }
+    }
+    alerts
 }
 
 /// Secrets added through Graph (`addPassword` answered 200, whoever called it): when the first
@@ -229,6 +306,9 @@ fn read_journal(
             match (e.mock, e.operation) {
                 (MockName::Entra, "token") => {
                     o.token_requests.push((e.at, e.status == Some(200)));
+                    if let Some(c) = e.user.as_ref().and_then(|u| o.connections.get_mut(u)) {
+                        c.token_requests.push((e.at, token_answer(e)));
+                    }
                     attempts.push(http_attempt(AttemptKind::Token, e));
                 }
                 (MockName::Graph, "send-mail") => {
@@ -459,11 +539,13 @@ impl AlertReader {
                 .cloned()
                 .unwrap_or_else(|| "other".into())
         };
+        let user = text("/payload/custom_details/user").map(str::to_string);
         self.seen.push(AlertSeen {
             kind,
             key,
             action,
             at: e.at,
+            user,
         });
     }
 }

@@ -265,6 +265,9 @@ async fn drive<S: Subject>(
                     operator.rotate(lifetime, until).await
                 }));
             }
+            Event::Step(Action::Reconnect { tenant, upn }) => {
+                connect_user(subject, world, &mut process, tenant, upn).await?;
+            }
             Event::Step(action) => perform(action, at, plan, world, handles),
         }
     }
@@ -337,22 +340,40 @@ async fn connect<S: Subject>(
         return Ok(());
     };
     for connection in &delegated.connections {
-        let user = Connect {
-            upn: connection.upn.clone(),
-            tenant_id: connection.tenant_id.clone(),
-            browser: super::browser::browser(
-                world.sim.mocks().clone(),
-                world.clock().clone(),
-                connection.upn.clone(),
-            ),
-        };
-        let connected = world
-            .clock()
-            .timeout(CONNECT_WITHIN, process.connect(user))
-            .await;
-        check(subject, &format!("connect {}", connection.upn), connected)?;
+        connect_user(
+            subject,
+            world,
+            process,
+            &connection.tenant_id,
+            &connection.upn,
+        )
+        .await?;
     }
     Ok(())
+}
+
+/// One user connects a mailbox through the subject, in a browser the harness drives.
+async fn connect_user<S: Subject>(
+    subject: &S,
+    world: &World,
+    process: &mut S::Process,
+    tenant_id: &str,
+    upn: &str,
+) -> Result<(), String> {
+    let user = Connect {
+        upn: upn.to_string(),
+        tenant_id: tenant_id.to_string(),
+        browser: super::browser::browser(
+            world.sim.mocks().clone(),
+            world.clock().clone(),
+            upn.to_string(),
+        ),
+    };
+    let connected = world
+        .clock()
+        .timeout(CONNECT_WITHIN, process.connect(user))
+        .await;
+    check(subject, &format!("connect {upn}"), connected)
 }
 
 /// Stops the subject, first asking what it synced: only the subject can say.
@@ -501,6 +522,6 @@ fn perform(action: &Action, now: DateTime<Utc>, plan: &Plan, world: &World, hand
                 .map_or(app.as_str(), |a| a.app_id.as_str());
             directory.tenant_event(customer, multi_tenant, *event);
         }
-        Action::Restart | Action::RotateViaGraph(_) => {}
+        Action::Restart | Action::RotateViaGraph(_) | Action::Reconnect { .. } => {}
     }
 }

@@ -37,7 +37,8 @@ pub(super) fn from_plan(plan: &Plan) -> Trace {
             // A user's or a customer tenant's event (revoked sessions, withdrawn consent, ...)
             // changes what that user's credentials can do.
             | Action::User { .. }
-            | Action::Tenant { .. } => (Lane::Credentials, MarkKind::CredentialChange),
+            | Action::Tenant { .. }
+            | Action::Reconnect { .. } => (Lane::Credentials, MarkKind::CredentialChange),
             Action::ClearFaults(_) => continue,
         };
         trace.marks.push(Mark {

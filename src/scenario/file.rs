@@ -185,6 +185,10 @@ pub struct ExpectFile {
     /// `token-request-budget`: the most token requests in any hour while credentials fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_hour: Option<u64>,
+    /// `token-request-budget`: the most failed token requests of one user's delegated
+    /// connection in any hour while credentials fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_user: Option<u64>,
     /// `no-duplicates`: allow one duplicate per send whose outcome the client could not know.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_unknowable: Option<bool>,

@@ -55,6 +55,13 @@ pub(crate) enum Action {
         /// What happens to them.
         event: UserEvent,
     },
+    /// A user connects again through the subject (the harness drives the sign-in).
+    Reconnect {
+        /// The user's tenant id.
+        tenant: String,
+        /// The user's principal name.
+        upn: String,
+    },
     /// A tenant-level event for the scenario's app (withdrawn consent, a disabled app).
     Tenant {
         /// The customer tenant's id.
@@ -97,6 +104,9 @@ impl Action {
             }
             Action::User { upn, event, .. } => format!("{} for {upn}", describe_user(*event)),
             Action::Tenant { tenant, event } => format!("{} in {tenant}", describe_tenant(*event)),
+            Action::Reconnect { upn, .. } => {
+                format!("{upn} connects the mailbox again (signs in and consents)")
+            }
         }
     }
 
@@ -333,26 +343,37 @@ fn event_step(
         StepAction::IdleRefreshTokens => Some(UserEvent::IdleRefreshTokens),
         StepAction::RequireMfa => Some(UserEvent::RequireMfa),
         StepAction::BlockByConditionalAccess => Some(UserEvent::BlockByConditionalAccess),
-        _ => None,
+        StepAction::Reconnect => None,
+        _ => return tenant_step(path, i, step, tenants),
     };
-    if let Some(event) = user_event {
-        let upn = needed(
-            path,
-            i,
-            step.user.as_ref(),
-            "user",
-            "this step needs the user's UPN",
-        )?;
-        let tenant = tenants
-            .iter()
-            .find(|t| t.mailboxes.iter().any(|m| m.upn.eq_ignore_ascii_case(&upn)))
-            .ok_or_else(|| {
-                let message = format!("{upn} is no user of the tenant or the customers");
-                semantic(path, format!("timeline[{i}].user"), message)
-            })?;
-        let tenant = tenant.id.clone();
-        return Ok(Action::User { tenant, upn, event });
-    }
+    let upn = needed(
+        path,
+        i,
+        step.user.as_ref(),
+        "user",
+        "this step needs the user's UPN",
+    )?;
+    let tenant = tenants
+        .iter()
+        .find(|t| t.mailboxes.iter().any(|m| m.upn.eq_ignore_ascii_case(&upn)))
+        .ok_or_else(|| {
+            let message = format!("{upn} is no user of the tenant or the customers");
+            semantic(path, format!("timeline[{i}].user"), message)
+        })?;
+    let tenant = tenant.id.clone();
+    Ok(match user_event {
+        Some(event) => Action::User { tenant, upn, event },
+        None => Action::Reconnect { tenant, upn },
+    })
+}
+
+/// A customer tenant's event, its `tenant` checked against the customers.
+fn tenant_step(
+    path: &Path,
+    i: usize,
+    step: &StepFile,
+    tenants: &[&TenantSpec],
+) -> Result<Action, LoadError> {
     let event = match step.action {
         StepAction::WithdrawConsent => TenantEvent::WithdrawConsent,
         StepAction::DisableAppInTenant => TenantEvent::DisableApp,
@@ -434,6 +455,18 @@ pub fn lower(path: &Path, file: &ScenarioFile, seed: Option<u64>) -> Result<Plan
     let traffic = traffic(path, file, start)?;
     let settings = settings(file.client.as_ref(), &traffic);
     let delegated = delegated(path, &app, &customers)?;
+    if delegated.is_none()
+        && let Some(i) = file
+            .timeline
+            .iter()
+            .position(|s| s.action == StepAction::Reconnect)
+    {
+        return Err(semantic(
+            path,
+            format!("timeline[{i}].action"),
+            "`reconnect` needs users who connected: a multi-tenant app with `[[customers]]`",
+        ));
+    }
     let mut needs = needs(file, settings, &credential, &steps);
     if delegated.is_some() {
         needs.push(Capability::Delegated);
@@ -534,7 +567,8 @@ fn timeline(
             | StepAction::BlockByConditionalAccess
             | StepAction::WithdrawConsent
             | StepAction::DisableAppInTenant
-            | StepAction::EnableAppInTenant => event_step(path, i, step, tenants)?,
+            | StepAction::EnableAppInTenant
+            | StepAction::Reconnect => event_step(path, i, step, tenants)?,
             StepAction::Fault => {
                 scope_known(path, i, step, file)?;
                 faults.push(fault(path, i, step, at)?);

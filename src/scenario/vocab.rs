@@ -76,4 +76,7 @@ pub enum StepAction {
     DisableAppInTenant,
     /// The app's service principal is enabled again in a customer tenant (`tenant`).
     EnableAppInTenant,
+    /// A user connects the mailbox again through the subject (`user`): signs in, consents,
+    /// and the subject redeems the new code, as a customer who clicks "reconnect" does.
+    Reconnect,
 }

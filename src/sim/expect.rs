@@ -331,6 +331,7 @@ mod tests {
             at: "2025-02-14T11:00:00Z".parse().expect("a valid instant"),
             mock,
             operation,
+            user: None,
             request: format!("POST /{operation}"),
             request_body: Body::default(),
             delivery: "respond".into(),

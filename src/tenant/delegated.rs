@@ -696,6 +696,21 @@ impl Directory {
         Ok(self.issue_delegated(&chain, &asked, resource, request.login_base, now))
     }
 
+    /// The user a code or a refresh token was issued to, whatever its standing, for the
+    /// journal: a refresh refused for an expired secret is still that user's.
+    pub fn grant_holder(&self, grant: GrantKind<'_>) -> Option<String> {
+        let key = match grant {
+            GrantKind::Code { code, .. } => &self.delegated.codes.get(&hash(code))?.key,
+            GrantKind::Refresh { token } => &self.delegated.refresh.get(&hash(token))?.key,
+        };
+        let tenant = self.tenant(&key.0)?;
+        let user = tenant
+            .mailboxes
+            .iter()
+            .find(|m| m.id.eq_ignore_ascii_case(&key.1))?;
+        Some(user.upn.clone())
+    }
+
     fn code_chain(
         &self,
         client_id: &str,

@@ -555,6 +555,7 @@ impl SmtpServer {
             at: self.clock.now_utc(),
             mock: MockName::Smtp,
             operation,
+            user: None,
             request: command.to_string(),
             request_body: Body::default(),
             delivery: delivery.to_string().into(),
