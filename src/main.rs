@@ -141,6 +141,10 @@ enum Command {
         /// Shrink every failure, also those failing the same checks as one shrunk already.
         #[arg(long)]
         shrink_all: bool,
+        /// Draw delegated cases too: customers' users connect to a multi-tenant app, with
+        /// user- and tenant-level events among the outages.
+        #[arg(long)]
+        delegated: bool,
     },
     /// Print the JSON Schema of scenario files (for editor completion).
     Schema,
@@ -696,8 +700,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shrink_budget,
             max_failures,
             shrink_all,
+            delegated,
         } => {
             let config = maildrill::chaos::ChaosConfig {
+                delegated,
                 cases,
                 // Only the default seed reads the clock; it is printed so the run can be repeated.
                 seed: seed.unwrap_or_else(maildrill::time::wall_seed),

@@ -29,6 +29,7 @@ fn config(profile: Profile, cases: usize) -> ChaosConfig {
         shrink: false,
         shrink_budget: 0,
         jobs: 2,
+        delegated: false,
     }
 }
 

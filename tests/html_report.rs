@@ -242,6 +242,7 @@ fn chaos_site() -> PathBuf {
         shrink_budget: 6,
         shrink_all: false,
         jobs: 2,
+        delegated: false,
     };
     let results = chaos::run(&config, &()).expect("chaos runs");
     let failed = results

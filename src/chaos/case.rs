@@ -92,7 +92,51 @@ pub struct Case {
     pub propagation: u32,
     /// The run's seed (jitter, ids).
     pub seed: u64,
+    /// Customers who connect their mailboxes to the app (a delegated case), if any.
+    pub customers: Option<Customers>,
 }
+
+/// The customers of a delegated case: a multi-tenant app, users of customer tenants who
+/// connect their mailboxes, and events only a user or a tenant's admin can mend, each mended
+/// later (the user connects again, the admin enables the app again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customers {
+    /// Customer tenants.
+    pub tenants: u32,
+    /// Users in each.
+    pub users: u32,
+    /// User- and tenant-level events.
+    pub events: Vec<UserEventCase>,
+}
+
+/// A user- or tenant-level event of a delegated case, and when it is mended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserEventCase {
+    /// `revoke-sessions`, `reset-password`, `require-mfa`, `idle-refresh-tokens` (a user's),
+    /// `withdraw-consent` or `disable-app-in-tenant` (a tenant's).
+    pub action: StepAction,
+    /// Minute it happens.
+    pub at: u32,
+    /// The customer tenant, from 1.
+    pub tenant: u32,
+    /// The user in it, from 1 (a user's event).
+    pub user: u32,
+    /// Minutes until the user connects again or the admin enables the app.
+    pub mended_after: u32,
+}
+
+/// The events a delegated case draws from.
+const USER_EVENTS: [StepAction; 6] = [
+    StepAction::RevokeSessions,
+    StepAction::ResetPassword,
+    StepAction::RequireMfa,
+    StepAction::IdleRefreshTokens,
+    StepAction::WithdrawConsent,
+    StepAction::DisableAppInTenant,
+];
+
+/// The redirect URI of a delegated case's app.
+const REDIRECT_URI: &str = "https://mailman.example/oauth/callback";
 
 /// The fault vocabulary per target: (kind, operation, reply, amount).
 type Menu = [(
@@ -190,9 +234,45 @@ fn rotation() -> impl Strategy<Value = Rotation> {
         })
 }
 
-/// Every case: shrinking drops faults, restarts, the rotation's detours and the inbound mail,
-/// and moves instants earlier.
-pub fn strategy() -> impl Strategy<Value = Case> {
+fn customers() -> impl Strategy<Value = Customers> {
+    (1u32..=4, 1u32..=3).prop_flat_map(|(tenants, users)| {
+        let event = (
+            prop::sample::select(USER_EVENTS.to_vec()),
+            60..QUIET_FROM - 240,
+            1..=tenants,
+            1..=users,
+            30u32..=180,
+        )
+            .prop_map(|(action, at, tenant, user, mended_after)| UserEventCase {
+                action,
+                at,
+                tenant,
+                user,
+                mended_after,
+            });
+        prop::collection::vec(event, 0..=3).prop_map(move |events| Customers {
+            tenants,
+            users,
+            events,
+        })
+    })
+}
+
+/// Every case, with delegated ones (customers connecting) among them when `delegated`: the
+/// app-only part is drawn first, so the same index gives the same app-only timeline either
+/// way. Shrinking drops faults, restarts, the rotation's detours, the inbound mail and the
+/// customers' events, and moves instants earlier.
+pub fn strategy(delegated: bool) -> BoxedStrategy<Case> {
+    if !delegated {
+        return app_only().boxed();
+    }
+    (app_only(), prop::option::weighted(0.3, customers()))
+        .prop_map(|(case, customers)| Case { customers, ..case })
+        .boxed()
+}
+
+/// An app-only case (one mailbox, client credentials).
+fn app_only() -> impl Strategy<Value = Case> {
     (
         any::<bool>(),
         prop::option::weighted(0.7, 180u32..=QUIET_FROM - 360),
@@ -218,6 +298,7 @@ pub fn strategy() -> impl Strategy<Value = Case> {
                         inbound_every,
                         propagation,
                         seed,
+                        customers: None,
                     })
             },
         )
@@ -287,6 +368,41 @@ fn expect(check: CheckId) -> ExpectFile {
     }
 }
 
+impl UserEventCase {
+    /// The event and its mending, as timeline steps (a tenant's: every user of the tenant
+    /// connects again after withdrawn consent; the admin enables a disabled app).
+    fn steps(&self, users: u32) -> Vec<StepFile> {
+        let tenant = format!("customer{}.onmicrosoft.com", self.tenant);
+        let user = |k: u32| format!("user{k}@{tenant}");
+        let mended = (self.at + self.mended_after).min(QUIET_FROM - 30);
+        let mut event = step(self.at, self.action);
+        let reconnect = |k: u32| StepFile {
+            user: Some(user(k)),
+            ..step(mended, StepAction::Reconnect)
+        };
+        match self.action {
+            StepAction::WithdrawConsent => {
+                event.tenant = Some(tenant.clone());
+                std::iter::once(event)
+                    .chain((1..=users).map(reconnect))
+                    .collect()
+            }
+            StepAction::DisableAppInTenant => {
+                event.tenant = Some(tenant.clone());
+                let enable = StepFile {
+                    tenant: Some(tenant),
+                    ..step(mended, StepAction::EnableAppInTenant)
+                };
+                vec![event, enable]
+            }
+            _ => {
+                event.user = Some(user(self.user));
+                vec![event, reconnect(self.user)]
+            }
+        }
+    }
+}
+
 impl Case {
     /// The minute the new secret goes in, if any, clamped into the busy part of the day.
     fn rotation_minute(&self) -> Option<u32> {
@@ -322,7 +438,7 @@ impl Case {
             start: Instant(start),
             end: Some(minutes(DAY)),
             tenant: self.tenant(start, secret_end),
-            customers: Vec::new(),
+            customers: self.customer_files(),
             client: Some(ClientFile {
                 transport: if self.graph {
                     Transport::Graph
@@ -379,7 +495,27 @@ impl Case {
         for restart in &self.restarts {
             timeline.push(restart_step(*restart));
         }
+        for event in self.customers.iter().flat_map(|c| &c.events) {
+            timeline.extend(event.steps(self.customers.as_ref().map_or(1, |c| c.users)));
+        }
         timeline
+    }
+
+    /// The customer tenants of a delegated case (admins consented: every user connects
+    /// without a consent page).
+    fn customer_files(&self) -> Vec<crate::scenario::file::CustomerFile> {
+        let Some(customers) = &self.customers else {
+            return Vec::new();
+        };
+        vec![crate::scenario::file::CustomerFile {
+            id: None,
+            domain: None,
+            count: Some(customers.tenants),
+            users_per_tenant: Some(customers.users),
+            users: Vec::new(),
+            consent: Some(crate::scenario::file::ConsentFile::Admin),
+            user_consent: None,
+        }]
     }
 
     /// The demo tenant whose one secret ends at `secret_end`.
@@ -407,8 +543,15 @@ impl Case {
                     end: When::At(secret_end),
                 }],
                 certificates: vec![],
-                audience: None,
-                redirect_uris: vec![],
+                audience: self
+                    .customers
+                    .as_ref()
+                    .map(|_| crate::tenant::SignInAudience::MultiTenant),
+                redirect_uris: self
+                    .customers
+                    .iter()
+                    .map(|_| REDIRECT_URI.to_string())
+                    .collect(),
             }],
             mailboxes: vec![MailboxFile {
                 upn: demo::MAILBOX.into(),
@@ -430,7 +573,18 @@ impl Case {
         let mut latency = expect(CheckId::LatencyAlertWithin);
         latency.within = Some(HumanDuration(Duration::from_secs(600)));
         checks.push(latency);
-        checks.push(expect(CheckId::BackoffShape));
+        if self.customers.is_some() {
+            // Many users' attempts interleave on the wire: their gaps are no one's backoff.
+            checks.push(expect(CheckId::NoFalseDisconnect));
+            if let Some(budget) = checks
+                .iter_mut()
+                .find(|c| c.check == CheckId::TokenRequestBudget)
+            {
+                budget.per_user = Some(10);
+            }
+        } else {
+            checks.push(expect(CheckId::BackoffShape));
+        }
         if self.expiry.is_some() {
             // An alert before the expiry, as early as the calendar allows (at most a day).
             let ahead = (secret_end - start - TimeDelta::minutes(1))

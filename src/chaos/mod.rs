@@ -41,6 +41,10 @@ pub struct ChaosConfig {
     pub shrink_all: bool,
     /// Worker threads (each replays on its own runtime).
     pub jobs: usize,
+    /// Draw delegated cases too: a multi-tenant app whose customers' users connect, with
+    /// user- and tenant-level events among the app-level outages (for a subject that can
+    /// connect users).
+    pub delegated: bool,
 }
 
 impl Default for ChaosConfig {
@@ -54,6 +58,7 @@ impl Default for ChaosConfig {
             shrink_budget: 128,
             shrink_all: false,
             jobs: 1,
+            delegated: false,
         }
     }
 }
@@ -178,7 +183,7 @@ fn tree(config: &ChaosConfig, index: usize) -> Result<impl ValueTree<Value = Cas
         Config::default(),
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
     );
-    case::strategy()
+    case::strategy(config.delegated)
         .new_tree(&mut runner)
         .map_err(|reason| RunError::Harness {
             path: PathBuf::from(case_name(config.seed, index)),

@@ -96,6 +96,9 @@ pub(super) fn observe(
     };
     deliveries(&mut o, plan, &record.submitted, &accepted);
     o.connections = connections;
+    if !o.connections.is_empty() {
+        o.stalled_from = stalled_unaffected(&o, plan);
+    }
     let mut tracer = Tracer::default();
     let (attempts, alerts) = read_journal(&mut o, &mut tracer, journal, &secrets, &plan.restarts());
     let alerts = notices(&mut o.connections, alerts);
@@ -155,6 +158,19 @@ fn connections(
         }
     }
     seen
+}
+
+/// The first stalled message of a user whom no user- or tenant-level event hit: mail that
+/// waits for its user to reconnect is the product's to show, not a delivery stall to page.
+fn stalled_unaffected(o: &Observations, plan: &Plan) -> Option<DateTime<Utc>> {
+    let threshold = to_chrono(plan.settings.latency_threshold);
+    o.connections
+        .values()
+        .filter(|c| c.user_event_at.is_none())
+        .flat_map(|c| &c.messages)
+        .filter(|(at, accepted)| accepted.unwrap_or(plan.end) - *at > threshold)
+        .map(|(at, _)| *at)
+        .min()
 }
 
 /// What the token endpoint told a delegated token request, from its status and `error`.

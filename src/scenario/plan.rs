@@ -767,9 +767,23 @@ impl Plan {
             },
         ];
         lines.extend(self.policy_line());
+        let per = self.delegated.as_ref().map_or(String::new(), |d| {
+            format!(
+                " for each of {} users of {} customer tenants (staggered)",
+                d.connections.len(),
+                self.customers.len()
+            )
+        });
+        if let Some(d) = &self.delegated {
+            lines.push(format!(
+                "{} every user connects a mailbox through {}",
+                t(self.start),
+                d.redirect_uri
+            ));
+        }
         for traffic in &self.traffic {
             lines.push(format!(
-                "{} {} traffic: one message every {} until {}",
+                "{} {} traffic: one message every {}{per} until {}",
                 t(traffic.from),
                 if traffic.inbound {
                     "inbound"
