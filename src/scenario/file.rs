@@ -114,7 +114,8 @@ pub struct StepFile {
     /// `delete-app`, `restore-app`, `expire-delta-tokens`, `restart-client`, `fault`,
     /// `clear-faults`, or a user's or a customer tenant's event (`revoke-sessions`,
     /// `reset-password`, `idle-refresh-tokens`, `require-mfa`, `block-by-conditional-access`,
-    /// `withdraw-consent`, `disable-app-in-tenant`, `enable-app-in-tenant`).
+    /// `expire-mfa`, `require-mfa-enrollment`, `enforce-sign-in-frequency`, `disable-user`,
+    /// `enable-user`, `withdraw-consent`, `disable-app-in-tenant`, `enable-app-in-tenant`).
     pub action: StepAction,
     /// For `rotate-secret` and `paste-secret`: the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,7 +159,8 @@ pub struct StepFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,
     /// For the user-level steps (`revoke-sessions`, `reset-password`, `idle-refresh-tokens`,
-    /// `require-mfa`, `block-by-conditional-access`): the user's UPN.
+    /// `require-mfa`, `block-by-conditional-access`, `expire-mfa`, `require-mfa-enrollment`,
+    /// `enforce-sign-in-frequency`, `disable-user`, `enable-user`): the user's UPN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// For the tenant-level steps (`withdraw-consent`, `disable-app-in-tenant`,
