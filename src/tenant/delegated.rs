@@ -665,6 +665,10 @@ impl Directory {
         if self.user_state(&key).disabled {
             return Err(AuthorizeRefusal::UserDisabled);
         }
+        // The home tenant needs no service principal: its users always count as consented.
+        if key.0 == lower(&home_id) {
+            return Ok(tenant_id);
+        }
         let principal = self
             .delegated
             .principals
