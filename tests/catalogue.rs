@@ -81,6 +81,11 @@ fn every_entra_catalogue_reply_has_a_byte_snapshot() {
             demo::TENANT_ID
         );
         snapshot("entra__discovery", &sim.raw(&discovery).await);
+        let keys = format!(
+            "GET /{}/discovery/v2.0/keys HTTP/1.1\r\nHost: login.microsoftonline.com\r\nConnection: close\r\n\r\n",
+            demo::TENANT_ID
+        );
+        snapshot("entra__keys", &sim.raw(&keys).await);
     });
 }
 

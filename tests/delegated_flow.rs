@@ -381,7 +381,7 @@ async fn check_raw_redemption(net: &Net<'_>, base: &str, client: &Client) {
             "client_info"
         ]
     );
-    let id = claims(body["id_token"].as_str().unwrap());
+    let id = verified_id_token(net, base, body["id_token"].as_str().unwrap()).await;
     assert_eq!(id["tid"], FABRIKAM);
     assert_eq!(id["oid"], "bbbbbbbb-0000-4000-8000-000000000002");
     assert_eq!(id["preferred_username"], BOB);
@@ -396,6 +396,71 @@ async fn check_raw_redemption(net: &Net<'_>, base: &str, client: &Client) {
         .unwrap();
     let info: Value = serde_json::from_slice(&info).unwrap();
     assert_eq!(info["utid"], FABRIKAM);
+}
+
+/// The claims of an ID token whose RS256 signature verifies against the key the mock publishes
+/// at the `jwks_uri` of its discovery document, found by the header's `kid`, as OIDC
+/// middleware validates it.
+async fn verified_id_token(net: &Net<'_>, base: &str, jwt: &str) -> Value {
+    let discovery = net
+        .get(&format!(
+            "{base}/{FABRIKAM}/v2.0/.well-known/openid-configuration"
+        ))
+        .await
+        .json();
+    let jwks_uri = discovery["jwks_uri"].as_str().unwrap();
+    assert_eq!(jwks_uri, format!("{base}/{FABRIKAM}/discovery/v2.0/keys"));
+    let keys = net.get(jwks_uri).await;
+    assert_eq!(keys.status, 200, "{}", keys.body);
+    let common = net.get(&format!("{base}/common/discovery/v2.0/keys")).await;
+    assert_eq!(
+        common.json()["keys"][0]["issuer"],
+        format!("{base}/{{tenantid}}/v2.0")
+    );
+    let (input, signature) = jwt.rsplit_once('.').unwrap();
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(input.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "RS256");
+    let keys = keys.json();
+    let key = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("the ID token's kid is published");
+    let field: Vec<&str> = key
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        field,
+        ["kty", "use", "kid", "x5t", "n", "e", "x5c", "issuer"]
+    );
+    assert_eq!((&key["kty"], &key["use"]), (&"RSA".into(), &"sig".into()));
+    assert_eq!(key["issuer"], format!("{base}/{FABRIKAM}/v2.0"));
+    let public = ring::signature::RsaPublicKeyComponents {
+        n: URL_SAFE_NO_PAD.decode(key["n"].as_str().unwrap()).unwrap(),
+        e: URL_SAFE_NO_PAD.decode(key["e"].as_str().unwrap()).unwrap(),
+    };
+    let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    let rs256 = &ring::signature::RSA_PKCS1_2048_8192_SHA256;
+    public
+        .verify(rs256, input.as_bytes(), &signature)
+        .expect("the ID token verifies against the published key");
+    let mut tampered = input.to_string();
+    tampered.push('A');
+    assert!(
+        public
+            .verify(rs256, tampered.as_bytes(), &signature)
+            .is_err()
+    );
+    claims(jwt)
 }
 
 #[test]
@@ -567,6 +632,112 @@ fn user_and_tenant_events_refuse_refresh_with_the_catalogue_bodies() {
     });
 }
 
+/// A user event at the sim's current instant.
+fn user_event(sim: &Sim, tenant: &str, user: &str, event: UserEvent) {
+    let now = sim.clock().now_utc();
+    assert!(Directory::lock(sim.directory()).user_event(tenant, user, event, now));
+}
+
+#[test]
+fn a_disabled_user_is_refused_50057_at_sign_in_and_refresh_until_enabled() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = memory_sim(at("2026-01-01T00:00:00Z"));
+        let net = Net::Memory(sim.net().unwrap());
+        let alice = connected(&net, ALICE).await;
+        user_event(&sim, FABRIKAM, ALICE, UserEvent::DisableUser);
+        assert_catalogue(&raw_refresh(&net, &alice, SECRET).await, "user_disabled");
+        let common = client(LOGIN, "common", SECRET);
+        let page = authorize(&net, &common, ALICE, &["openid", GRAPH_SEND]).await;
+        assert_eq!(page.status, 400);
+        assert!(page.location.is_none(), "shown on the sign-in page");
+        assert!(
+            page.body
+                .contains("AADSTS50057: The user account is disabled.")
+        );
+        assert_eq!(
+            raw_refresh(&net, &connected(&net, BOB).await, SECRET)
+                .await
+                .status,
+            200
+        );
+        user_event(&sim, FABRIKAM, ALICE, UserEvent::EnableUser);
+        assert_eq!(raw_refresh(&net, &alice, SECRET).await.status, 200);
+    });
+}
+
+#[test]
+fn mfa_expiry_and_enrollment_refuse_50078_and_50079_until_the_user_signs_in_again() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = memory_sim(at("2026-01-01T00:00:00Z"));
+        let net = Net::Memory(sim.net().unwrap());
+        let bob = connected(&net, BOB).await;
+        let carol = connected(&net, CAROL).await;
+        sim.clock().sleep(Duration::from_secs(1)).await;
+        user_event(&sim, FABRIKAM, BOB, UserEvent::ExpireMfa);
+        user_event(&sim, NORTHWIND, CAROL, UserEvent::RequireMfaEnrollment);
+        assert_catalogue(&raw_refresh(&net, &bob, SECRET).await, "mfa_expired");
+        assert_catalogue(&raw_refresh(&net, &carol, SECRET).await, "mfa_enrollment");
+        let described = raw_refresh(&net, &bob, SECRET).await.json();
+        let graph = "00000003-0000-0000-c000-000000000000";
+        assert!(
+            described["error_description"]
+                .as_str()
+                .unwrap()
+                .contains(graph)
+        );
+        sim.clock().sleep(Duration::from_secs(1)).await;
+        let again = connected(&net, BOB).await;
+        assert_eq!(raw_refresh(&net, &again, SECRET).await.status, 200);
+    });
+}
+
+#[test]
+fn a_sign_in_frequency_refuses_70043_once_the_sign_in_is_an_hour_old() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = memory_sim(at("2026-01-01T00:00:00Z"));
+        let net = Net::Memory(sim.net().unwrap());
+        let bob = connected(&net, BOB).await;
+        user_event(&sim, FABRIKAM, BOB, UserEvent::EnforceSignInFrequency);
+        assert_eq!(raw_refresh(&net, &bob, SECRET).await.status, 200, "within the hour");
+        sim.clock().sleep(Duration::from_secs(3601)).await;
+        let lapsed = raw_refresh(&net, &bob, SECRET).await;
+        assert_catalogue(&lapsed, "sign_in_frequency");
+        let description = lapsed.json()["error_description"].as_str().unwrap().to_string();
+        assert!(
+            description.contains("The token was issued on 2025-02-14T09:00:00.0000000Z and the maximum allowed lifetime for this request is 3600. Trace ID: "),
+            "{description}"
+        );
+        let again = connected(&net, BOB).await;
+        assert_eq!(raw_refresh(&net, &again, SECRET).await.status, 200);
+    });
+}
+
+#[test]
+fn a_code_redeemed_at_another_tenant_is_refused_700005() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = memory_sim(at("2026-01-01T00:00:00Z"));
+        let net = Net::Memory(sim.net().unwrap());
+        let common = client(LOGIN, "common", SECRET);
+        for (authority, status) in [(NORTHWIND, 400), (FABRIKAM, 200)] {
+            let c = connect(&net, &common, ALICE).await;
+            let form = [
+                ("grant_type", "authorization_code"),
+                ("client_id", demo::APP_ID),
+                ("client_secret", SECRET),
+                ("code", c.code.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", c.verifier.secret().as_str()),
+            ];
+            let url = format!("{LOGIN}/{authority}/oauth2/v2.0/token");
+            let answer = net.post_form(&url, &form).await;
+            assert_eq!(answer.status, status, "{authority}: {}", answer.body);
+            if status == 400 {
+                assert_catalogue(&answer, "code_other_tenant");
+            }
+        }
+    });
+}
+
 #[test]
 fn a_code_is_single_use_checks_pkce_and_redirect_uri_and_expires_after_ten_minutes() {
     replay_runtime().unwrap().block_on(async {
@@ -708,6 +879,186 @@ fn authorize_refusals_are_a_page_or_a_redirect_as_entra_gives_them() {
         assert!(disabled.body.contains("AADSTS7000112: Application"));
         let unknown = authorize(&net, &common, "nobody@fabrikam.onmicrosoft.com", &scopes).await;
         assert!(unknown.body.contains("AADSTS50034"));
+    });
+}
+
+impl Answer {
+    /// The redirect's query parameter names, in order.
+    fn param_names(&self) -> Vec<String> {
+        let query = self.location.as_ref().unwrap().split_once('?').unwrap().1;
+        form_urlencoded::parse(query.as_bytes())
+            .map(|(k, _)| k.into_owned())
+            .collect()
+    }
+}
+
+/// An admin-consent request (v2 or legacy) with `login_hint` acting as the admin.
+fn consent(authority: &str, v2: bool, hint: &str, scope: &str) -> String {
+    let path = if v2 {
+        "v2.0/adminconsent"
+    } else {
+        "adminconsent"
+    };
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.extend_pairs([
+        ("client_id", demo::APP_ID),
+        ("redirect_uri", REDIRECT),
+        ("state", "admin-state"),
+        ("login_hint", hint),
+    ]);
+    if !scope.is_empty() {
+        query.append_pair("scope", scope);
+    }
+    format!("{LOGIN}/{authority}/{path}?{}", query.finish())
+}
+
+#[test]
+fn admin_consent_consents_for_the_whole_tenant_and_redirects_as_documented() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = memory_sim(at("2026-01-01T00:00:00Z"));
+        let net = Net::Memory(sim.net().unwrap());
+        let common = client(LOGIN, "common", SECRET);
+        let scopes = ["offline_access", GRAPH_SEND];
+        let blocked = authorize(&net, &common, DAVE, &scopes).await;
+        assert_eq!(blocked.param("error").as_deref(), Some("access_denied"));
+        let default = "https://graph.microsoft.com/.default";
+        let granted = net.get(&consent(LOCKED, true, DAVE, default)).await;
+        assert_eq!(granted.status, 302, "{}", granted.body);
+        assert!(granted.location.as_ref().unwrap().starts_with(REDIRECT));
+        assert_eq!(
+            granted.param_names(),
+            ["admin_consent", "tenant", "scope", "state"]
+        );
+        assert_eq!(granted.param("admin_consent").as_deref(), Some("True"));
+        assert_eq!(granted.param("tenant").as_deref(), Some(LOCKED));
+        assert_eq!(granted.param("scope").as_deref(), Some(default));
+        // The admin consented for everyone: Dave now connects without a prompt.
+        let dave = connect_with(&net, &common, DAVE, &scopes).await;
+        assert!(redeem(&net, &common, dave).await.is_ok());
+        let legacy = net.get(&consent("common", false, DAVE, "")).await;
+        assert_eq!(legacy.param_names(), ["tenant", "state", "admin_consent"]);
+        assert_eq!(legacy.param("tenant").as_deref(), Some(LOCKED));
+        let on_common = net.get(&consent("common", true, DAVE, default)).await;
+        assert_eq!(on_common.status, 400);
+        assert!(on_common.location.is_none());
+        assert!(
+            on_common.body.contains("AADSTS900023: "),
+            "{}",
+            on_common.body
+        );
+        let foreign = net.get(&consent(FABRIKAM, true, CAROL, default)).await;
+        assert_eq!(foreign.param("error").as_deref(), Some("access_denied"));
+        assert!(
+            foreign
+                .param("error_description")
+                .unwrap()
+                .starts_with("AADSTS50020: ")
+        );
+        assert_eq!(
+            foreign.param_names(),
+            [
+                "error",
+                "error_description",
+                "error_uri",
+                "admin_consent",
+                "state"
+            ],
+            "no tenant on a refusal (R14)"
+        );
+        let unknown = net
+            .get(&consent(
+                FABRIKAM,
+                true,
+                ALICE,
+                "https://contoso.example/.default",
+            ))
+            .await;
+        assert_eq!(unknown.param("error").as_deref(), Some("invalid_resource"));
+    });
+}
+
+#[test]
+fn authorize_redirects_invalid_resource_for_a_scope_of_an_unknown_resource() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = memory_sim(at("2026-01-01T00:00:00Z"));
+        let net = Net::Memory(sim.net().unwrap());
+        let common = client(LOGIN, "common", SECRET);
+        let scopes = ["openid", "https://contoso.example/Files.Read"];
+        let refused = authorize(&net, &common, ALICE, &scopes).await;
+        assert_eq!(refused.status, 302);
+        assert_eq!(refused.param("error").as_deref(), Some("invalid_resource"));
+        let description = refused.param("error_description").unwrap();
+        assert!(
+            description.starts_with(
+                "AADSTS500011: The resource principal named https://contoso.example was not found"
+            ),
+            "{description}"
+        );
+        assert_eq!(refused.param("state"), Some(format!("state-{ALICE}")));
+        assert!(refused.param("code").is_none());
+    });
+}
+
+/// The parameters of a redirect's fragment, in order.
+fn fragment(answer: &Answer) -> Vec<(String, String)> {
+    let location = answer.location.as_ref().expect("a redirect");
+    let fragment = location.split_once('#').expect("a fragment").1;
+    form_urlencoded::parse(fragment.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+#[test]
+fn the_hybrid_flow_answers_code_and_a_verifiable_id_token_in_the_fragment() {
+    replay_runtime().unwrap().block_on(async {
+        let sim = memory_sim(at("2026-01-01T00:00:00Z"));
+        let net = Net::Memory(sim.net().unwrap());
+        let url = |response_type: &str, nonce: Option<&str>| {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.extend_pairs([
+                ("client_id", demo::APP_ID),
+                ("response_type", response_type),
+                ("redirect_uri", REDIRECT),
+                (
+                    "scope",
+                    "openid profile offline_access https://graph.microsoft.com/Mail.Send",
+                ),
+                ("state", "hybrid-state"),
+                ("login_hint", ALICE),
+                ("response_mode", "query"),
+            ]);
+            if let Some(nonce) = nonce {
+                query.append_pair("nonce", nonce);
+            }
+            format!("{LOGIN}/common/oauth2/v2.0/authorize?{}", query.finish())
+        };
+        let answer = net.get(&url("code id_token", Some("n-0451"))).await;
+        assert_eq!(answer.status, 302, "{}", answer.body);
+        let params = fragment(&answer);
+        let names: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["code", "id_token", "state", "session_state"]);
+        let (code, id_token) = (&params[0].1, &params[1].1);
+        let id = verified_id_token(&net, LOGIN, id_token).await;
+        assert_eq!(id["nonce"], "n-0451");
+        assert_eq!(id["preferred_username"], ALICE);
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(code.as_bytes());
+        assert_eq!(id["c_hash"], URL_SAFE_NO_PAD.encode(&digest[..16]));
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("client_id", demo::APP_ID),
+            ("client_secret", SECRET),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+        ];
+        let url_token = format!("{LOGIN}/common/oauth2/v2.0/token");
+        assert_eq!(net.post_form(&url_token, &form).await.status, 200);
+        let no_nonce = fragment(&net.get(&url("id_token code", None)).await);
+        assert_eq!(no_nonce[0], ("error".into(), "invalid_request".into()));
+        let implicit = net.get(&url("id_token token", Some("n"))).await;
+        assert_eq!(
+            implicit.param("error").as_deref(),
+            Some("unsupported_response_type")
+        );
     });
 }
 

@@ -14,7 +14,8 @@ use crate::time::Clock as _;
 #[schemars(example = serde_json::json!({"event": "reset-password"}))]
 pub struct UserEventCall {
     /// What happens to the user: `revoke-sessions`, `reset-password`, `idle-refresh-tokens`,
-    /// `require-mfa` or `block-by-conditional-access`.
+    /// `require-mfa`, `block-by-conditional-access`, `expire-mfa`, `require-mfa-enrollment`,
+    /// `enforce-sign-in-frequency`, `disable-user` or `enable-user`.
     pub event: UserEvent,
 }
 

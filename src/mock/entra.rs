@@ -24,6 +24,10 @@ pub fn operation(path: &str) -> &'static str {
         "authorize"
     } else if path.ends_with("/v2.0/.well-known/openid-configuration") {
         "discovery"
+    } else if path.ends_with("/discovery/v2.0/keys") {
+        "keys"
+    } else if path.ends_with("/adminconsent") {
+        "adminconsent"
     } else {
         "other"
     }
@@ -76,6 +80,10 @@ pub(crate) fn request_vars(
         .set("issued_at", assertion_time(now))
         .set("tokens_valid_from", assertion_time(now))
         .set("resource_app_id", Resource::Graph.app_id())
+        .set(
+            "max_lifetime",
+            crate::tenant::SIGN_IN_FREQUENCY.num_seconds().to_string(),
+        )
         .set("code_redirect_uri", redirect_uri.clone())
         .set("redirect_uri", redirect_uri)
 }
@@ -107,6 +115,8 @@ pub(crate) fn handle(ctx: &mut Ctx<'_>, request: &HttpRequest) -> HttpResponse {
         "token" => token(ctx, &tenant, request),
         "authorize" => super::authorize::handle(ctx, &tenant, request),
         "discovery" => discovery(ctx, &tenant),
+        "keys" => keys(ctx, &tenant),
+        "adminconsent" => super::consent::handle(ctx, &tenant, request),
         _ => not_found(),
     }
 }
@@ -447,23 +457,54 @@ fn parse_scope(scope: &str) -> Result<Resource, ScopeError> {
     Resource::from_audience(resource).ok_or_else(|| ScopeError::UnknownResource(resource.into()))
 }
 
-fn discovery(ctx: &mut Ctx<'_>, tenant_ref: &str) -> HttpResponse {
+/// The authority a `{tenant}` path stands for and the one issuers name (`{tenantid}` for
+/// `common` and `organizations`), or the refusal for an unknown tenant.
+fn authorities(ctx: &Ctx<'_>, tenant_ref: &str) -> Result<(String, String), Box<HttpResponse>> {
     let base = &ctx.config.endpoints.login_base;
     // `common` and `organizations` name no tenant: their issuer has the `{tenantid}`
     // placeholder that multi-tenant validators substitute (wire reference §8.1).
-    let (authority, issuer_authority) = if crate::tenant::is_broad(tenant_ref) {
+    if crate::tenant::is_broad(tenant_ref) {
         let broad = tenant_ref.to_ascii_lowercase();
-        (format!("{base}/{broad}"), format!("{base}/{{tenantid}}"))
-    } else {
-        let Some(tenant) = ctx.directory.tenant(tenant_ref) else {
-            return error(
-                ctx,
-                EntraError::UnknownTenantDiscovery,
-                &[("tenant", tenant_ref.into())],
-            );
-        };
-        let authority = format!("{base}/{}", tenant.id);
-        (authority.clone(), authority)
+        return Ok((format!("{base}/{broad}"), format!("{base}/{{tenantid}}")));
+    }
+    let Some(tenant) = ctx.directory.tenant(tenant_ref) else {
+        let tenant = [("tenant", tenant_ref.to_string())];
+        return Err(Box::new(error(
+            ctx,
+            EntraError::UnknownTenantDiscovery,
+            &tenant,
+        )));
+    };
+    let authority = format!("{base}/{}", tenant.id);
+    Ok((authority.clone(), authority))
+}
+
+/// The keys document at `jwks_uri`: the key that signs ID tokens.
+fn keys(ctx: &mut Ctx<'_>, tenant_ref: &str) -> HttpResponse {
+    let (_, issuer_authority) = match authorities(ctx, tenant_ref) {
+        Ok(authorities) => authorities,
+        Err(refused) => return *refused,
+    };
+    let vars: Vars = ctx.vars.clone().set("authority", issuer_authority);
+    let (key_use, issuer) = wire::entra_jwks(&vars);
+    let key = crate::tenant::signing::id_token_key();
+    let document = json!({"keys": [{
+        "kty": "RSA",
+        "use": key_use,
+        "kid": key.kid,
+        "x5t": key.kid,
+        "n": key.n,
+        "e": key.e,
+        "x5c": [key.x5c],
+        "issuer": issuer,
+    }]});
+    wire::entra_json(&document, &vars)
+}
+
+fn discovery(ctx: &mut Ctx<'_>, tenant_ref: &str) -> HttpResponse {
+    let (authority, issuer_authority) = match authorities(ctx, tenant_ref) {
+        Ok(authorities) => authorities,
+        Err(refused) => return *refused,
     };
     let vars: Vars = ctx.vars.clone().set("authority", issuer_authority);
     let (issuer, region) = wire::entra_discovery(&vars);

@@ -78,6 +78,7 @@ pub(super) fn token(
     let scopes = form.get("scope").map(|s| s.split_whitespace().collect());
     let request_grant = GrantRequest {
         client_id: &client_id,
+        authority: tenant_ref,
         grant,
         scopes,
         login_base: &ctx.config.endpoints.login_base,
@@ -142,6 +143,18 @@ fn grant_error(refusal: &GrantError, form: &Form) -> (EntraError, Vec<(&'static 
             ],
         ),
         GrantError::PkceMismatch => (EntraError::PkceMismatch, vec![]),
+        GrantError::CodeForOtherTenant => (EntraError::CodeOtherTenant, vec![]),
+        GrantError::UserDisabled => (EntraError::UserDisabled, vec![]),
+        GrantError::SignInFrequency {
+            issued_at,
+            max_lifetime,
+        } => (
+            EntraError::SignInFrequency,
+            vec![
+                ("issued_at", assertion_time(*issued_at)),
+                ("max_lifetime", max_lifetime.num_seconds().to_string()),
+            ],
+        ),
         GrantError::InvalidRefreshToken => (EntraError::InvalidRefreshToken, vec![]),
         GrantError::Inactive(issued_at) => (
             EntraError::RefreshTokenInactive,
@@ -163,10 +176,19 @@ fn grant_error(refusal: &GrantError, form: &Form) -> (EntraError, Vec<(&'static 
         ),
         GrantError::AppDisabled => (EntraError::AppDisabled, vec![]),
         GrantError::ConsentRequired => (EntraError::ConsentRequired, vec![]),
-        GrantError::Interaction(Requirement::Mfa, resource) => (
-            EntraError::MfaRequired,
-            vec![("resource_app_id", resource.app_id().to_string())],
-        ),
+        GrantError::Interaction(requirement @ Requirement::Mfa, resource)
+        | GrantError::Interaction(requirement @ Requirement::MfaExpired, resource)
+        | GrantError::Interaction(requirement @ Requirement::MfaEnrollment, resource) => {
+            let kind = match requirement {
+                Requirement::MfaExpired => EntraError::MfaExpired,
+                Requirement::MfaEnrollment => EntraError::MfaEnrollment,
+                _ => EntraError::MfaRequired,
+            };
+            (
+                kind,
+                vec![("resource_app_id", resource.app_id().to_string())],
+            )
+        }
         GrantError::Interaction(Requirement::ConditionalAccess, _) => {
             (EntraError::ConditionalAccess, vec![])
         }

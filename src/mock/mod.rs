@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod authorize;
+pub mod consent;
 pub mod entra;
 pub mod grant;
 pub mod graph;

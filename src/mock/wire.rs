@@ -165,11 +165,16 @@ pub enum EntraError {
     PkceMismatch,
     RedirectMismatch,
     NotMultiTenant,
+    UserDisabled,
+    MfaExpired,
+    MfaEnrollment,
+    SignInFrequency,
+    CodeOtherTenant,
 }
 
 impl EntraError {
     /// Every variant, for coverage tests and the fault vocabulary.
-    pub const ALL: [EntraError; 32] = [
+    pub const ALL: [EntraError; 37] = [
         EntraError::ExpiredSecret,
         EntraError::InvalidSecret,
         EntraError::MissingCredential,
@@ -206,6 +211,12 @@ impl EntraError {
         EntraError::PkceMismatch,
         EntraError::RedirectMismatch,
         EntraError::NotMultiTenant,
+        // The rest of the user- and tenant-level refusals (wire reference §8.4), last again.
+        EntraError::UserDisabled,
+        EntraError::MfaExpired,
+        EntraError::MfaEnrollment,
+        EntraError::SignInFrequency,
+        EntraError::CodeOtherTenant,
     ];
 
     /// The catalogue key.
@@ -243,6 +254,11 @@ impl EntraError {
             EntraError::PkceMismatch => "pkce_mismatch",
             EntraError::RedirectMismatch => "redirect_mismatch",
             EntraError::NotMultiTenant => "not_multi_tenant",
+            EntraError::UserDisabled => "user_disabled",
+            EntraError::MfaExpired => "mfa_expired",
+            EntraError::MfaEnrollment => "mfa_enrollment",
+            EntraError::SignInFrequency => "sign_in_frequency",
+            EntraError::CodeOtherTenant => "code_other_tenant",
         }
     }
 
@@ -372,6 +388,7 @@ struct EntraFile {
     errors: BTreeMap<String, EntraEntry>,
     throttled: PlainReply,
     discovery: EntraDiscovery,
+    jwks: EntraJwks,
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,6 +408,17 @@ struct EntraEnvelope {
 struct EntraDiscovery {
     issuer: String,
     tenant_region_scope: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntraJwks {
+    key_use: String,
+    issuer: String,
+    #[expect(dead_code, reason = "documentation in the catalogue file")]
+    source: String,
+    #[expect(dead_code, reason = "documentation in the catalogue file")]
+    choice: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -719,6 +747,12 @@ pub fn entra_discovery(vars: &Vars) -> (String, String) {
         vars.fill(&discovery.issuer),
         discovery.tenant_region_scope.clone(),
     )
+}
+
+/// The keys document's `use` and `issuer` (filled).
+pub fn entra_jwks(vars: &Vars) -> (String, String) {
+    let jwks = &entra_file().jwks;
+    (jwks.key_use.clone(), vars.fill(&jwks.issuer))
 }
 
 /// The status code of a Graph error.

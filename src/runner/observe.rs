@@ -16,7 +16,7 @@ use crate::tenant::{Directory, SharedDirectory};
 use crate::time::to_chrono;
 
 use crate::scenario::plan::{Action, Plan};
-use crate::tenant::TenantEvent;
+use crate::tenant::{TenantEvent, UserEvent};
 use crate::trace::MarkKind;
 
 use super::trace::{Tracer, outbox_depth};
@@ -141,6 +141,7 @@ fn connections(
     }
     for step in &plan.steps {
         let hit: Vec<&str> = match &step.action {
+            Action::User { event, .. } if *event == UserEvent::EnableUser => vec![],
             Action::User { upn, .. } => vec![upn.as_str()],
             Action::Tenant { event, .. } if *event == TenantEvent::EnableApp => vec![],
             Action::Tenant { tenant, .. } => delegated

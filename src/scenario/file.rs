@@ -114,7 +114,8 @@ pub struct StepFile {
     /// `delete-app`, `restore-app`, `expire-delta-tokens`, `restart-client`, `fault`,
     /// `clear-faults`, or a user's or a customer tenant's event (`revoke-sessions`,
     /// `reset-password`, `idle-refresh-tokens`, `require-mfa`, `block-by-conditional-access`,
-    /// `withdraw-consent`, `disable-app-in-tenant`, `enable-app-in-tenant`).
+    /// `expire-mfa`, `require-mfa-enrollment`, `enforce-sign-in-frequency`, `disable-user`,
+    /// `enable-user`, `withdraw-consent`, `disable-app-in-tenant`, `enable-app-in-tenant`).
     pub action: StepAction,
     /// For `rotate-secret` and `paste-secret`: the value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,7 +159,8 @@ pub struct StepFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,
     /// For the user-level steps (`revoke-sessions`, `reset-password`, `idle-refresh-tokens`,
-    /// `require-mfa`, `block-by-conditional-access`): the user's UPN.
+    /// `require-mfa`, `block-by-conditional-access`, `expire-mfa`, `require-mfa-enrollment`,
+    /// `enforce-sign-in-frequency`, `disable-user`, `enable-user`): the user's UPN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// For the tenant-level steps (`withdraw-consent`, `disable-app-in-tenant`,
@@ -461,10 +463,11 @@ pub struct CustomerFile {
     /// Initial domain (default `customer{n}.onmicrosoft.com`; only for a single tenant).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
-    /// How many tenants this entry declares (default 1).
+    /// How many tenants this entry declares (default 1, at most 100,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
-    /// Users generated in each tenant (`user{k}@{domain}`), after those listed.
+    /// Users generated in each tenant (`user{k}@{domain}`), after those listed (at most
+    /// 10,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users_per_tenant: Option<u32>,
     /// Users listed by name.
@@ -845,14 +848,7 @@ impl ScenarioFile {
         let app_ids: Vec<String> = self.tenant.apps.iter().map(|a| a.app_id.clone()).collect();
         let mut out = Vec::new();
         for (i, customer) in self.customers.iter().enumerate() {
-            let count = customer.count.unwrap_or(1);
-            if count == 0 || (count > 1 && (customer.id.is_some() || customer.domain.is_some())) {
-                return Err(LoadError::Semantic {
-                    path: path.to_path_buf(),
-                    key: format!("customers[{i}].count"),
-                    message: "must be at least 1, and 1 where `id` or `domain` is given".into(),
-                });
-            }
+            let count = customer_bounds(path, i, customer)?;
             for _ in 0..count {
                 let n = out.len() + 1;
                 let spec = customer_spec(customer, n, &app_ids, &mut ids);
@@ -896,6 +892,45 @@ impl ScenarioFile {
     pub fn certificate_count(&self) -> usize {
         self.tenant.apps.iter().map(|a| a.certificates.len()).sum()
     }
+}
+
+/// The most tenants one `[[customers]]` entry may declare: the directory holds every tenant in
+/// memory and scans them by id, so a typo of a few digits must not exhaust the machine.
+pub const MAX_CUSTOMER_COUNT: u32 = 100_000;
+/// The most users one customer tenant may generate, for the same reason.
+pub const MAX_USERS_PER_TENANT: u32 = 10_000;
+/// The most users one entry may generate in all its tenants (`count` x `users_per_tenant`).
+pub const MAX_GENERATED_USERS: u64 = 1_000_000;
+
+/// A `[[customers]]` entry's `count` (checked) within its bounds, and its `users_per_tenant`.
+fn customer_bounds(path: &Path, i: usize, customer: &CustomerFile) -> Result<u32, LoadError> {
+    let semantic = |field: &str, message: String| LoadError::Semantic {
+        path: path.to_path_buf(),
+        key: format!("customers[{i}].{field}"),
+        message,
+    };
+    let count = customer.count.unwrap_or(1);
+    if count == 0 || (count > 1 && (customer.id.is_some() || customer.domain.is_some())) {
+        let message = "must be at least 1, and 1 where `id` or `domain` is given";
+        return Err(semantic("count", message.into()));
+    }
+    if count > MAX_CUSTOMER_COUNT {
+        let message = format!("must be at most {MAX_CUSTOMER_COUNT}, got {count}");
+        return Err(semantic("count", message));
+    }
+    let users = customer.users_per_tenant.unwrap_or(0);
+    if users > MAX_USERS_PER_TENANT {
+        let message = format!("must be at most {MAX_USERS_PER_TENANT}, got {users}");
+        return Err(semantic("users_per_tenant", message));
+    }
+    let total = u64::from(count) * u64::from(users);
+    if total > MAX_GENERATED_USERS {
+        let message = format!(
+            "makes {total} users with `count` {count}: at most {MAX_GENERATED_USERS} per entry"
+        );
+        return Err(semantic("users_per_tenant", message));
+    }
+    Ok(count)
 }
 
 /// The `n`th customer tenant (1-based) from its entry.

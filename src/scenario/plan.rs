@@ -134,6 +134,17 @@ fn describe_user(event: UserEvent) -> &'static str {
         UserEvent::BlockByConditionalAccess => {
             "block token issuance by Conditional Access (AADSTS53003)"
         }
+        UserEvent::ExpireMfa => {
+            "expire the MFA presented (refresh refused until a new sign-in: AADSTS50078)"
+        }
+        UserEvent::RequireMfaEnrollment => {
+            "require MFA registration (refresh refused until a new sign-in: AADSTS50079)"
+        }
+        UserEvent::EnforceSignInFrequency => {
+            "enforce a one-hour sign-in frequency (older sign-ins refused: AADSTS70043)"
+        }
+        UserEvent::DisableUser => "disable the account (sign-in and refresh refused: AADSTS50057)",
+        UserEvent::EnableUser => "enable the account again",
     }
 }
 
@@ -343,6 +354,11 @@ fn event_step(
         StepAction::IdleRefreshTokens => Some(UserEvent::IdleRefreshTokens),
         StepAction::RequireMfa => Some(UserEvent::RequireMfa),
         StepAction::BlockByConditionalAccess => Some(UserEvent::BlockByConditionalAccess),
+        StepAction::ExpireMfa => Some(UserEvent::ExpireMfa),
+        StepAction::RequireMfaEnrollment => Some(UserEvent::RequireMfaEnrollment),
+        StepAction::EnforceSignInFrequency => Some(UserEvent::EnforceSignInFrequency),
+        StepAction::DisableUser => Some(UserEvent::DisableUser),
+        StepAction::EnableUser => Some(UserEvent::EnableUser),
         StepAction::Reconnect => None,
         _ => return tenant_step(path, i, step, tenants),
     };
@@ -565,6 +581,11 @@ fn timeline(
             | StepAction::IdleRefreshTokens
             | StepAction::RequireMfa
             | StepAction::BlockByConditionalAccess
+            | StepAction::ExpireMfa
+            | StepAction::RequireMfaEnrollment
+            | StepAction::EnforceSignInFrequency
+            | StepAction::DisableUser
+            | StepAction::EnableUser
             | StepAction::WithdrawConsent
             | StepAction::DisableAppInTenant
             | StepAction::EnableAppInTenant

@@ -70,6 +70,17 @@ pub enum StepAction {
     RequireMfa,
     /// A Conditional Access policy blocks a user's token issuance (`user`; AADSTS53003).
     BlockByConditionalAccess,
+    /// The MFA a user presented expires (`user`; AADSTS50078 until they sign in again).
+    ExpireMfa,
+    /// A user must register for MFA (`user`; AADSTS50079 until they sign in again).
+    RequireMfaEnrollment,
+    /// A Conditional Access sign-in frequency of one hour applies to a user (`user`; a refresh
+    /// token of an older sign-in is refused with AADSTS70043).
+    EnforceSignInFrequency,
+    /// A user's account is disabled (`user`; AADSTS50057 on sign-in and refresh).
+    DisableUser,
+    /// A disabled user's account is enabled again (`user`).
+    EnableUser,
     /// Consent to the app is withdrawn in a customer tenant (`tenant`; AADSTS65001).
     WithdrawConsent,
     /// The app's service principal is disabled in a customer tenant (`tenant`; AADSTS7000112).

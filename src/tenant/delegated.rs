@@ -12,7 +12,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 
 use super::directory::{Directory, Tenant, TenantSpec};
-use super::token::{self, AccessToken, TokenClaims};
+use super::token::{AccessToken, TokenClaims};
 use super::{Resource, SignInAudience};
 use crate::seed::{Seed, uuid_v4};
 
@@ -31,6 +31,9 @@ const CODE_LIFETIME: TimeDelta = TimeDelta::minutes(10);
 pub const REFRESH_INACTIVITY: TimeDelta = TimeDelta::days(90);
 /// An ID token's lifetime (1 h, §8.3).
 const ID_TOKEN_LIFETIME: i64 = 3600;
+/// The sign-in frequency of `enforce-sign-in-frequency`: one hour, the shortest a Conditional
+/// Access policy offers, so a replay sees it lapse and a user who signs in again recover.
+pub const SIGN_IN_FREQUENCY: TimeDelta = TimeDelta::hours(1);
 
 /// `code_challenge_method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +142,9 @@ pub enum AuthorizeRefusal {
     /// AADSTS50034: the account named does not exist, on the sign-in page.
     #[error("user account does not exist")]
     UnknownUser,
+    /// AADSTS50057: the account is disabled, on the sign-in page.
+    #[error("user account is disabled")]
+    UserDisabled,
     /// AADSTS50020: the user belongs to another tenant than the authority names (redirected).
     #[error("user is not in the tenant")]
     UserNotInTenant,
@@ -149,6 +155,9 @@ pub enum AuthorizeRefusal {
     /// `prompt=none` where consent is still needed: `consent_required`, AADSTS65001.
     #[error("consent required")]
     ConsentRequired,
+    /// A scope of a resource the mock does not know: `invalid_resource` (redirected).
+    #[error("unknown resource {0}")]
+    UnknownResource(String),
 }
 
 /// The grant a token request redeems.
@@ -175,6 +184,9 @@ pub enum GrantKind<'a> {
 pub struct GrantRequest<'a> {
     /// The authenticated client.
     pub client_id: &'a str,
+    /// The `{tenant}` path segment of the token request: a code is redeemed only where its
+    /// user's tenant is admitted (AADSTS700005 otherwise).
+    pub authority: &'a str,
     /// The grant.
     pub grant: GrantKind<'a>,
     /// `scope`, split (absent: the scopes of the sign-in).
@@ -234,6 +246,9 @@ pub enum GrantError {
     /// AADSTS501481.
     #[error("code verifier does not match the challenge")]
     PkceMismatch,
+    /// AADSTS700005: redeemed at a tenant other than the signed-in user's.
+    #[error("authorization code is for another tenant")]
+    CodeForOtherTenant,
     /// No such refresh token (or one of another client).
     #[error("refresh token is not valid")]
     InvalidRefreshToken,
@@ -257,9 +272,20 @@ pub enum GrantError {
     /// AADSTS65001.
     #[error("consent missing or withdrawn")]
     ConsentRequired,
-    /// AADSTS50076 or AADSTS53003, on the token's resource.
+    /// AADSTS50076, 50078, 50079 or 53003, on the token's resource.
     #[error("user interaction required")]
     Interaction(Requirement, Resource),
+    /// AADSTS50057.
+    #[error("user account is disabled")]
+    UserDisabled,
+    /// AADSTS70043: the sign-in is older than the sign-in frequency allows.
+    #[error("sign-in of {issued_at} is older than the sign-in frequency")]
+    SignInFrequency {
+        /// When the user signed in for this grant.
+        issued_at: DateTime<Utc>,
+        /// The longest a sign-in lasts under the policy.
+        max_lifetime: TimeDelta,
+    },
     /// A scope of a resource the mock does not know.
     #[error("unknown resource {0}")]
     UnknownResource(String),
@@ -270,6 +296,10 @@ pub enum GrantError {
 pub enum Requirement {
     /// Multi-factor authentication (AADSTS50076).
     Mfa,
+    /// The MFA the user presented has expired (AADSTS50078).
+    MfaExpired,
+    /// The user must register for MFA (AADSTS50079).
+    MfaEnrollment,
     /// A Conditional Access policy blocks issuance (AADSTS53003).
     ConditionalAccess,
 }
@@ -291,6 +321,17 @@ pub enum UserEvent {
     RequireMfa,
     /// A Conditional Access policy blocks token issuance from now on.
     BlockByConditionalAccess,
+    /// The MFA the user presented expires: refresh refused until they sign in again.
+    ExpireMfa,
+    /// The user must register for MFA: refresh refused until they sign in again (and enrol).
+    RequireMfaEnrollment,
+    /// A Conditional Access sign-in frequency of one hour applies from now on: a refresh
+    /// token whose sign-in is older is refused until the user signs in again.
+    EnforceSignInFrequency,
+    /// The account is disabled (`accountEnabled = false`): sign-in and refresh refused.
+    DisableUser,
+    /// The account is enabled again; its refresh tokens work again.
+    EnableUser,
 }
 
 /// A tenant-level event for one app of a timeline or the control API.
@@ -327,6 +368,9 @@ struct Grant {
 struct UserState {
     valid_from: Option<DateTime<Utc>>,
     requirement: Option<(Requirement, DateTime<Utc>)>,
+    /// Under a sign-in frequency policy (`SIGN_IN_FREQUENCY`).
+    sign_in_frequency: bool,
+    disabled: bool,
 }
 
 /// Tenant id, user object id, app id, each lowercase.
@@ -462,13 +506,14 @@ fn classify(scope: &str) -> ScopeItem<'_> {
     }
 }
 
-/// The permissions a scope list asks of each resource (`.default`: what a mail app registers).
-fn permissions(scopes: &[&str]) -> Result<BTreeMap<Resource, Vec<String>>, GrantError> {
+/// The permissions a scope list asks of each resource (`.default`: what a mail app registers),
+/// or the first resource URI the mock does not know.
+fn permissions(scopes: &[&str]) -> Result<BTreeMap<Resource, Vec<String>>, String> {
     let mut out: BTreeMap<Resource, Vec<String>> = BTreeMap::new();
     for scope in scopes {
         match classify(scope) {
             ScopeItem::Oidc => {}
-            ScopeItem::Unknown(uri) => return Err(GrantError::UnknownResource(uri.into())),
+            ScopeItem::Unknown(uri) => return Err(uri.into()),
             ScopeItem::Permission(resource, permission) => {
                 let entry = out.entry(resource).or_default();
                 let names: Vec<&str> = if permission == ".default" {
@@ -570,9 +615,12 @@ impl Directory {
         now: DateTime<Utc>,
     ) -> Result<Authorized, AuthorizeRefusal> {
         let home_id = self.check_client(request)?;
+        let wanted = permissions(&request.scopes).map_err(AuthorizeRefusal::UnknownResource)?;
         let (tenant_id, user_id, upn) = self.sign_in_user(request, &home_id)?;
         let key = (lower(&tenant_id), lower(&user_id), lower(request.client_id));
-        let wanted = permissions(&request.scopes).unwrap_or_default();
+        if self.user_state(&key).disabled {
+            return Err(AuthorizeRefusal::UserDisabled);
+        }
         self.consent(&key, &home_id, &wanted, request.prompt)?;
         let grant = self.delegated.grants.entry(key.clone()).or_default();
         grant.issued += 1;
@@ -600,6 +648,40 @@ impl Directory {
             upn,
             session_state: uuid_v4(half),
         })
+    }
+
+    /// Consents for every user of the signed-in admin's tenant, as the admin-consent endpoint
+    /// does without a UI (the user `login_hint` names, or the first the authority admits, acts
+    /// as the admin): the service principal, created if absent, gets the admin's consent. The
+    /// tenant id.
+    pub fn admin_consent(
+        &mut self,
+        request: &AuthorizeRequest<'_>,
+    ) -> Result<String, AuthorizeRefusal> {
+        let home_id = self.check_client(request)?;
+        permissions(&request.scopes).map_err(AuthorizeRefusal::UnknownResource)?;
+        let (tenant_id, user_id, _) = self.sign_in_user(request, &home_id)?;
+        let key = (lower(&tenant_id), lower(&user_id), lower(request.client_id));
+        if self.user_state(&key).disabled {
+            return Err(AuthorizeRefusal::UserDisabled);
+        }
+        // The home tenant needs no service principal: its users always count as consented.
+        if key.0 == lower(&home_id) {
+            return Ok(tenant_id);
+        }
+        let principal = self
+            .delegated
+            .principals
+            .entry((key.0, key.2))
+            .or_insert(Principal {
+                enabled: true,
+                admin_consent: false,
+            });
+        if !principal.enabled {
+            return Err(AuthorizeRefusal::AppDisabled);
+        }
+        principal.admin_consent = true;
+        Ok(tenant_id)
     }
 
     /// The consent step of a sign-in: the principal in the user's tenant and the user's grant.
@@ -667,7 +749,12 @@ impl Directory {
                 code,
                 redirect_uri,
                 verifier,
-            } => self.code_chain(request.client_id, code, redirect_uri, verifier, now)?,
+            } => {
+                let chain =
+                    self.code_chain(request.client_id, code, redirect_uri, verifier, now)?;
+                self.code_tenant_admitted(request.authority, &chain)?;
+                chain
+            }
             GrantKind::Refresh { token } => self.refresh_chain(request.client_id, token, now)?,
         };
         let asked: Vec<&str> = match &request.scopes {
@@ -679,8 +766,9 @@ impl Directory {
                 first_resource(&chain.scopes.iter().map(String::as_str).collect::<Vec<_>>())
             })
             .unwrap_or(Resource::Graph);
-        permissions(&asked)?;
+        permissions(&asked).map_err(GrantError::UnknownResource)?;
         self.standing(&chain, resource)?;
+        self.user_standing(&chain, now)?;
         match request.grant {
             GrantKind::Code { code, .. } => {
                 if let Some(record) = self.delegated.codes.get_mut(&hash(code)) {
@@ -747,6 +835,36 @@ impl Directory {
         })
     }
 
+    /// A code is redeemed at a broad authority or at its user's own tenant (AADSTS700005).
+    fn code_tenant_admitted(&self, authority: &str, chain: &Chain) -> Result<(), GrantError> {
+        let named = self.tenant(authority).map(|t| lower(&t.id));
+        match named {
+            Some(id) if id != chain.key.0 => Err(GrantError::CodeForOtherTenant),
+            _ => Ok(()),
+        }
+    }
+
+    /// The user's state (default: enabled, no requirement).
+    fn user_state(&self, key: &GrantKey) -> UserState {
+        self.delegated
+            .users
+            .get(&(key.0.clone(), key.1.clone()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// After the grant's standing: a sign-in older than the sign-in frequency allows.
+    fn user_standing(&self, chain: &Chain, now: DateTime<Utc>) -> Result<(), GrantError> {
+        let user = self.user_state(&chain.key);
+        if user.sign_in_frequency && now - chain.auth_time > SIGN_IN_FREQUENCY {
+            return Err(GrantError::SignInFrequency {
+                issued_at: chain.auth_time,
+                max_lifetime: SIGN_IN_FREQUENCY,
+            });
+        }
+        Ok(())
+    }
+
     fn refresh_chain(
         &self,
         client_id: &str,
@@ -795,6 +913,10 @@ impl Directory {
             .get(&(tenant_id.clone(), user_id.clone()))
             .copied()
             .unwrap_or_default();
+        // An account's state comes before its grants: a disabled user's tokens all stop.
+        if user.disabled {
+            return Err(GrantError::UserDisabled);
+        }
         if let Some(valid_from) = user.valid_from
             && chain.auth_time < valid_from
         {
@@ -949,6 +1071,38 @@ impl Directory {
     }
 
     fn id_token(&self, chain: &Chain, user: &User, base: &str, now: DateTime<Utc>) -> String {
+        super::signing::id_token_key().sign(&self.id_claims(chain, user, base, now))
+    }
+
+    /// The ID token of the hybrid flow (`response_type=code id_token`) for a code just issued:
+    /// the token endpoint's claims with the request's `nonce` and `c_hash` (the left half of
+    /// SHA-256 of the code, OpenID Connect Core 3.3.2.11), which front-channel ID tokens carry.
+    pub fn hybrid_id_token(&self, code: &str, login_base: &str, now: DateTime<Utc>) -> String {
+        let record = self
+            .delegated
+            .codes
+            .get(&hash(code))
+            .expect("the code was issued just now");
+        let chain = Chain {
+            key: record.key.clone(),
+            auth_time: record.issued_at,
+            scopes: record.scopes.clone(),
+            nonce: record.nonce.clone(),
+        };
+        let (_, user) = self.user_of(&chain.key);
+        let mut claims = self.id_claims(&chain, &user, login_base, now);
+        let digest = Sha256::digest(code.as_bytes());
+        claims["c_hash"] = serde_json::Value::String(URL_SAFE_NO_PAD.encode(&digest[..16]));
+        super::signing::id_token_key().sign(&claims)
+    }
+
+    fn id_claims(
+        &self,
+        chain: &Chain,
+        user: &User,
+        base: &str,
+        now: DateTime<Utc>,
+    ) -> serde_json::Value {
         let (tenant_id, _, app_id) = &chain.key;
         let tenant_id = self
             .tenant(tenant_id)
@@ -973,7 +1127,7 @@ impl Directory {
         if let Some(nonce) = &chain.nonce {
             claims["nonce"] = serde_json::Value::String(nonce.clone());
         }
-        token::sign_value(&claims, &self.signing_key)
+        claims
     }
 
     /// A user-level event at `now`; false when the tenant or the user is unknown.
@@ -995,6 +1149,13 @@ impl Directory {
         match event {
             UserEvent::RevokeSessions | UserEvent::ResetPassword => state.valid_from = Some(now),
             UserEvent::RequireMfa => state.requirement = Some((Requirement::Mfa, now)),
+            UserEvent::ExpireMfa => state.requirement = Some((Requirement::MfaExpired, now)),
+            UserEvent::RequireMfaEnrollment => {
+                state.requirement = Some((Requirement::MfaEnrollment, now))
+            }
+            UserEvent::EnforceSignInFrequency => state.sign_in_frequency = true,
+            UserEvent::DisableUser => state.disabled = true,
+            UserEvent::EnableUser => state.disabled = false,
             UserEvent::BlockByConditionalAccess => {
                 state.requirement = Some((Requirement::ConditionalAccess, now))
             }
@@ -1131,7 +1292,7 @@ mod tests {
         );
         assert_eq!(
             permissions(&["https://contoso.example/Read"]).unwrap_err(),
-            GrantError::UnknownResource("https://contoso.example".into())
+            "https://contoso.example"
         );
     }
 

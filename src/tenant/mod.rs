@@ -12,6 +12,7 @@ mod delegated;
 pub mod demo;
 mod directory;
 mod mailbox;
+pub mod signing;
 mod token;
 
 pub use app::{
@@ -20,8 +21,8 @@ pub use app::{
 pub use certificate::{CertificateSpec, KeyCredential, Thumbprints};
 pub use delegated::{
     AuthorizeRefusal, AuthorizeRequest, Authorized, Challenge, ChallengeMethod, ConsentSpec,
-    DelegatedTokens, GrantError, GrantKind, GrantRequest, Prompt, Requirement, TenantEvent,
-    UserEvent, is_broad,
+    DelegatedTokens, GrantError, GrantKind, GrantRequest, Prompt, Requirement, SIGN_IN_FREQUENCY,
+    TenantEvent, UserEvent, is_broad,
 };
 pub use directory::{
     AppPolicy, AssertionRefusal, CredentialError, Directory, DirectoryConfig, PolicyRefusal,

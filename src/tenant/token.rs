@@ -136,18 +136,6 @@ pub(crate) fn sign(claims: TokenClaims, key: &[u8; 32]) -> AccessToken {
     }
 }
 
-/// Signs any JSON claims (an ID token) the way access tokens are signed.
-pub(crate) fn sign_value(claims: &serde_json::Value, key: &[u8; 32]) -> String {
-    let payload = serde_json::to_vec(claims).expect("JSON values serialise");
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(HEADER),
-        URL_SAFE_NO_PAD.encode(payload)
-    );
-    let signature = mac(key, signing_input.as_bytes());
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
-}
-
 /// Checks the signature and decodes the claims; expiry and audience are the caller's business.
 pub(crate) fn verify(value: &str, key: &[u8; 32]) -> Result<TokenClaims, TokenError> {
     let mut parts = value.split('.');
