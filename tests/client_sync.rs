@@ -45,6 +45,7 @@ fn every_inbound_message_is_synced_exactly_once_through_resync_and_rotation() {
             config: SyncConfig {
                 graph_url: "https://graph.microsoft.com/v1.0".into(),
                 mailbox: demo::MAILBOX.into(),
+                delegated: false,
                 interval: Duration::from_secs(60),
                 page_size: 5,
                 backoff: BackoffConfig::default(),

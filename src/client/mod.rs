@@ -21,6 +21,12 @@
 //! - [`sync`]: inbound Graph delta sync with resync after `410` and dedupe.
 //! - [`process`]: one client process in one call (`Client::new`): worker, monitors, sync and
 //!   alerter sharing one token provider.
+//! - [`connection`]: delegated connections kept in the outbox database (user, tenant,
+//!   refresh token, connected or needing the user).
+//! - [`delegated`]: a multi-tenant app's users: the authorization-code flow, each user's
+//!   tokens with one refresh in flight, one hold of the app for its own failures, a user's
+//!   own failures marking only that connection.
+//! - [`fleet`]: one delegated process: a worker and a sync per connected user, the monitors.
 //! - [`worker`]: the sending loop: backoff, the circuit with one probe per interval, a rotated
 //!   secret probed at once; or the fixed retries of the incident's client.
 
@@ -28,6 +34,9 @@ pub mod alert;
 pub mod backoff;
 pub mod certificate;
 pub mod classify;
+pub mod connection;
+pub mod delegated;
+pub mod fleet;
 pub mod metrics;
 pub mod monitor;
 pub mod outbox;

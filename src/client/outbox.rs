@@ -7,7 +7,7 @@
 //! clock, passed in: the outbox never reads a clock itself.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension as _, params};
@@ -123,10 +123,13 @@ pub enum OutboxError {
 /// microseconds (version 1 stored RFC 3339 text, which compares wrongly with integers).
 const SCHEMA_VERSION: i64 = 2;
 
-/// The durable queue.
+/// The durable queue. A view of one sender's mail ([`Outbox::for_sender`]) shares the
+/// database with the whole queue: a delegated client's worker per user claims that user's mail
+/// only, so one user's held mail never blocks another's.
 #[derive(Debug)]
 pub struct Outbox {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
+    sender: Option<String>,
 }
 
 const SCHEMA: &str = "
@@ -148,6 +151,7 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS due ON messages (next_attempt_at, id) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS waiting ON messages (enqueued_at) WHERE state IN ('queued', 'sending');
 CREATE INDEX IF NOT EXISTS delivered ON messages (delivered_at) WHERE state = 'delivered';
+CREATE INDEX IF NOT EXISTS due_by_sender ON messages (sender, next_attempt_at, id) WHERE state = 'queued';
 CREATE TABLE IF NOT EXISTS credential_hold (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     secret TEXT NOT NULL,
@@ -155,15 +159,24 @@ CREATE TABLE IF NOT EXISTS credential_hold (
     until INTEGER NOT NULL,
     refusals INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS connections (
+    upn TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    refresh_token TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('connected', 'needs-user')),
+    reason TEXT,
+    connected_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 ";
 
 /// Times are stored as microseconds since the Unix epoch: integer order is time order in the
 /// indexes, and nothing is formatted or parsed on every claim and update.
-fn time(at: DateTime<Utc>) -> i64 {
+pub(super) fn time(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
 }
 
-fn parse_time(micros: i64) -> DateTime<Utc> {
+pub(super) fn parse_time(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
@@ -185,8 +198,18 @@ impl Outbox {
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Outbox {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
+            sender: None,
         })
+    }
+
+    /// The same database, seen as the mail of `sender` only: claims, the next due instant and
+    /// the depth count that sender's messages.
+    pub fn for_sender(&self, sender: &str) -> Outbox {
+        Outbox {
+            conn: self.conn.clone(),
+            sender: Some(sender.to_string()),
+        }
     }
 
     /// An outbox in memory (benchmarks of the sending path; not durable).
@@ -194,11 +217,12 @@ impl Outbox {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
         Ok(Outbox {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
+            sender: None,
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -255,24 +279,42 @@ impl Outbox {
         // One statement, so one implicit transaction: the claim is atomic without BEGIN and
         // COMMIT around a SELECT and an UPDATE, and an empty queue costs one index probe.
         let conn = self.conn();
-        let found = conn
-            .prepare_cached(&format!(
-                "UPDATE messages SET state = 'sending', attempts = attempts + 1 WHERE id = (
+        let found = match &self.sender {
+            None => conn
+                .prepare_cached(&format!(
+                    "UPDATE messages SET state = 'sending', attempts = attempts + 1 WHERE id = (
                      SELECT id FROM messages WHERE state = 'queued' AND next_attempt_at <= ?1
                      ORDER BY next_attempt_at, id LIMIT 1)
                  RETURNING {COLUMNS}"
-            ))?
-            .query_row(params![time(now)], row)
-            .optional()?;
+                ))?
+                .query_row(params![time(now)], row)
+                .optional()?,
+            Some(sender) => conn
+                .prepare_cached(&format!(
+                    "UPDATE messages SET state = 'sending', attempts = attempts + 1 WHERE id = (
+                     SELECT id FROM messages WHERE state = 'queued' AND sender = ?2
+                     AND next_attempt_at <= ?1 ORDER BY next_attempt_at, id LIMIT 1)
+                 RETURNING {COLUMNS}"
+                ))?
+                .query_row(params![time(now), sender], row)
+                .optional()?,
+        };
         Ok(found)
     }
 
     /// When the next queued message becomes due, if any is queued.
     pub fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, OutboxError> {
         let conn = self.conn();
-        let at: Option<i64> = conn
-            .prepare_cached("SELECT MIN(next_attempt_at) FROM messages WHERE state = 'queued'")?
-            .query_row([], |r| r.get(0))?;
+        let at: Option<i64> = match &self.sender {
+            None => conn
+                .prepare_cached("SELECT MIN(next_attempt_at) FROM messages WHERE state = 'queued'")?
+                .query_row([], |r| r.get(0))?,
+            Some(sender) => conn
+                .prepare_cached(
+                    "SELECT MIN(next_attempt_at) FROM messages WHERE state = 'queued' AND sender = ?1",
+                )?
+                .query_row(params![sender], |r| r.get(0))?,
+        };
         Ok(at.map(parse_time))
     }
 
@@ -331,17 +373,28 @@ impl Outbox {
     /// Queued and in-flight messages.
     pub fn depth(&self) -> Result<u64, OutboxError> {
         let conn = self.conn();
-        Ok(conn
-            .prepare_cached("SELECT COUNT(*) FROM messages WHERE state IN ('queued', 'sending')")?
-            .query_row([], |r| r.get(0))?)
+        Ok(match &self.sender {
+            None => conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM messages WHERE state IN ('queued', 'sending')",
+                )?
+                .query_row([], |r| r.get(0))?,
+            Some(sender) => conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM messages WHERE state IN ('queued', 'sending') AND sender = ?1",
+                )?
+                .query_row(params![sender], |r| r.get(0))?,
+        })
     }
 
-    /// When the oldest message still waiting was enqueued.
+    /// When the oldest message still waiting was enqueued. Mail held for a user who must
+    /// reconnect is not waiting on the client: it does not count as a stall.
     pub fn oldest_waiting(&self) -> Result<Option<DateTime<Utc>>, OutboxError> {
         let conn = self.conn();
         let at: Option<i64> = conn
             .prepare_cached(
-                "SELECT MIN(enqueued_at) FROM messages WHERE state IN ('queued', 'sending')",
+                "SELECT MIN(enqueued_at) FROM messages WHERE state IN ('queued', 'sending')
+                 AND sender NOT IN (SELECT upn FROM connections WHERE status = 'needs-user')",
             )?
             .query_row([], |r| r.get(0))?;
         Ok(at.map(parse_time))

@@ -19,7 +19,7 @@ use lettre::transport::smtp::extension::ClientId;
 
 use super::classify::{self, CredentialProblem, Failure};
 use super::outbox::Message;
-use super::token::{Token, TokenProvider};
+use super::token::{Token, TokenSource};
 use super::transport::{HttpTransport, TransportError, TransportFuture};
 use crate::time::{ClockExt as _, SharedClock};
 
@@ -79,6 +79,14 @@ pub enum Transport {
         /// `https://graph.microsoft.com/v1.0`.
         graph_url: String,
     },
+    /// Graph `POST /me/sendMail` with a connected user's delegated token: the message goes
+    /// as that user, from that user's mailbox.
+    GraphDelegated {
+        /// The HTTP transport.
+        http: Arc<dyn HttpTransport>,
+        /// `https://graph.microsoft.com/v1.0`.
+        graph_url: String,
+    },
 }
 
 /// What one send attempt means for the message.
@@ -112,8 +120,8 @@ pub enum Outcome {
 /// Sends messages for one mailbox.
 #[derive(Debug)]
 pub struct Sender {
-    /// The token provider.
-    pub tokens: Arc<TokenProvider>,
+    /// Where tokens come from (the app's, or a connected user's).
+    pub tokens: Arc<dyn TokenSource>,
     /// The transport.
     pub transport: Transport,
     /// The client's clock.
@@ -137,7 +145,7 @@ impl Sender {
     pub fn scope(&self) -> &'static str {
         match self.transport {
             Transport::Smtp { .. } => EXCHANGE_SCOPE,
-            Transport::Graph { .. } => GRAPH_SCOPE,
+            Transport::Graph { .. } | Transport::GraphDelegated { .. } => GRAPH_SCOPE,
         }
     }
 
@@ -220,7 +228,12 @@ impl Sender {
                 .await
             }
             Transport::Graph { http, graph_url } => {
-                self.graph(http.as_ref(), graph_url, token, message).await
+                let url = format!("{graph_url}/users/{}/sendMail", self.mailbox);
+                self.graph(http.as_ref(), url, token, message).await
+            }
+            Transport::GraphDelegated { http, graph_url } => {
+                let url = format!("{graph_url}/me/sendMail");
+                self.graph(http.as_ref(), url, token, message).await
             }
         }
     }
@@ -273,7 +286,7 @@ impl Sender {
     async fn graph(
         &self,
         http: &dyn HttpTransport,
-        graph_url: &str,
+        url: String,
         token: &Token,
         message: &Message,
     ) -> Result<(), Attempt> {
@@ -294,7 +307,7 @@ impl Sender {
             },
             "saveToSentItems": false,
         });
-        let request = http::Request::post(format!("{graph_url}/users/{}/sendMail", self.mailbox))
+        let request = http::Request::post(url)
             .header(http::header::AUTHORIZATION, token.authorization())
             .header("Content-Type", "application/json")
             .body(serde_json::to_vec(&body).expect("JSON values serialise"))

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::backoff::{Backoff, BackoffConfig};
 use super::classify::{self, Failure};
 use super::send::GRAPH_SCOPE;
-use super::token::TokenProvider;
+use super::token::TokenSource;
 use super::transport::HttpTransport;
 use crate::seed::SeedRng;
 use crate::time::{ClockExt as _, SharedClock};
@@ -23,6 +23,8 @@ pub struct SyncConfig {
     pub graph_url: String,
     /// The mailbox.
     pub mailbox: String,
+    /// Whether the token is the mailbox user's own (delegated): the inbox is then `/me`'s.
+    pub delegated: bool,
     /// Time between rounds.
     pub interval: Duration,
     /// `Prefer: odata.maxpagesize`.
@@ -63,8 +65,8 @@ pub struct SyncState {
 pub struct InboxSync {
     /// Settings.
     pub config: SyncConfig,
-    /// Tokens for Graph.
-    pub tokens: Arc<TokenProvider>,
+    /// Tokens for Graph (the app's, or a connected user's).
+    pub tokens: Arc<dyn TokenSource>,
     /// HTTP to Graph.
     pub http: Arc<dyn HttpTransport>,
     /// The clock.
@@ -111,6 +113,12 @@ impl InboxSync {
     }
 
     fn initial_url(&self) -> String {
+        if self.config.delegated {
+            return format!(
+                "{}/me/mailFolders/inbox/messages/delta",
+                self.config.graph_url
+            );
+        }
         format!(
             "{}/users/{}/mailFolders/inbox/messages/delta",
             self.config.graph_url, self.config.mailbox

@@ -176,6 +176,29 @@ impl fmt::Debug for Token {
     }
 }
 
+/// A boxed future of a token.
+pub type TokenFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Token, Failure>> + Send + 'a>>;
+
+/// Where a sender or a sync gets its access tokens: the app's own (client credentials, a
+/// [`TokenProvider`]) or a connected user's (`client::delegated`).
+pub trait TokenSource: Send + Sync + fmt::Debug {
+    /// A token for `scope` (cached while fresh).
+    fn token<'a>(&'a self, scope: &'a str) -> TokenFuture<'a>;
+    /// Forgets the cached token for `scope` (the resource refused it).
+    fn invalidate(&self, scope: &str);
+}
+
+impl TokenSource for TokenProvider {
+    fn token<'a>(&'a self, scope: &'a str) -> TokenFuture<'a> {
+        Box::pin(TokenProvider::token(self, scope))
+    }
+
+    fn invalidate(&self, scope: &str) {
+        TokenProvider::invalidate(self, scope);
+    }
+}
+
 /// Fetches and caches access tokens.
 pub struct TokenProvider {
     config: TokenConfig,
@@ -541,11 +564,28 @@ impl TokenProvider {
 
 /// oauth2's HTTP client slot, filled with the client's transport: requests time out on the
 /// client's clock, and the status and `Retry-After` that oauth2 hides from its errors are kept.
-struct OAuthHttp {
+pub(super) struct OAuthHttp {
     clock: SharedClock,
     http: Arc<dyn HttpTransport>,
     timeout: Duration,
     seen: Mutex<Option<Seen>>,
+}
+
+impl OAuthHttp {
+    /// oauth2's HTTP client over `http`, timing out after `timeout` on `clock`.
+    pub(super) fn new(clock: SharedClock, http: Arc<dyn HttpTransport>, timeout: Duration) -> Self {
+        OAuthHttp {
+            clock,
+            http,
+            timeout,
+            seen: Mutex::new(None),
+        }
+    }
+
+    /// What the transport saw of the last response.
+    pub(super) fn seen(&self) -> Option<Seen> {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl<'c> oauth2::AsyncHttpClient<'c> for OAuthHttp {

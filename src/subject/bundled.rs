@@ -12,6 +12,7 @@ use super::profile::{Mutation, Profile};
 use super::{Capability, Message, Process, Start, Subject, SubjectError};
 use crate::client::backoff::{BackoffConfig, Jitter};
 use crate::client::certificate::CertificateSource;
+use crate::client::fleet::Fleet;
 use crate::client::monitor::{ExpiryConfig, LatencyConfig, default_lead_times};
 use crate::client::outbox::{NewMessage, Outbox};
 use crate::client::process::{Client, ClientConfig, Parts};
@@ -46,12 +47,21 @@ impl Bundled {
 /// A running bundled client: its tasks, and what it keeps for the next process.
 #[derive(Debug)]
 pub struct BundledProcess {
-    client: Arc<Client>,
-    task: tokio::task::JoinHandle<Result<(), crate::client::outbox::OutboxError>>,
-    ids: crate::seed::SeedRng,
-    sync_state: Arc<Mutex<SyncState>>,
-    sync_log: crate::client::EventLog<SyncEvent>,
-    state_dir: std::path::PathBuf,
+    pub(super) running: Running,
+    pub(super) task: tokio::task::JoinHandle<Result<(), crate::client::outbox::OutboxError>>,
+    pub(super) ids: crate::seed::SeedRng,
+    pub(super) sync_state: Arc<Mutex<SyncState>>,
+    pub(super) sync_log: crate::client::EventLog<SyncEvent>,
+    pub(super) state_dir: std::path::PathBuf,
+}
+
+/// The process that runs: the app's own client, or the delegated one of a multi-tenant app.
+#[derive(Debug)]
+pub(super) enum Running {
+    /// Sends as the app's mailbox with client credentials.
+    App(Arc<Client>),
+    /// Sends and syncs as each connected user, with each user's own sync state.
+    Delegated(Arc<Fleet>, super::fleet::SyncStates),
 }
 
 impl Subject for Bundled {
@@ -69,10 +79,14 @@ impl Subject for Bundled {
             Capability::Alerts,
             Capability::Certificate,
             Capability::InMemory,
+            Capability::Delegated,
         ]
     }
 
     async fn start(&self, start: Start) -> Result<BundledProcess, SubjectError> {
+        if start.delegated.is_some() {
+            return self.start_delegated(start);
+        }
         let (http, smtp) = transports(&start)?;
         let outbox = Arc::new(self.outbox(&start)?);
         outbox.recover(start.clock.now_utc())?;
@@ -106,7 +120,7 @@ impl Subject for Bundled {
         // It runs until stopped: a deploy, not a deadline, ends a process.
         let task = tokio::spawn(async move { running.run(DateTime::<Utc>::MAX_UTC).await });
         Ok(BundledProcess {
-            client,
+            running: Running::App(client),
             task,
             ids,
             sync_state,
@@ -119,7 +133,7 @@ impl Subject for Bundled {
 impl Bundled {
     /// The outbox in the state directory; the `forgets-outbox` mutant starts each restarted
     /// process on an empty one.
-    fn outbox(&self, start: &Start) -> Result<Outbox, SubjectError> {
+    pub(super) fn outbox(&self, start: &Start) -> Result<Outbox, SubjectError> {
         if start.generation > 0 && self.profile.has(Mutation::ForgetsOutbox) {
             return Ok(Outbox::in_memory()?);
         }
@@ -128,11 +142,11 @@ impl Bundled {
 
     /// The token provider: where the secret is read, how far ahead a token is refreshed,
     /// whether `Retry-After` and a refused credential's hold are kept.
-    fn token_config(&self, start: &Start) -> TokenConfig {
+    pub(super) fn token_config(&self, start: &Start) -> TokenConfig {
         let profile = self.profile;
         // The naive client reads its secret once at start: a rotation needs a restart.
         let source = match (profile, &start.certificate) {
-            (Profile::Naive2025, Some(certificate)) => {
+            (Profile::Naive2025 | Profile::Naive2025Delegated, Some(certificate)) => {
                 let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
                 SecretSource::Certificate(CertificateSource::Pem {
                     cert: read(certificate.cert_path()),
@@ -145,7 +159,9 @@ impl Bundled {
                     key: certificate.key_path().to_path_buf(),
                 })
             }
-            (Profile::Naive2025, None) => SecretSource::Value(Secret::new(start.secret.current())),
+            (Profile::Naive2025 | Profile::Naive2025Delegated, None) => {
+                SecretSource::Value(Secret::new(start.secret.current()))
+            }
             (Profile::Remediated | Profile::Mutant(_), None) => {
                 SecretSource::File(start.secret.path().to_path_buf())
             }
@@ -155,14 +171,14 @@ impl Bundled {
             TokenConfig::new(endpoints.token_url.clone(), start.client_id.clone(), source);
         token.refresh_ahead = start.settings.refresh_ahead;
         token.read_retry_after = !profile.has(Mutation::IgnoresRetryAfter);
-        if profile.has(Mutation::TightAuthLoop) || profile == Profile::Naive2025 {
+        if profile.has(Mutation::TightAuthLoop) || !profile.remediated() {
             token.refusal_hold_cap = Duration::ZERO;
         }
         token
     }
 
     /// The profile and the scenario's settings lowered into one process's configuration.
-    fn config(
+    pub(super) fn config(
         &self,
         start: &Start,
         http: &Arc<dyn HttpTransport>,
@@ -185,15 +201,7 @@ impl Bundled {
                 hello_name: "mailman.client.example".into(),
             }
         };
-        let backoff = BackoffConfig {
-            cap: settings.backoff_cap,
-            jitter: if profile.has(Mutation::NoJitter) {
-                Jitter::None
-            } else {
-                Jitter::Equal
-            },
-            ..BackoffConfig::default()
-        };
+        let backoff = backoff_config(profile, settings);
         ClientConfig {
             worker: worker_config(profile, backoff),
             token,
@@ -223,6 +231,7 @@ impl Bundled {
             sync: settings.inbound.then(|| SyncConfig {
                 graph_url: endpoints.graph_url.clone(),
                 mailbox: start.mailbox.clone(),
+                delegated: false,
                 interval: settings.sync_interval,
                 page_size: 50,
                 backoff,
@@ -231,9 +240,22 @@ impl Bundled {
     }
 }
 
+/// The profile's backoff under the scenario's cap.
+pub(super) fn backoff_config(profile: Profile, settings: super::Settings) -> BackoffConfig {
+    BackoffConfig {
+        cap: settings.backoff_cap,
+        jitter: if profile.has(Mutation::NoJitter) {
+            Jitter::None
+        } else {
+            Jitter::Equal
+        },
+        ..BackoffConfig::default()
+    }
+}
+
 /// How the profile's worker retries: the 2025 client's fixed second and five attempts, or the
 /// remediated backoff with the mutant's one change.
-fn worker_config(profile: Profile, backoff: BackoffConfig) -> WorkerConfig {
+pub(super) fn worker_config(profile: Profile, backoff: BackoffConfig) -> WorkerConfig {
     let retries = if profile.remediated() {
         Retries::Backoff
     } else {
@@ -269,6 +291,15 @@ fn worker_config(profile: Profile, backoff: BackoffConfig) -> WorkerConfig {
     }
 }
 
+impl BundledProcess {
+    fn clock(&self) -> crate::time::SharedClock {
+        match &self.running {
+            Running::App(client) => client.worker.clock.clone(),
+            Running::Delegated(fleet, _) => fleet.clock().clone(),
+        }
+    }
+}
+
 impl Process for BundledProcess {
     async fn submit(&mut self, message: Message) -> Result<(), SubjectError> {
         let Message {
@@ -285,8 +316,11 @@ impl Process for BundledProcess {
             body,
             message_id: Some(message_id),
         };
-        let now = self.client.worker.clock.now_utc();
-        self.client.enqueue(&new, now, &mut self.ids)?;
+        let now = self.clock().now_utc();
+        match &self.running {
+            Running::App(client) => client.enqueue(&new, now, &mut self.ids)?,
+            Running::Delegated(fleet, _) => fleet.enqueue(&new, now, &mut self.ids)?,
+        };
         Ok(())
     }
 
@@ -299,12 +333,31 @@ impl Process for BundledProcess {
             Err(e) if e.is_cancelled() => {}
             Err(e) => return Err(format!("the client's task failed: {e}").into()),
         }
+        if let Running::Delegated(_, states) = &self.running {
+            super::fleet::write_sync_states(&self.state_dir, states)?;
+            return Ok(());
+        }
         let state = self
             .sync_state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         write_sync_state(&self.state_dir, &state)?;
+        Ok(())
+    }
+
+    async fn connect(&mut self, user: super::Connect) -> Result<(), SubjectError> {
+        let Running::Delegated(fleet, _) = &self.running else {
+            return Err(format!(
+                "cannot connect {}: started without a delegated app",
+                user.upn
+            )
+            .into());
+        };
+        let browser = user.browser;
+        let open =
+            move |url: String| async move { browser.open(&url).await.map_err(|e| e.to_string()) };
+        fleet.connect(&user.upn, &user.tenant_id, open).await?;
         Ok(())
     }
 
@@ -322,11 +375,11 @@ impl Process for BundledProcess {
 }
 
 /// HTTP (token endpoint, Graph, alert sink) and SMTP connections.
-type Transports = (Arc<dyn HttpTransport>, Arc<dyn SmtpConnector>);
+pub(super) type Transports = (Arc<dyn HttpTransport>, Arc<dyn SmtpConnector>);
 
 /// maildrill's transports on the in-memory wiring; reqwest (trusting the harness's CA) and
 /// plain TCP on sockets.
-fn transports(start: &Start) -> Result<Transports, SubjectError> {
+pub(super) fn transports(start: &Start) -> Result<Transports, SubjectError> {
     if let Some(memory) = &start.memory {
         return Ok((memory.http.clone(), memory.smtp.clone()));
     }

@@ -45,6 +45,7 @@
 //! ```
 
 pub mod bundled;
+mod fleet;
 pub mod profile;
 
 use std::future::Future;

@@ -13,6 +13,11 @@ pub enum Profile {
     Remediated,
     /// The behaviour of 2025: fixed 1 s retries, five attempts, no circuit.
     Naive2025,
+    /// The 2025 behaviour of many multi-tenant integrations: `invalid_client` taken for the
+    /// user's failure, every affected user disconnected (refresh token and queued mail
+    /// dropped), each user's refresh retried on its own (five attempts, 1 s apart), no hold
+    /// of the app, no monitors.
+    Naive2025Delegated,
     /// The remediated client with one deliberate bug, to prove the harness catches it.
     Mutant(Mutation),
 }
@@ -37,11 +42,14 @@ pub enum Mutation {
     FailsUnknownSends,
     /// A restarted process starts with an empty outbox.
     ForgetsOutbox,
+    /// Delegated mode: `invalid_client` marks the user's connection as needing the user
+    /// instead of holding the app (every user is told to reconnect during a secret expiry).
+    DisconnectsOnInvalidClient,
 }
 
 impl Mutation {
     /// Every mutation, in a fixed order.
-    pub const ALL: [Mutation; 8] = [
+    pub const ALL: [Mutation; 9] = [
         Mutation::NoJitter,
         Mutation::IgnoresRetryAfter,
         Mutation::DropsAfterAuthFailure,
@@ -50,6 +58,9 @@ impl Mutation {
         Mutation::LatencyNeverFires,
         Mutation::FailsUnknownSends,
         Mutation::ForgetsOutbox,
+        // Only delegated scenarios tell it from the remediated client: chaos's catch test
+        // (tests/chaos.rs `MUTANTS`) lists it once chaos draws delegated timelines.
+        Mutation::DisconnectsOnInvalidClient,
     ];
 
     /// Its name in a profile (`mutant:NAME`).
@@ -63,16 +74,18 @@ impl Mutation {
             Mutation::LatencyNeverFires => "latency-never-fires",
             Mutation::FailsUnknownSends => "fails-unknown-sends",
             Mutation::ForgetsOutbox => "forgets-outbox",
+            Mutation::DisconnectsOnInvalidClient => "disconnects-on-invalid-client",
         }
     }
 }
 
 impl Profile {
-    /// Parses `remediated`, `naive-2025` or `mutant:NAME`.
+    /// Parses `remediated`, `naive-2025`, `naive-2025-delegated` or `mutant:NAME`.
     pub fn parse(name: &str) -> Option<Profile> {
         match name {
             "remediated" => Some(Profile::Remediated),
             "naive-2025" => Some(Profile::Naive2025),
+            "naive-2025-delegated" => Some(Profile::Naive2025Delegated),
             _ => {
                 let mutation = name.strip_prefix("mutant:")?;
                 Mutation::ALL
@@ -85,7 +98,11 @@ impl Profile {
 
     /// Every profile name `parse` accepts.
     pub fn names() -> Vec<String> {
-        let mut names = vec!["remediated".to_string(), "naive-2025".to_string()];
+        let mut names = vec![
+            "remediated".to_string(),
+            "naive-2025".to_string(),
+            "naive-2025-delegated".to_string(),
+        ];
         names.extend(Mutation::ALL.iter().map(|m| format!("mutant:{}", m.name())));
         names
     }
@@ -97,7 +114,7 @@ impl Profile {
 
     /// Whether the client has the post-mortem's features (remediated, or a mutant of it).
     pub fn remediated(self) -> bool {
-        self != Profile::Naive2025
+        !matches!(self, Profile::Naive2025 | Profile::Naive2025Delegated)
     }
 }
 
@@ -106,6 +123,7 @@ impl fmt::Display for Profile {
         match self {
             Profile::Remediated => f.write_str("remediated"),
             Profile::Naive2025 => f.write_str("naive-2025"),
+            Profile::Naive2025Delegated => f.write_str("naive-2025-delegated"),
             Profile::Mutant(m) => write!(f, "mutant:{}", m.name()),
         }
     }
