@@ -115,6 +115,16 @@ impl Outbox {
         Ok(())
     }
 
+    /// A connection that needed its tenant's admin works again.
+    pub fn restored(&self, upn: &str, now: DateTime<Utc>) -> Result<(), OutboxError> {
+        self.conn()
+            .prepare_cached(
+                "UPDATE connections SET status = 'connected', reason = NULL, updated_at = ?2 WHERE upn = ?1",
+            )?
+            .execute(params![upn, time(now)])?;
+        Ok(())
+    }
+
     /// The user must sign in again, for `reason`; `forget` also drops the refresh token and
     /// the user's queued mail (what a client that "disconnects" the user does).
     pub fn needs_user(

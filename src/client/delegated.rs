@@ -148,6 +148,16 @@ enum Refusal {
     User(String),
 }
 
+/// How often a connection refused for its tenant (the app disabled or removed there) is tried
+/// again: the tenant's admin can mend it without the user, so no reconnect is asked for.
+const TENANT_RECHECK: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Whether a needs-user reason is the tenant's doing (`unauthorized_client` AADSTS7000112,
+/// the app disabled there; AADSTS700016, the app removed there), which its admin may undo.
+fn tenant_level(reason: &str) -> bool {
+    matches!(reason, "AADSTS7000112" | "AADSTS700016")
+}
+
 /// The app's hold after its own failure.
 struct AppHold {
     failure: Failure,
@@ -557,6 +567,8 @@ pub struct UserTokens {
 struct UserState {
     refresh_token: String,
     needs_user: Option<String>,
+    /// When a tenant-level refusal is tried again.
+    recheck_at: Option<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for UserTokens {
@@ -574,6 +586,11 @@ fn slot(scope: &str) -> usize {
 impl UserTokens {
     /// The tokens of a kept connection.
     pub fn new(app: Arc<AppTokens>, connection: &Connection) -> UserTokens {
+        // A new process tries a tenant-level refusal again at once.
+        let recheck_at = match &connection.status {
+            Status::NeedsUser(reason) if tenant_level(reason) => Some(app.clock.now()),
+            _ => None,
+        };
         UserTokens {
             app,
             upn: connection.upn.clone(),
@@ -585,6 +602,7 @@ impl UserTokens {
                     Status::Connected => None,
                     Status::NeedsUser(reason) => Some(reason.clone()),
                 },
+                recheck_at,
             }),
         }
     }
@@ -633,7 +651,9 @@ impl UserTokens {
             return Ok(token);
         }
         let refused = |failure: Failure| self.still_valid(scope).ok_or(failure);
-        if let Some(reason) = self.needs_user() {
+        if let Some(reason) = self.needs_user()
+            && !self.recheck_due()
+        {
             return refused(needs_user_failure(&reason));
         }
         let secret = self.app.config.secret.current().ok();
@@ -650,6 +670,7 @@ impl UserTokens {
         match self.attempts(&refresh_token, scope).await {
             Ok((token, rotated)) => {
                 self.app.cleared();
+                self.restored().await;
                 if let Some(rotated) = rotated {
                     let now = self.app.clock.now_utc();
                     // A lost write costs only an older refresh token, which still works.
@@ -693,14 +714,61 @@ impl UserTokens {
         }
     }
 
+    /// Whether a tenant-level refusal is due to be tried again (then the next is scheduled).
+    fn recheck_due(&self) -> bool {
+        let now = self.app.clock.now();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.recheck_at {
+            Some(at) if at <= now => {
+                state.recheck_at = Some(now + TENANT_RECHECK);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A connection refused for its tenant works again (its admin mended it): connected
+    /// again, and the product's notice resolved.
+    async fn restored(&self) {
+        let reason = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.recheck_at = None;
+            state.needs_user.take()
+        };
+        let Some(reason) = reason else {
+            return;
+        };
+        let now = self.app.clock.now_utc();
+        // A lost write is found again at the next refresh after a restart.
+        let _ = self.app.store.restored(&self.upn, now);
+        self.app
+            .alerter
+            .raise(AlertEvent {
+                action: "resolve",
+                kind: NEEDS_USER,
+                dedup_key: format!("{NEEDS_USER}:{}", self.upn),
+                summary: format!("{} works again ({reason} mended)", self.upn),
+                severity: Severity::Info,
+                at: now,
+                details: serde_json::json!({"user": self.upn}),
+            })
+            .await;
+    }
+
     /// The connection needs its user: kept so (or forgotten, as configured), and the product
-    /// told, once per loss.
+    /// told, once per loss. A tenant-level refusal is tried again now and then.
     async fn lose(&self, reason: &str) {
         let now = self.app.clock.now_utc();
         let forget = self.app.config.on_needs_user == OnNeedsUser::Forget;
         {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.needs_user.is_some() && !forget {
+                // A recheck that failed again: the product knows already.
+                return;
+            }
             state.needs_user = Some(reason.to_string());
+            state.recheck_at =
+                (tenant_level(reason) && !forget).then(|| self.app.clock.now() + TENANT_RECHECK);
             if forget {
                 state.refresh_token.clear();
             }
