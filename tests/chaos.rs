@@ -110,6 +110,45 @@ fn every_mutant_is_caught_within_its_budget_and_the_remediated_client_passes_the
     }
 }
 
+/// Delegated cases (customers' users connect; user- and tenant-level events among the outages)
+/// catch the client that disconnects users on the app's own `invalid_client`, and the
+/// remediated client passes the same cases.
+#[test]
+fn delegated_chaos_catches_the_disconnecting_mutant_and_the_remediated_client_passes() {
+    let budget = 8;
+    let mut remediated = config(Profile::Remediated, budget);
+    remediated.delegated = true;
+    let passed = chaos::run(&remediated, &()).unwrap();
+    assert!(
+        passed.iter().all(|r| r.failed_checks.is_empty()),
+        "the remediated client fails delegated cases: {:?}",
+        passed
+            .iter()
+            .map(|r| (r.index, &r.failed_checks))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        passed.iter().any(|r| !r.scenario.customers.is_empty()),
+        "no delegated case among the first {budget}"
+    );
+    let mut mutant = config(
+        Profile::Mutant(Mutation::DisconnectsOnInvalidClient),
+        budget,
+    );
+    mutant.delegated = true;
+    mutant.max_failures = Some(1);
+    let results = chaos::run(&mutant, &()).unwrap();
+    let caught = results
+        .iter()
+        .find(|r| !r.failed_checks.is_empty())
+        .unwrap_or_else(|| panic!("the disconnecting mutant passed {budget} delegated cases"));
+    assert!(
+        caught.failed_checks.contains(&CheckId::NoFalseDisconnect),
+        "caught by {:?}",
+        caught.failed_checks
+    );
+}
+
 #[test]
 fn a_run_is_the_same_with_any_number_of_jobs() {
     let one = chaos::run(

@@ -371,10 +371,18 @@ fn expect(check: CheckId) -> ExpectFile {
 impl UserEventCase {
     /// The event and its mending, as timeline steps (a tenant's: every user of the tenant
     /// connects again after withdrawn consent; the admin enables a disabled app).
-    fn steps(&self, users: u32) -> Vec<StepFile> {
+    /// The mending falls after any token-endpoint fault window it would land in: a user who
+    /// signs in while Entra is down cannot connect, which says nothing of the client.
+    fn steps(&self, users: u32, entra: &[(u32, u32)]) -> Vec<StepFile> {
         let tenant = format!("customer{}.onmicrosoft.com", self.tenant);
         let user = |k: u32| format!("user{k}@{tenant}");
-        let mended = (self.at + self.mended_after).min(QUIET_FROM - 30);
+        let mut mended = (self.at + self.mended_after).min(QUIET_FROM - 30);
+        while let Some((_, end)) = entra
+            .iter()
+            .find(|(from, end)| *from <= mended && mended <= *end)
+        {
+            mended = end + 1;
+        }
         let mut event = step(self.at, self.action);
         let reconnect = |k: u32| StepFile {
             user: Some(user(k)),
@@ -495,8 +503,15 @@ impl Case {
         for restart in &self.restarts {
             timeline.push(restart_step(*restart));
         }
+        let entra: Vec<(u32, u32)> = self
+            .faults
+            .iter()
+            .filter(|f| f.target == Target::Entra)
+            .map(|f| (f.at, f.at + f.minutes))
+            .collect();
         for event in self.customers.iter().flat_map(|c| &c.events) {
-            timeline.extend(event.steps(self.customers.as_ref().map_or(1, |c| c.users)));
+            let users = self.customers.as_ref().map_or(1, |c| c.users);
+            timeline.extend(event.steps(users, &entra));
         }
         timeline
     }
@@ -580,7 +595,8 @@ impl Case {
                 .iter_mut()
                 .find(|c| c.check == CheckId::TokenRequestBudget)
             {
-                budget.per_user = Some(10);
+                // With one or two users the app's own probes are one user's too.
+                budget.per_user = Some(30);
             }
         } else {
             checks.push(expect(CheckId::BackoffShape));
