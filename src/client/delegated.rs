@@ -735,3 +735,195 @@ impl TokenSource for UserTokens {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())[slot(scope)] = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::transport::TransportFuture;
+    use crate::time::VirtualClock;
+
+    const GRAPH: &str = "https://graph.microsoft.com/.default";
+
+    /// A token endpoint that answers every request after a second with one reply, and an
+    /// alert sink that takes everything.
+    #[derive(Debug)]
+    struct Entra {
+        clock: SharedClock,
+        reply: Mutex<(u16, &'static str)>,
+        requests: AtomicU64,
+    }
+
+    impl HttpTransport for Entra {
+        fn send(
+            &self,
+            request: http::Request<Vec<u8>>,
+        ) -> TransportFuture<'_, http::Response<Vec<u8>>> {
+            Box::pin(async move {
+                if !request.uri().path().ends_with("/token") {
+                    return Ok(http::Response::builder()
+                        .status(202)
+                        .body(Vec::new())
+                        .unwrap());
+                }
+                let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+                self.clock.sleep(Duration::from_secs(1)).await;
+                let (status, body) = *self.reply.lock().unwrap();
+                let body = body.replace("{n}", &n.to_string());
+                Ok(http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(body.into_bytes())
+                    .unwrap())
+            })
+        }
+    }
+
+    const OK: (u16, &str) = (
+        200,
+        r#"{"token_type":"Bearer","access_token":"at-{n}","expires_in":3600,"refresh_token":"rt-{n}"}"#,
+    );
+    const EXPIRED: (u16, &str) = (
+        401,
+        r#"{"error":"invalid_client","error_description":"AADSTS7000222: The provided client secret keys are expired."}"#,
+    );
+    const RESET: (u16, &str) = (
+        400,
+        r#"{"error":"invalid_grant","error_description":"AADSTS50173: The provided grant has expired due to it being revoked."}"#,
+    );
+
+    struct World {
+        entra: Arc<Entra>,
+        store: Arc<Outbox>,
+        app: Arc<AppTokens>,
+    }
+
+    impl World {
+        fn new() -> World {
+            let start: chrono::DateTime<chrono::Utc> = "2025-02-14T09:00:00Z".parse().unwrap();
+            let clock = VirtualClock::starting_at(start).shared();
+            let entra = Arc::new(Entra {
+                clock: clock.clone(),
+                reply: Mutex::new(OK),
+                requests: AtomicU64::new(0),
+            });
+            let store = Arc::new(Outbox::in_memory().unwrap());
+            let alerter = Arc::new(Alerter::new(
+                entra.clone(),
+                "https://alerts.example/v2/enqueue".into(),
+                "key".into(),
+                clock.clone(),
+            ));
+            let config = DelegatedConfig::new(
+                "app",
+                "https://login.example/organizations/oauth2/v2.0/authorize",
+                "https://login.example/organizations/oauth2/v2.0/token",
+                "https://crm.example/callback",
+                SecretSource::Value(Secret::new("s3cret")),
+            );
+            let app = AppTokens::new(config, clock, entra.clone(), store.clone(), alerter);
+            World {
+                entra,
+                store,
+                app: Arc::new(app),
+            }
+        }
+
+        fn user(&self, upn: &str) -> Arc<UserTokens> {
+            let now = self.app.clock.now_utc();
+            self.store.connected(upn, "tid", "rt-0", now).unwrap();
+            let connection = self.store.connection(upn).unwrap().unwrap();
+            Arc::new(UserTokens::new(self.app.clone(), &connection))
+        }
+
+        fn requests(&self) -> u64 {
+            self.entra.requests.load(Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn one_refresh_per_user_however_many_wait_and_the_rotated_token_is_kept() {
+        crate::time::replay_runtime().unwrap().block_on(async {
+            let world = World::new();
+            let alice = world.user("alice@x.example");
+            let waits = (0..10).map(|_| alice.token(GRAPH));
+            let tokens = futures_util::future::join_all(waits).await;
+            assert!(
+                tokens
+                    .iter()
+                    .all(|t| t.as_ref().unwrap().expose() == "at-1")
+            );
+            assert_eq!(world.requests(), 1, "one refresh in flight for the user");
+            let kept = world.store.connection("alice@x.example").unwrap().unwrap();
+            assert_eq!(
+                kept.refresh_token, "rt-1",
+                "the rotated refresh token is kept"
+            );
+            // Another user refreshes on their own.
+            let bob = world.user("bob@y.example");
+            bob.token(GRAPH).await.unwrap();
+            assert_eq!(world.requests(), 2);
+        });
+    }
+
+    #[test]
+    fn the_apps_failure_holds_every_user_and_marks_no_connection() {
+        crate::time::replay_runtime().unwrap().block_on(async {
+            let world = World::new();
+            let (alice, bob) = (world.user("alice@x.example"), world.user("bob@y.example"));
+            *world.entra.reply.lock().unwrap() = EXPIRED;
+            assert!(matches!(
+                alice.token(GRAPH).await,
+                Err(Failure::Credential(CredentialProblem::Expired))
+            ));
+            assert!(bob.token(GRAPH).await.is_err());
+            assert_eq!(
+                world.requests(),
+                1,
+                "the hold answers bob without a request"
+            );
+            assert!(world.app.held_now());
+            world.app.clock.sleep(Duration::from_secs(2)).await;
+            *world.entra.reply.lock().unwrap() = OK;
+            bob.token(GRAPH).await.unwrap();
+            alice.token(GRAPH).await.unwrap();
+            assert_eq!(world.requests(), 3, "one probe, then alice's own refresh");
+            let statuses: Vec<Status> = world
+                .store
+                .connections()
+                .unwrap()
+                .into_iter()
+                .map(|c| c.status)
+                .collect();
+            assert_eq!(statuses, [Status::Connected, Status::Connected]);
+        });
+    }
+
+    #[test]
+    fn a_users_failure_marks_only_that_connection_and_stops_its_refreshes() {
+        crate::time::replay_runtime().unwrap().block_on(async {
+            let world = World::new();
+            let (alice, bob) = (world.user("alice@x.example"), world.user("bob@y.example"));
+            *world.entra.reply.lock().unwrap() = RESET;
+            assert!(alice.token(GRAPH).await.is_err());
+            assert_eq!(alice.needs_user().as_deref(), Some("AADSTS50173"));
+            assert!(alice.token(GRAPH).await.is_err());
+            assert_eq!(
+                world.requests(),
+                1,
+                "no refresh for a user who must reconnect"
+            );
+            assert!(
+                !world.app.held_now(),
+                "the app is not held for a user's failure"
+            );
+            *world.entra.reply.lock().unwrap() = OK;
+            bob.token(GRAPH).await.unwrap();
+            let kept = world.store.connection("alice@x.example").unwrap().unwrap();
+            assert_eq!(kept.status, Status::NeedsUser("AADSTS50173".into()));
+            assert_eq!(
+                kept.refresh_token, "rt-0",
+                "kept for the product, not forgotten"
+            );
+        });
+    }
+}
