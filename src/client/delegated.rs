@@ -40,10 +40,10 @@ pub const GRAPH_MAIL_SEND: &str = "https://graph.microsoft.com/Mail.Send";
 pub const GRAPH_MAIL_READ: &str = "https://graph.microsoft.com/Mail.Read";
 /// SMTP AUTH as the user.
 pub const SMTP_SEND: &str = "https://outlook.office.com/SMTP.Send";
-/// What a user consents to when connecting: both resources, and a refresh token.
-pub const CONNECT_SCOPES: [&str; 6] = [
+/// What a user consents to when connecting: both resources, and a refresh token (the ID
+/// token's claims are not asked for: the user is known from the connect).
+pub const CONNECT_SCOPES: [&str; 5] = [
     "openid",
-    "profile",
     "offline_access",
     GRAPH_MAIL_SEND,
     GRAPH_MAIL_READ,
