@@ -29,7 +29,9 @@ use super::classify::{self, CredentialProblem, Failure, Seen};
 use super::connection::{Connection, Status};
 use super::outbox::Outbox;
 use super::secret::{Secret, SecretSource};
-use super::token::{OAuthHttp, Token, TokenFuture, TokenSource};
+use super::token::{
+    HoldStore as _, OAuthHttp, StoredHold, Token, TokenFuture, TokenSource, fingerprint,
+};
 use super::transport::HttpTransport;
 use crate::seed::SeedRng;
 use crate::time::{ClockExt as _, SharedClock};
@@ -172,7 +174,13 @@ pub struct AppTokens {
     probe: tokio::sync::Mutex<()>,
     jitter: Mutex<Option<SeedRng>>,
     requests: AtomicU64,
+    /// Whether a kept hold was looked for in the database.
+    resumed: std::sync::atomic::AtomicBool,
+    /// The authorize, token and redirect URLs, parsed once.
+    endpoints: std::sync::OnceLock<Result<Endpoints, oauth2::url::ParseError>>,
 }
+
+type Endpoints = (AuthUrl, TokenUrl, RedirectUrl);
 
 impl std::fmt::Debug for AppTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -202,6 +210,8 @@ impl AppTokens {
             probe: tokio::sync::Mutex::new(()),
             jitter: Mutex::new(None),
             requests: AtomicU64::new(0),
+            resumed: std::sync::atomic::AtomicBool::new(false),
+            endpoints: std::sync::OnceLock::new(),
         }
     }
 
@@ -227,24 +237,36 @@ impl AppTokens {
         self.held(secret.as_ref()).is_some()
     }
 
-    fn oauth(&self) -> Result<OAuthClient, Failure> {
-        let secret = self
-            .config
-            .secret
-            .current()
-            .map_err(|e| Failure::Transient {
-                reason: e.to_string(),
-                retry_after: None,
-            })?;
-        let bad = |e: oauth2::url::ParseError| Failure::Permanent {
-            reason: format!("bad delegated URL: {e}"),
+    /// The oauth2 client with `secret` (read by the caller, once per request: a file read is
+    /// not free at a refresh per user per hour), on endpoints parsed once per process.
+    fn oauth(&self, secret: Option<&Secret>) -> Result<OAuthClient, Failure> {
+        let secret = match secret {
+            Some(secret) => secret.clone(),
+            None => self
+                .config
+                .secret
+                .current()
+                .map_err(|e| Failure::Transient {
+                    reason: e.to_string(),
+                    retry_after: None,
+                })?,
         };
+        let parsed = self.endpoints.get_or_init(|| {
+            Ok((
+                AuthUrl::new(self.config.authorize_url.clone())?,
+                TokenUrl::new(self.config.token_url.clone())?,
+                RedirectUrl::new(self.config.redirect_uri.clone())?,
+            ))
+        });
+        let (auth, token, redirect) = parsed.as_ref().map_err(|e| Failure::Permanent {
+            reason: format!("bad delegated URL: {e}"),
+        })?;
         Ok(
             BasicClient::new(ClientId::new(self.config.client_id.clone()))
                 .set_client_secret(ClientSecret::new(secret.expose().to_string()))
-                .set_auth_uri(AuthUrl::new(self.config.authorize_url.clone()).map_err(bad)?)
-                .set_token_uri(TokenUrl::new(self.config.token_url.clone()).map_err(bad)?)
-                .set_redirect_uri(RedirectUrl::new(self.config.redirect_uri.clone()).map_err(bad)?),
+                .set_auth_uri(auth.clone())
+                .set_token_uri(token.clone())
+                .set_redirect_uri(redirect.clone()),
         )
     }
 
@@ -299,7 +321,7 @@ impl AppTokens {
             upn: upn.to_string(),
             reason,
         };
-        let client = self.oauth().map_err(|f| refused(format!("{f:?}")))?;
+        let client = self.oauth(None).map_err(|f| refused(format!("{f:?}")))?;
         let verifier = PkceCodeVerifier::new(format!("{}{}", rng.guid(), rng.guid()));
         let state = rng.guid();
         let mut request = client
@@ -403,7 +425,7 @@ impl AppTokens {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some();
-        if !holding {
+        if !holding && !self.resume(secret) {
             return Ok(None);
         }
         if let Some(failure) = self.held(secret) {
@@ -451,6 +473,7 @@ impl AppTokens {
             .min(cap)
             .mul_f64(spread)
             .max(retry_after);
+        self.keep(failure, secret.as_ref(), wait, refusals);
         *hold = Some(AppHold {
             failure: failure.clone(),
             secret,
@@ -462,17 +485,61 @@ impl AppTokens {
     }
 
     fn cleared(&self) {
-        self.hold.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let had = self.hold.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if had.is_some_and(|h| matches!(h.failure, Failure::Credential(_))) {
+            self.store.save(None);
+        }
+    }
+
+    /// Resumes the hold a process before this one kept for this secret value (a crash loop
+    /// or a redeploy during an expiry must not probe Entra afresh); whether there was one.
+    /// Looked up only while the app holds nothing, once per process.
+    fn resume(&self, secret: Option<&Secret>) -> bool {
+        if self.resumed.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        let Some(stored) = self.store.load() else {
+            return false;
+        };
+        if secret.is_none_or(|s| fingerprint(s) != stored.secret) {
+            return false;
+        }
+        let left = (stored.until - self.clock.now_utc())
+            .to_std()
+            .unwrap_or_default();
+        let now = self.clock.now();
+        *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = Some(AppHold {
+            failure: Failure::Credential(CredentialProblem::from_code(stored.code)),
+            secret: secret.cloned(),
+            until: now + left,
+            refusals: stored.refusals,
+            at: now,
+            retry_until: None,
+        });
+        true
+    }
+
+    /// Keeps a refused credential's hold in the database for the next process.
+    fn keep(&self, failure: &Failure, secret: Option<&Secret>, wait: Duration, refusals: u32) {
+        if let (Failure::Credential(problem), Some(secret)) = (failure, secret) {
+            self.store.save(Some(&StoredHold {
+                secret: fingerprint(secret),
+                code: problem.code(),
+                until: self.clock.now_utc() + crate::time::to_chrono(wait),
+                refusals,
+            }));
+        }
     }
 
     /// One refresh of `refresh_token` for `scope`: the access token and the rotated refresh
     /// token, or whose failure it was.
     async fn refresh(
         &self,
+        secret: Option<&Secret>,
         refresh_token: &str,
         scope: &str,
     ) -> Result<(Token, Option<String>), Refusal> {
-        let client = self.oauth().map_err(Refusal::App)?;
+        let client = self.oauth(secret).map_err(Refusal::App)?;
         let http = self.transport();
         let token = RefreshToken::new(refresh_token.to_string());
         let mut request = client.exchange_refresh_token(&token);
@@ -647,7 +714,7 @@ impl UserTokens {
             .unwrap_or_else(|p| p.into_inner())
             .refresh_token
             .clone();
-        match self.attempts(&refresh_token, scope).await {
+        match self.attempts(secret.as_ref(), &refresh_token, scope).await {
             Ok((token, rotated)) => {
                 self.app.cleared();
                 if let Some(rotated) = rotated {
@@ -677,13 +744,14 @@ impl UserTokens {
     /// The refresh, tried up to the configured attempts.
     async fn attempts(
         &self,
+        secret: Option<&Secret>,
         refresh_token: &str,
         scope: &str,
     ) -> Result<(Token, Option<String>), Refusal> {
         let config = &self.app.config;
         let mut attempt = 1;
         loop {
-            match self.app.refresh(refresh_token, scope).await {
+            match self.app.refresh(secret, refresh_token, scope).await {
                 Err(_) if attempt < config.refresh_attempts => {
                     attempt += 1;
                     self.app.clock.sleep(config.refresh_every).await;
@@ -728,7 +796,14 @@ fn needs_user_failure(reason: &str) -> Failure {
 
 impl TokenSource for UserTokens {
     fn token<'a>(&'a self, scope: &'a str) -> TokenFuture<'a> {
-        Box::pin(UserTokens::token(self, scope))
+        // A fresh cached token (nearly every call: a sync round every few minutes per user)
+        // skips boxing the refresh's large future.
+        let ahead = self.app.config.refresh_ahead;
+        let now = self.app.clock.now();
+        match self.cached(scope).filter(|t| now + ahead < t.expires_at) {
+            Some(token) => Box::pin(std::future::ready(Ok(token))),
+            None => Box::pin(UserTokens::token(self, scope)),
+        }
     }
 
     fn invalidate(&self, scope: &str) {
@@ -895,6 +970,43 @@ mod tests {
                 .map(|c| c.status)
                 .collect();
             assert_eq!(statuses, [Status::Connected, Status::Connected]);
+        });
+    }
+
+    #[test]
+    fn a_restarted_process_resumes_the_apps_hold_instead_of_probing_afresh() {
+        crate::time::replay_runtime().unwrap().block_on(async {
+            let world = World::new();
+            let alice = world.user("alice@x.example");
+            *world.entra.reply.lock().unwrap() = EXPIRED;
+            assert!(alice.token(GRAPH).await.is_err());
+            // The next process: same database, nothing in memory.
+            let config = world.app.config.clone();
+            let (clock, store) = (world.app.clock.clone(), world.store.clone());
+            let alerter = world.app.alerter.clone();
+            let next = Arc::new(AppTokens::new(
+                config,
+                clock,
+                world.entra.clone(),
+                store,
+                alerter,
+            ));
+            let connection = world.store.connection("alice@x.example").unwrap().unwrap();
+            let again = UserTokens::new(next.clone(), &connection);
+            assert!(again.token(GRAPH).await.is_err());
+            assert_eq!(
+                world.requests(),
+                1,
+                "the kept hold answers without a request"
+            );
+            world.app.clock.sleep(Duration::from_secs(2)).await;
+            *world.entra.reply.lock().unwrap() = OK;
+            again.token(GRAPH).await.unwrap();
+            assert_eq!(world.requests(), 2);
+            assert!(
+                world.store.load().is_none(),
+                "a success forgets the kept hold"
+            );
         });
     }
 
