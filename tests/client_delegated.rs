@@ -33,6 +33,8 @@ struct Seen {
     redemptions: usize,
     /// Alert sink events: instant and body.
     alerts: Vec<(DateTime<Utc>, serde_json::Value)>,
+    /// The journal as text.
+    journal: String,
 }
 
 impl Seen {
@@ -110,6 +112,7 @@ fn run(profile: &str, transport: &str, more: &str) -> Seen {
         refreshes: Vec::new(),
         redemptions: 0,
         alerts: Vec::new(),
+        journal: String::new(),
     };
     for line in journal.lines() {
         if line.contains(" entra token ") && line.contains("grant_type=refresh_token") {
@@ -165,7 +168,14 @@ fn holds_the_app_and_loses_nothing(seen: &Seen) {
 
 #[test]
 fn remediated_over_graph_holds_the_app_once_for_every_user_and_loses_nothing() {
-    holds_the_app_and_loses_nothing(&run("remediated", "graph", ""));
+    let seen = run("remediated", "graph", "");
+    holds_the_app_and_loses_nothing(&seen);
+    let again = run("remediated", "graph", "");
+    assert!(
+        seen.journal == again.journal,
+        "seed {} replays to different journals",
+        seen.report.seed
+    );
 }
 
 #[test]

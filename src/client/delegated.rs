@@ -29,7 +29,9 @@ use super::classify::{self, CredentialProblem, Failure, Seen};
 use super::connection::{Connection, Status};
 use super::outbox::Outbox;
 use super::secret::{Secret, SecretSource};
-use super::token::{OAuthHttp, Token, TokenFuture, TokenSource};
+use super::token::{
+    HoldStore as _, OAuthHttp, StoredHold, Token, TokenFuture, TokenSource, fingerprint,
+};
 use super::transport::HttpTransport;
 use crate::seed::SeedRng;
 use crate::time::{ClockExt as _, SharedClock};
@@ -40,10 +42,10 @@ pub const GRAPH_MAIL_SEND: &str = "https://graph.microsoft.com/Mail.Send";
 pub const GRAPH_MAIL_READ: &str = "https://graph.microsoft.com/Mail.Read";
 /// SMTP AUTH as the user.
 pub const SMTP_SEND: &str = "https://outlook.office.com/SMTP.Send";
-/// What a user consents to when connecting: both resources, and a refresh token.
-pub const CONNECT_SCOPES: [&str; 6] = [
+/// What a user consents to when connecting: both resources, and a refresh token (the ID
+/// token's claims are not asked for: the user is known from the connect).
+pub const CONNECT_SCOPES: [&str; 5] = [
     "openid",
-    "profile",
     "offline_access",
     GRAPH_MAIL_SEND,
     GRAPH_MAIL_READ,
@@ -182,7 +184,13 @@ pub struct AppTokens {
     probe: tokio::sync::Mutex<()>,
     jitter: Mutex<Option<SeedRng>>,
     requests: AtomicU64,
+    /// Whether a kept hold was looked for in the database.
+    resumed: std::sync::atomic::AtomicBool,
+    /// The authorize, token and redirect URLs, parsed once.
+    endpoints: std::sync::OnceLock<Result<Endpoints, oauth2::url::ParseError>>,
 }
+
+type Endpoints = (AuthUrl, TokenUrl, RedirectUrl);
 
 impl std::fmt::Debug for AppTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -212,6 +220,8 @@ impl AppTokens {
             probe: tokio::sync::Mutex::new(()),
             jitter: Mutex::new(None),
             requests: AtomicU64::new(0),
+            resumed: std::sync::atomic::AtomicBool::new(false),
+            endpoints: std::sync::OnceLock::new(),
         }
     }
 
@@ -237,24 +247,36 @@ impl AppTokens {
         self.held(secret.as_ref()).is_some()
     }
 
-    fn oauth(&self) -> Result<OAuthClient, Failure> {
-        let secret = self
-            .config
-            .secret
-            .current()
-            .map_err(|e| Failure::Transient {
-                reason: e.to_string(),
-                retry_after: None,
-            })?;
-        let bad = |e: oauth2::url::ParseError| Failure::Permanent {
-            reason: format!("bad delegated URL: {e}"),
+    /// The oauth2 client with `secret` (read by the caller, once per request: a file read is
+    /// not free at a refresh per user per hour), on endpoints parsed once per process.
+    fn oauth(&self, secret: Option<&Secret>) -> Result<OAuthClient, Failure> {
+        let secret = match secret {
+            Some(secret) => secret.clone(),
+            None => self
+                .config
+                .secret
+                .current()
+                .map_err(|e| Failure::Transient {
+                    reason: e.to_string(),
+                    retry_after: None,
+                })?,
         };
+        let parsed = self.endpoints.get_or_init(|| {
+            Ok((
+                AuthUrl::new(self.config.authorize_url.clone())?,
+                TokenUrl::new(self.config.token_url.clone())?,
+                RedirectUrl::new(self.config.redirect_uri.clone())?,
+            ))
+        });
+        let (auth, token, redirect) = parsed.as_ref().map_err(|e| Failure::Permanent {
+            reason: format!("bad delegated URL: {e}"),
+        })?;
         Ok(
             BasicClient::new(ClientId::new(self.config.client_id.clone()))
                 .set_client_secret(ClientSecret::new(secret.expose().to_string()))
-                .set_auth_uri(AuthUrl::new(self.config.authorize_url.clone()).map_err(bad)?)
-                .set_token_uri(TokenUrl::new(self.config.token_url.clone()).map_err(bad)?)
-                .set_redirect_uri(RedirectUrl::new(self.config.redirect_uri.clone()).map_err(bad)?),
+                .set_auth_uri(auth.clone())
+                .set_token_uri(token.clone())
+                .set_redirect_uri(redirect.clone()),
         )
     }
 
@@ -309,7 +331,7 @@ impl AppTokens {
             upn: upn.to_string(),
             reason,
         };
-        let client = self.oauth().map_err(|f| refused(format!("{f:?}")))?;
+        let client = self.oauth(None).map_err(|f| refused(format!("{f:?}")))?;
         let verifier = PkceCodeVerifier::new(format!("{}{}", rng.guid(), rng.guid()));
         let state = rng.guid();
         let mut request = client
@@ -413,7 +435,7 @@ impl AppTokens {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some();
-        if !holding {
+        if !holding && !self.resume(secret) {
             return Ok(None);
         }
         if let Some(failure) = self.held(secret) {
@@ -461,6 +483,7 @@ impl AppTokens {
             .min(cap)
             .mul_f64(spread)
             .max(retry_after);
+        self.keep(failure, secret.as_ref(), wait, refusals);
         *hold = Some(AppHold {
             failure: failure.clone(),
             secret,
@@ -472,17 +495,61 @@ impl AppTokens {
     }
 
     fn cleared(&self) {
-        self.hold.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let had = self.hold.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if had.is_some_and(|h| matches!(h.failure, Failure::Credential(_))) {
+            self.store.save(None);
+        }
+    }
+
+    /// Resumes the hold a process before this one kept for this secret value (a crash loop
+    /// or a redeploy during an expiry must not probe Entra afresh); whether there was one.
+    /// Looked up only while the app holds nothing, once per process.
+    fn resume(&self, secret: Option<&Secret>) -> bool {
+        if self.resumed.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        let Some(stored) = self.store.load() else {
+            return false;
+        };
+        if secret.is_none_or(|s| fingerprint(s) != stored.secret) {
+            return false;
+        }
+        let left = (stored.until - self.clock.now_utc())
+            .to_std()
+            .unwrap_or_default();
+        let now = self.clock.now();
+        *self.hold.lock().unwrap_or_else(|p| p.into_inner()) = Some(AppHold {
+            failure: Failure::Credential(CredentialProblem::from_code(stored.code)),
+            secret: secret.cloned(),
+            until: now + left,
+            refusals: stored.refusals,
+            at: now,
+            retry_until: None,
+        });
+        true
+    }
+
+    /// Keeps a refused credential's hold in the database for the next process.
+    fn keep(&self, failure: &Failure, secret: Option<&Secret>, wait: Duration, refusals: u32) {
+        if let (Failure::Credential(problem), Some(secret)) = (failure, secret) {
+            self.store.save(Some(&StoredHold {
+                secret: fingerprint(secret),
+                code: problem.code(),
+                until: self.clock.now_utc() + crate::time::to_chrono(wait),
+                refusals,
+            }));
+        }
     }
 
     /// One refresh of `refresh_token` for `scope`: the access token and the rotated refresh
     /// token, or whose failure it was.
     async fn refresh(
         &self,
+        secret: Option<&Secret>,
         refresh_token: &str,
         scope: &str,
     ) -> Result<(Token, Option<String>), Refusal> {
-        let client = self.oauth().map_err(Refusal::App)?;
+        let client = self.oauth(secret).map_err(Refusal::App)?;
         let http = self.transport();
         let token = RefreshToken::new(refresh_token.to_string());
         let mut request = client.exchange_refresh_token(&token);
@@ -667,7 +734,7 @@ impl UserTokens {
             .unwrap_or_else(|p| p.into_inner())
             .refresh_token
             .clone();
-        match self.attempts(&refresh_token, scope).await {
+        match self.attempts(secret.as_ref(), &refresh_token, scope).await {
             Ok((token, rotated)) => {
                 self.app.cleared();
                 self.restored().await;
@@ -698,13 +765,14 @@ impl UserTokens {
     /// The refresh, tried up to the configured attempts.
     async fn attempts(
         &self,
+        secret: Option<&Secret>,
         refresh_token: &str,
         scope: &str,
     ) -> Result<(Token, Option<String>), Refusal> {
         let config = &self.app.config;
         let mut attempt = 1;
         loop {
-            match self.app.refresh(refresh_token, scope).await {
+            match self.app.refresh(secret, refresh_token, scope).await {
                 Err(_) if attempt < config.refresh_attempts => {
                     attempt += 1;
                     self.app.clock.sleep(config.refresh_every).await;
@@ -796,10 +864,246 @@ fn needs_user_failure(reason: &str) -> Failure {
 
 impl TokenSource for UserTokens {
     fn token<'a>(&'a self, scope: &'a str) -> TokenFuture<'a> {
-        Box::pin(UserTokens::token(self, scope))
+        // A fresh cached token (nearly every call: a sync round every few minutes per user)
+        // skips boxing the refresh's large future.
+        let ahead = self.app.config.refresh_ahead;
+        let now = self.app.clock.now();
+        match self.cached(scope).filter(|t| now + ahead < t.expires_at) {
+            Some(token) => Box::pin(std::future::ready(Ok(token))),
+            None => Box::pin(UserTokens::token(self, scope)),
+        }
     }
 
     fn invalidate(&self, scope: &str) {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())[slot(scope)] = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::transport::TransportFuture;
+    use crate::time::VirtualClock;
+
+    const GRAPH: &str = "https://graph.microsoft.com/.default";
+
+    /// A token endpoint that answers every request after a second with one reply, and an
+    /// alert sink that takes everything.
+    #[derive(Debug)]
+    struct Entra {
+        clock: SharedClock,
+        reply: Mutex<(u16, &'static str)>,
+        requests: AtomicU64,
+    }
+
+    impl HttpTransport for Entra {
+        fn send(
+            &self,
+            request: http::Request<Vec<u8>>,
+        ) -> TransportFuture<'_, http::Response<Vec<u8>>> {
+            Box::pin(async move {
+                if !request.uri().path().ends_with("/token") {
+                    return Ok(http::Response::builder()
+                        .status(202)
+                        .body(Vec::new())
+                        .unwrap());
+                }
+                let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+                self.clock.sleep(Duration::from_secs(1)).await;
+                let (status, body) = *self.reply.lock().unwrap();
+                let body = body.replace("{n}", &n.to_string());
+                Ok(http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(body.into_bytes())
+                    .unwrap())
+            })
+        }
+    }
+
+    const OK: (u16, &str) = (
+        200,
+        r#"{"token_type":"Bearer","access_token":"at-{n}","expires_in":3600,"refresh_token":"rt-{n}"}"#,
+    );
+    const EXPIRED: (u16, &str) = (
+        401,
+        r#"{"error":"invalid_client","error_description":"AADSTS7000222: The provided client secret keys are expired."}"#,
+    );
+    const RESET: (u16, &str) = (
+        400,
+        r#"{"error":"invalid_grant","error_description":"AADSTS50173: The provided grant has expired due to it being revoked."}"#,
+    );
+
+    struct World {
+        entra: Arc<Entra>,
+        store: Arc<Outbox>,
+        app: Arc<AppTokens>,
+    }
+
+    impl World {
+        fn new() -> World {
+            let start: chrono::DateTime<chrono::Utc> = "2025-02-14T09:00:00Z".parse().unwrap();
+            let clock = VirtualClock::starting_at(start).shared();
+            let entra = Arc::new(Entra {
+                clock: clock.clone(),
+                reply: Mutex::new(OK),
+                requests: AtomicU64::new(0),
+            });
+            let store = Arc::new(Outbox::in_memory().unwrap());
+            let alerter = Arc::new(Alerter::new(
+                entra.clone(),
+                "https://alerts.example/v2/enqueue".into(),
+                "key".into(),
+                clock.clone(),
+            ));
+            let config = DelegatedConfig::new(
+                "app",
+                "https://login.example/organizations/oauth2/v2.0/authorize",
+                "https://login.example/organizations/oauth2/v2.0/token",
+                "https://crm.example/callback",
+                SecretSource::Value(Secret::new("s3cret")),
+            );
+            let app = AppTokens::new(config, clock, entra.clone(), store.clone(), alerter);
+            World {
+                entra,
+                store,
+                app: Arc::new(app),
+            }
+        }
+
+        fn user(&self, upn: &str) -> Arc<UserTokens> {
+            let now = self.app.clock.now_utc();
+            self.store.connected(upn, "tid", "rt-0", now).unwrap();
+            let connection = self.store.connection(upn).unwrap().unwrap();
+            Arc::new(UserTokens::new(self.app.clone(), &connection))
+        }
+
+        fn requests(&self) -> u64 {
+            self.entra.requests.load(Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn one_refresh_per_user_however_many_wait_and_the_rotated_token_is_kept() {
+        crate::time::replay_runtime().unwrap().block_on(async {
+            let world = World::new();
+            let alice = world.user("alice@x.example");
+            let waits = (0..10).map(|_| alice.token(GRAPH));
+            let tokens = futures_util::future::join_all(waits).await;
+            assert!(
+                tokens
+                    .iter()
+                    .all(|t| t.as_ref().unwrap().expose() == "at-1")
+            );
+            assert_eq!(world.requests(), 1, "one refresh in flight for the user");
+            let kept = world.store.connection("alice@x.example").unwrap().unwrap();
+            assert_eq!(
+                kept.refresh_token, "rt-1",
+                "the rotated refresh token is kept"
+            );
+            // Another user refreshes on their own.
+            let bob = world.user("bob@y.example");
+            bob.token(GRAPH).await.unwrap();
+            assert_eq!(world.requests(), 2);
+        });
+    }
+
+    #[test]
+    fn the_apps_failure_holds_every_user_and_marks_no_connection() {
+        crate::time::replay_runtime().unwrap().block_on(async {
+            let world = World::new();
+            let (alice, bob) = (world.user("alice@x.example"), world.user("bob@y.example"));
+            *world.entra.reply.lock().unwrap() = EXPIRED;
+            assert!(matches!(
+                alice.token(GRAPH).await,
+                Err(Failure::Credential(CredentialProblem::Expired))
+            ));
+            assert!(bob.token(GRAPH).await.is_err());
+            assert_eq!(
+                world.requests(),
+                1,
+                "the hold answers bob without a request"
+            );
+            assert!(world.app.held_now());
+            world.app.clock.sleep(Duration::from_secs(2)).await;
+            *world.entra.reply.lock().unwrap() = OK;
+            bob.token(GRAPH).await.unwrap();
+            alice.token(GRAPH).await.unwrap();
+            assert_eq!(world.requests(), 3, "one probe, then alice's own refresh");
+            let statuses: Vec<Status> = world
+                .store
+                .connections()
+                .unwrap()
+                .into_iter()
+                .map(|c| c.status)
+                .collect();
+            assert_eq!(statuses, [Status::Connected, Status::Connected]);
+        });
+    }
+
+    #[test]
+    fn a_restarted_process_resumes_the_apps_hold_instead_of_probing_afresh() {
+        crate::time::replay_runtime().unwrap().block_on(async {
+            let world = World::new();
+            let alice = world.user("alice@x.example");
+            *world.entra.reply.lock().unwrap() = EXPIRED;
+            assert!(alice.token(GRAPH).await.is_err());
+            // The next process: same database, nothing in memory.
+            let config = world.app.config.clone();
+            let (clock, store) = (world.app.clock.clone(), world.store.clone());
+            let alerter = world.app.alerter.clone();
+            let next = Arc::new(AppTokens::new(
+                config,
+                clock,
+                world.entra.clone(),
+                store,
+                alerter,
+            ));
+            let connection = world.store.connection("alice@x.example").unwrap().unwrap();
+            let again = UserTokens::new(next.clone(), &connection);
+            assert!(again.token(GRAPH).await.is_err());
+            assert_eq!(
+                world.requests(),
+                1,
+                "the kept hold answers without a request"
+            );
+            world.app.clock.sleep(Duration::from_secs(2)).await;
+            *world.entra.reply.lock().unwrap() = OK;
+            again.token(GRAPH).await.unwrap();
+            assert_eq!(world.requests(), 2);
+            assert!(
+                world.store.load().is_none(),
+                "a success forgets the kept hold"
+            );
+        });
+    }
+
+    #[test]
+    fn a_users_failure_marks_only_that_connection_and_stops_its_refreshes() {
+        crate::time::replay_runtime().unwrap().block_on(async {
+            let world = World::new();
+            let (alice, bob) = (world.user("alice@x.example"), world.user("bob@y.example"));
+            *world.entra.reply.lock().unwrap() = RESET;
+            assert!(alice.token(GRAPH).await.is_err());
+            assert_eq!(alice.needs_user().as_deref(), Some("AADSTS50173"));
+            assert!(alice.token(GRAPH).await.is_err());
+            assert_eq!(
+                world.requests(),
+                1,
+                "no refresh for a user who must reconnect"
+            );
+            assert!(
+                !world.app.held_now(),
+                "the app is not held for a user's failure"
+            );
+            *world.entra.reply.lock().unwrap() = OK;
+            bob.token(GRAPH).await.unwrap();
+            let kept = world.store.connection("alice@x.example").unwrap().unwrap();
+            assert_eq!(kept.status, Status::NeedsUser("AADSTS50173".into()));
+            assert_eq!(
+                kept.refresh_token, "rt-0",
+                "kept for the product, not forgotten"
+            );
+        });
     }
 }

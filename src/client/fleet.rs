@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::EventLog;
 use super::alert::Alerter;
@@ -97,8 +97,11 @@ pub struct Fleet {
     worker_log: WorkerLog,
     sync_log: EventLog<SyncEvent>,
     lanes: Mutex<BTreeMap<String, Arc<Lane>>>,
-    joined: mpsc::UnboundedSender<Arc<Lane>>,
-    joining: Mutex<Option<mpsc::UnboundedReceiver<Arc<Lane>>>>,
+    /// Lanes not yet running, and the wake-up of the running process when one is added (a
+    /// flag the loop checks on each poll, cheaper than a channel: it is polled at every wake
+    /// of any user's worker or sync).
+    joining: Mutex<Vec<Arc<Lane>>>,
+    joined: Notify,
     expiry: Option<ExpiryMonitor>,
     latency: Option<LatencyMonitor>,
     /// Sends pages and the product's notifications.
@@ -151,7 +154,6 @@ impl Fleet {
             clock: clock.clone(),
             wake: Some(monitor_wake.clone()),
         });
-        let (joined, joining) = mpsc::unbounded_channel();
         let fleet = Fleet {
             config,
             app: Arc::new(app),
@@ -163,8 +165,8 @@ impl Fleet {
             worker_log,
             sync_log,
             lanes: Mutex::default(),
-            joined,
-            joining: Mutex::new(Some(joining)),
+            joining: Mutex::default(),
+            joined: Notify::new(),
             expiry,
             latency,
             alerter,
@@ -248,9 +250,11 @@ impl Fleet {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(upn, lane.clone());
-        // The receiver lives as long as the process; a send after it is gone has no one to
-        // run the lane anyway.
-        let _ = self.joined.send(lane);
+        self.joining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(lane);
+        self.joined.notify_one();
     }
 
     /// A user connects a mailbox (or reconnects one that needs the user): the
@@ -320,14 +324,6 @@ impl Fleet {
 
     /// Runs every part until `until`, in one task; lanes of users who connect meanwhile join.
     pub async fn run(&self, until: DateTime<Utc>) -> Result<(), OutboxError> {
-        let Some(mut joining) = self
-            .joining
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
-            return Ok(());
-        };
         let mut parts = FuturesUnordered::<Part<'_>>::new();
         if let Some(expiry) = &self.expiry {
             parts.push(Box::pin(async move {
@@ -348,13 +344,19 @@ impl Fleet {
         }));
         let mut worked = Ok(());
         loop {
-            tokio::select! {
-                Some(lane) = joining.recv() => push_lane(&mut parts, lane, until),
-                Some(done) = parts.next(), if !parts.is_empty() => worked = worked.and(done),
-                else => break,
+            let joining =
+                std::mem::take(&mut *self.joining.lock().unwrap_or_else(|p| p.into_inner()));
+            for lane in joining {
+                push_lane(&mut parts, lane, until);
             }
-            if parts.is_empty() {
-                break;
+            // Biased, so the order of polls (and of requests at one instant) is the seed's.
+            tokio::select! {
+                biased;
+                done = parts.next() => match done {
+                    Some(done) => worked = worked.and(done),
+                    None => break,
+                },
+                () = self.joined.notified() => {}
             }
         }
         worked

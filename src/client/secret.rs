@@ -4,6 +4,10 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::time::SharedClock;
 
 /// A client secret. Its `Debug` shows only its first three characters, like the portal's hint.
 #[derive(Clone, PartialEq, Eq)]
@@ -67,12 +71,76 @@ pub enum SecretSource {
     /// identity (`x5t#S256:` and the SHA-256 thumbprint), never sent, so a new certificate
     /// counts as a new credential wherever a new secret value does.
     Certificate(super::certificate::CertificateSource),
+    /// Another source read at most once per interval of the client's clock, the value shared
+    /// by every reader (a delegated client's worker and tokens per user would otherwise read
+    /// the secret file hundreds of times a second while the app's credential is refused).
+    Throttled(Throttled),
 }
+
+/// A [`SecretSource`] read at most once per interval, shared by clones.
+#[derive(Clone)]
+pub struct Throttled {
+    inner: Arc<ThrottledInner>,
+}
+
+struct ThrottledInner {
+    source: SecretSource,
+    clock: SharedClock,
+    every: Duration,
+    last: Mutex<Option<(tokio::time::Instant, Result<Secret, SecretError>)>>,
+}
+
+impl Throttled {
+    /// `source`, read again only once `every` has passed on `clock` since the last read.
+    pub fn new(source: SecretSource, clock: SharedClock, every: Duration) -> Throttled {
+        Throttled {
+            inner: Arc::new(ThrottledInner {
+                source,
+                clock,
+                every,
+                last: Mutex::new(None),
+            }),
+        }
+    }
+
+    fn current(&self) -> Result<Secret, SecretError> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let mut last = inner.last.lock().unwrap_or_else(|p| p.into_inner());
+        match last.as_ref() {
+            Some((at, value)) if now < *at + inner.every => value.clone(),
+            _ => {
+                let value = inner.source.current();
+                *last = Some((now, value.clone()));
+                value
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Throttled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Throttled")
+            .field("source", &self.inner.source)
+            .field("every", &self.inner.every)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Clones of one throttled source are the same source.
+impl PartialEq for Throttled {
+    fn eq(&self, other: &Throttled) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Throttled {}
 
 impl SecretSource {
     /// The current secret (for a certificate, its identity).
     pub fn current(&self) -> Result<Secret, SecretError> {
         let value = match self {
+            SecretSource::Throttled(throttled) => return throttled.current(),
             SecretSource::Certificate(source) => {
                 format!("x5t#S256:{}", source.current()?.sha256_hex())
             }
@@ -98,6 +166,7 @@ impl SecretSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::ClockExt as _;
 
     #[test]
     fn debug_shows_only_the_hint() {
@@ -115,5 +184,34 @@ mod tests {
         assert_eq!(source.current().unwrap().expose(), "new-value");
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(source.current(), Err(SecretError::File { .. })));
+    }
+
+    #[test]
+    fn a_throttled_source_reads_once_per_interval_for_every_clone() {
+        crate::time::replay_runtime().unwrap().block_on(async {
+            let path =
+                std::env::temp_dir().join(format!("maildrill-throttled-{}", std::process::id()));
+            std::fs::write(&path, "old-value").unwrap();
+            let start = "2025-02-14T11:30:00Z".parse().unwrap();
+            let clock = crate::time::VirtualClock::starting_at(start).shared();
+            let file = SecretSource::File(path.clone());
+            let one = SecretSource::Throttled(Throttled::new(
+                file,
+                clock.clone(),
+                Duration::from_secs(1),
+            ));
+            let other = one.clone();
+            assert_eq!(one.current().unwrap().expose(), "old-value");
+            std::fs::write(&path, "new-value").unwrap();
+            assert_eq!(
+                other.current().unwrap().expose(),
+                "old-value",
+                "read within the second"
+            );
+            clock.sleep(Duration::from_secs(1)).await;
+            assert_eq!(other.current().unwrap().expose(), "new-value");
+            assert_eq!(one, other);
+            std::fs::remove_file(&path).unwrap();
+        });
     }
 }

@@ -114,7 +114,7 @@ pub trait HoldStore: Send + Sync + fmt::Debug {
 }
 
 /// The fingerprint of a secret in a [`StoredHold`].
-fn fingerprint(secret: &Secret) -> String {
+pub(super) fn fingerprint(secret: &Secret) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(secret.expose().as_bytes());
     let mut hex = String::with_capacity(16);

@@ -15,7 +15,7 @@ use super::profile::{Mutation, Profile};
 use super::{Bundled, Start, SubjectError};
 use crate::client::delegated::{Blame, DelegatedConfig, OnNeedsUser};
 use crate::client::fleet::{Fleet, FleetConfig, FleetParts};
-use crate::client::secret::{Secret, SecretSource};
+use crate::client::secret::{Secret, SecretSource, Throttled};
 use crate::client::send::Transport;
 use crate::client::sync::SyncState;
 
@@ -101,10 +101,16 @@ impl Bundled {
         let profile = self.profile;
         let naive = profile == Profile::Naive2025Delegated;
         // The naive client reads its secret once at start: a rotation needs a restart.
+        // The remediated one re-reads the file, at most once a second for all its users.
         let secret = if naive {
             SecretSource::Value(Secret::new(start.secret.current()))
         } else {
-            SecretSource::File(start.secret.path().to_path_buf())
+            let file = SecretSource::File(start.secret.path().to_path_buf());
+            SecretSource::Throttled(Throttled::new(
+                file,
+                start.clock.clone(),
+                Duration::from_secs(1),
+            ))
         };
         let mut config = DelegatedConfig::new(
             start.client_id.clone(),
