@@ -49,6 +49,7 @@ fn every_inbound_message_is_synced_exactly_once_through_resync_and_rotation() {
                 interval: Duration::from_secs(60),
                 page_size: 5,
                 backoff: BackoffConfig::default(),
+                phase: std::time::Duration::ZERO,
             },
             tokens,
             http: Arc::new(sim.net.clone()),

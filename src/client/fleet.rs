@@ -224,6 +224,11 @@ impl Fleet {
         let sync = self.config.sync.clone().map(|mut config| {
             config.mailbox.clone_from(&upn);
             config.delegated = true;
+            let mut rng = self.fork();
+            // Each user's rounds at a phase of their own: in step, every user whose token is
+            // about to end would refresh in the same instant, before any of them hears that
+            // the app's credential failed.
+            config.phase = config.interval.mul_f64(rng.unit());
             let state = self
                 .sync_states
                 .lock()
@@ -237,7 +242,7 @@ impl Fleet {
                 http: self.http.clone(),
                 clock: self.clock.clone(),
                 log: self.sync_log.clone(),
-                rng: self.fork(),
+                rng,
                 state,
             }
         });

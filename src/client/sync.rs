@@ -31,6 +31,9 @@ pub struct SyncConfig {
     pub page_size: usize,
     /// Backoff when a round fails.
     pub backoff: BackoffConfig,
+    /// How long to wait before the first round: a client syncing many mailboxes spreads their
+    /// rounds over the interval, so they do not all ask (and refresh their tokens) at once.
+    pub phase: Duration,
 }
 
 /// What the sync did, for the run's event stream.
@@ -131,6 +134,9 @@ impl InboxSync {
         let prefer =
             http::HeaderValue::from_str(&format!("odata.maxpagesize={}", self.config.page_size))
                 .expect("a number makes a valid header value");
+        if !self.config.phase.is_zero() {
+            self.clock.sleep(self.config.phase).await;
+        }
         while self.clock.now_utc() < until {
             let start = self
                 .state

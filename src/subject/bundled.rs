@@ -235,6 +235,7 @@ impl Bundled {
                 interval: settings.sync_interval,
                 page_size: 50,
                 backoff,
+                phase: std::time::Duration::ZERO,
             }),
         }
     }
