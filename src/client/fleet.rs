@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use super::alert::Alerter;
 use super::delegated::{AppTokens, ConnectError, DelegatedConfig, UserTokens};
 use super::monitor::{ExpiryConfig, ExpiryMonitor, LatencyConfig, LatencyMonitor};
 use super::outbox::{NewMessage, Outbox, OutboxError};
+use super::process::{Part, monitor_parts};
 use super::send::{Sender, SessionSlot, Transport};
 use super::sync::{InboxSync, SyncConfig, SyncEvent, SyncState};
 use super::token::{TokenConfig, TokenProvider};
@@ -81,8 +81,6 @@ struct Lane {
     worker: Worker,
     sync: Option<InboxSync>,
 }
-
-type Part<'a> = Pin<Box<dyn Future<Output = Result<(), OutboxError>> + Send + 'a>>;
 
 /// A delegated client process.
 #[derive(Debug)]
@@ -329,24 +327,12 @@ impl Fleet {
 
     /// Runs every part until `until`, in one task; lanes of users who connect meanwhile join.
     pub async fn run(&self, until: DateTime<Utc>) -> Result<(), OutboxError> {
-        let mut parts = FuturesUnordered::<Part<'_>>::new();
-        if let Some(expiry) = &self.expiry {
-            parts.push(Box::pin(async move {
-                expiry.run(until).await;
-                Ok(())
-            }));
-        }
-        if let Some(latency) = &self.latency {
-            parts.push(Box::pin(async move {
-                latency.run(until).await;
-                Ok(())
-            }));
-        }
-        let alerter = &self.alerter;
-        parts.push(Box::pin(async move {
-            alerter.run(until).await;
-            Ok(())
-        }));
+        let mut parts = monitor_parts(
+            self.expiry.as_ref(),
+            self.latency.as_ref(),
+            &self.alerter,
+            until,
+        );
         let mut worked = Ok(());
         loop {
             let joining =

@@ -79,7 +79,34 @@ pub struct Parts {
 }
 
 /// One part of a running process.
-type Part<'a> = Pin<Box<dyn Future<Output = Result<(), OutboxError>> + Send + 'a>>;
+pub(super) type Part<'a> = Pin<Box<dyn Future<Output = Result<(), OutboxError>> + Send + 'a>>;
+
+/// The parts every process runs beside its senders: the monitors it has and the alerter.
+pub(super) fn monitor_parts<'a>(
+    expiry: Option<&'a ExpiryMonitor>,
+    latency: Option<&'a LatencyMonitor>,
+    alerter: &'a Alerter,
+    until: DateTime<Utc>,
+) -> FuturesUnordered<Part<'a>> {
+    let parts = FuturesUnordered::<Part<'a>>::new();
+    if let Some(expiry) = expiry {
+        parts.push(Box::pin(async move {
+            expiry.run(until).await;
+            Ok(())
+        }));
+    }
+    if let Some(latency) = latency {
+        parts.push(Box::pin(async move {
+            latency.run(until).await;
+            Ok(())
+        }));
+    }
+    parts.push(Box::pin(async move {
+        alerter.run(until).await;
+        Ok(())
+    }));
+    parts
+}
 
 /// A client process.
 #[derive(Debug)]
@@ -191,31 +218,19 @@ impl Client {
     /// one task, and a wake-up polls only the part it woke (a replay wakes the sync every
     /// virtual minute for weeks; the others need not look each time).
     pub async fn run(&self, until: DateTime<Utc>) -> Result<(), OutboxError> {
-        let mut parts = FuturesUnordered::<Part<'_>>::new();
+        let mut parts = monitor_parts(
+            self.expiry.as_ref(),
+            self.latency.as_ref(),
+            &self.alerter,
+            until,
+        );
         parts.push(Box::pin(self.worker.run(until)));
-        if let Some(expiry) = &self.expiry {
-            parts.push(Box::pin(async move {
-                expiry.run(until).await;
-                Ok(())
-            }));
-        }
-        if let Some(latency) = &self.latency {
-            parts.push(Box::pin(async move {
-                latency.run(until).await;
-                Ok(())
-            }));
-        }
         if let Some(sync) = &self.sync {
             parts.push(Box::pin(async move {
                 sync.run(until).await;
                 Ok(())
             }));
         }
-        let alerter = &self.alerter;
-        parts.push(Box::pin(async move {
-            alerter.run(until).await;
-            Ok(())
-        }));
         let mut worked = Ok(());
         while let Some(done) = parts.next().await {
             worked = worked.and(done);
