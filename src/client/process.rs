@@ -218,19 +218,31 @@ impl Client {
     /// one task, and a wake-up polls only the part it woke (a replay wakes the sync every
     /// virtual minute for weeks; the others need not look each time).
     pub async fn run(&self, until: DateTime<Utc>) -> Result<(), OutboxError> {
-        let mut parts = monitor_parts(
-            self.expiry.as_ref(),
-            self.latency.as_ref(),
-            &self.alerter,
-            until,
-        );
+        let mut parts = FuturesUnordered::<Part<'_>>::new();
         parts.push(Box::pin(self.worker.run(until)));
+        if let Some(expiry) = &self.expiry {
+            parts.push(Box::pin(async move {
+                expiry.run(until).await;
+                Ok(())
+            }));
+        }
+        if let Some(latency) = &self.latency {
+            parts.push(Box::pin(async move {
+                latency.run(until).await;
+                Ok(())
+            }));
+        }
         if let Some(sync) = &self.sync {
             parts.push(Box::pin(async move {
                 sync.run(until).await;
                 Ok(())
             }));
         }
+        let alerter = &self.alerter;
+        parts.push(Box::pin(async move {
+            alerter.run(until).await;
+            Ok(())
+        }));
         let mut worked = Ok(());
         while let Some(done) = parts.next().await {
             worked = worked.and(done);
