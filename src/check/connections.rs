@@ -2,7 +2,6 @@
 //! connections the subject gave up and why, whether one user's failure reached other users,
 //! whether every connection came back after the rotation, and token requests per user.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -334,17 +333,6 @@ pub(super) fn peak_hour(times: &[DateTime<Utc>]) -> Option<(usize, DateTime<Utc>
 fn format_delta(d: TimeDelta) -> String {
     let seconds = u64::try_from(d.num_seconds()).unwrap_or(0);
     humantime::format_duration(Duration::from_secs(seconds)).to_string()
-}
-
-/// The connections' failed token requests by answer, for the report's event tally.
-pub fn answers(o: &Observations) -> BTreeMap<TokenAnswer, usize> {
-    let mut out = BTreeMap::new();
-    for c in o.connections.values() {
-        for (_, answer) in &c.token_requests {
-            *out.entry(*answer).or_default() += 1;
-        }
-    }
-    out
 }
 
 #[cfg(test)]

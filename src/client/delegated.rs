@@ -809,16 +809,30 @@ impl UserTokens {
         let now = self.app.clock.now_utc();
         // A lost write is found again at the next refresh after a restart.
         let _ = self.app.store.restored(&self.upn, now);
+        let summary = format!("{} works again ({reason} mended)", self.upn);
+        let details = serde_json::json!({"user": self.upn});
+        self.notice("resolve", summary, details, now).await;
+    }
+
+    /// Tells the product about this user's connection: an `info` event, never a page, keyed
+    /// by the user so a resolve closes the trigger.
+    async fn notice(
+        &self,
+        action: &'static str,
+        summary: String,
+        details: serde_json::Value,
+        at: chrono::DateTime<chrono::Utc>,
+    ) {
         self.app
             .alerter
             .raise(AlertEvent {
-                action: "resolve",
+                action,
                 kind: NEEDS_USER,
                 dedup_key: format!("{NEEDS_USER}:{}", self.upn),
-                summary: format!("{} works again ({reason} mended)", self.upn),
+                summary,
                 severity: Severity::Info,
-                at: now,
-                details: serde_json::json!({"user": self.upn}),
+                at,
+                details,
             })
             .await;
     }
@@ -843,18 +857,9 @@ impl UserTokens {
         }
         // A lost write is found again at the next refresh after a restart.
         let _ = self.app.store.needs_user(&self.upn, reason, forget, now);
-        self.app
-            .alerter
-            .raise(AlertEvent {
-                action: "trigger",
-                kind: NEEDS_USER,
-                dedup_key: format!("{NEEDS_USER}:{}", self.upn),
-                summary: format!("{} must reconnect their mailbox ({reason})", self.upn),
-                severity: Severity::Info,
-                at: now,
-                details: serde_json::json!({"user": self.upn, "reason": reason}),
-            })
-            .await;
+        let summary = format!("{} must reconnect their mailbox ({reason})", self.upn);
+        let details = serde_json::json!({"user": self.upn, "reason": reason});
+        self.notice("trigger", summary, details, now).await;
     }
 }
 
